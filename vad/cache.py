@@ -1,0 +1,111 @@
+"""On-disk cache of extracted cubes: one HDF5 file per video in a folder keyed by the extraction settings.
+
+``<root>/<key>/`` holds ``<video>.h5`` (datasets ``cubes`` uint8, ``flow`` float16, ``boxes`` float32,
+``frame`` int32; attributes ``n_frames`` and ``video``) and ``manifest.json`` (the settings that produced the
+key, and the finished videos). Every file is written under a temporary name and renamed, so an interrupted
+extraction leaves no half-written video and a rerun skips the finished ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+FIELDS = ("cubes", "flow", "boxes", "frame")
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A short stable hash of JSON-serialisable extraction settings."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class CubeCache:
+    """The cache folder of one extraction setting."""
+
+    def __init__(self, root: str | Path, settings: dict[str, Any]):
+        self.settings = settings
+        self.key = settings_key(settings)
+        self.folder = Path(root) / self.key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.folder / "manifest.json"
+        if self.manifest_path.exists():
+            self.manifest = json.loads(self.manifest_path.read_text())
+        else:
+            self.manifest = {"settings": settings, "videos": {}}
+            _write_json_atomic(self.manifest_path, self.manifest)
+
+    def path(self, video: str) -> Path:
+        return self.folder / f"{video}.h5"
+
+    def has(self, video: str) -> bool:
+        return video in self.manifest["videos"] and self.path(video).exists()
+
+    def write(self, video: str, arrays: dict[str, np.ndarray], n_frames: int) -> None:
+        """Store one video's cubes atomically and record it in the manifest."""
+        final = self.path(video)
+        tmp = final.with_name(final.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            for name in FIELDS:
+                f.create_dataset(name, data=arrays[name])
+            f.attrs["n_frames"] = n_frames
+            f.attrs["video"] = video
+        os.replace(tmp, final)
+        self.manifest["videos"][video] = {"n_cubes": int(len(arrays["frame"])), "n_frames": int(n_frames)}
+        _write_json_atomic(self.manifest_path, self.manifest)
+
+    def n_frames(self, video: str) -> int:
+        return int(self.manifest["videos"][video]["n_frames"])
+
+    def load(self, videos: Sequence[str], fields: Sequence[str] = FIELDS) -> dict[str, np.ndarray]:
+        """Concatenate the chosen videos' arrays in memory, adding ``video`` (index into ``videos``)."""
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (*fields, "video")}
+        for i, name in enumerate(videos):
+            with h5py.File(self.path(name), "r") as f:
+                for k in fields:
+                    parts[k].append(f[k][()])
+                parts["video"].append(np.full(len(f["frame"]), i, np.int32))
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+class CubeDataset(Dataset):
+    """Lazy per-item reader over cached videos, for sets larger than memory.
+
+    HDF5 handles are opened on first access inside each DataLoader worker (h5py handles must not cross a fork).
+    Items are dicts with the same keys as ``CubeCache.load`` gives.
+    """
+
+    def __init__(self, cache: CubeCache, videos: Sequence[str], fields: Sequence[str] = ("cubes", "flow")):
+        self.paths = [cache.path(v) for v in videos]
+        self.fields = tuple(fields)
+        counts = [cache.manifest["videos"][v]["n_cubes"] for v in videos]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._files: dict[int, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        v = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        if v not in self._files:
+            self._files[v] = h5py.File(self.paths[v], "r")
+        f, j = self._files[v], i - int(self.offsets[v])
+        return {k: torch.as_tensor(f[k][j]) for k in self.fields}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state

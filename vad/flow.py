@@ -1,0 +1,113 @@
+"""Dense optical flow of a video's frames.
+
+The paper computes OF(p3) with a pretrained FlowNet2, which cannot be obtained here (no downloads, no CUDA
+build of its custom layers). We substitute OpenCV's DIS flow by default (fast on a CPU, no weights), with
+Farneback and torchvision's RAFT (from a local weights file) as options. The flow of frame t is t -> t+1; the
+last frame of a video uses t-1 -> t (as in the VEC reference code). Vectors are in pixels of the frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+
+
+class FlowError(ValueError):
+    """Bad flow settings or weights file."""
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+
+
+def flow_pairs(n_frames: int) -> list[tuple[int, int]]:
+    """The (from, to) frame pair whose flow stands for each frame t: (t, t+1), the last one (t-1, t)."""
+    if n_frames < 2:
+        return [(0, 0)] * n_frames
+    return [(t, t + 1) for t in range(n_frames - 1)] + [(n_frames - 2, n_frames - 1)]
+
+
+@dataclass
+class DisFlow:
+    """OpenCV DIS optical flow (Kroeger et al. 2016). ``preset``: ultrafast | fast | medium."""
+
+    preset: str = "medium"
+
+    def __post_init__(self):
+        presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                   "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+        if self.preset not in presets:
+            raise FlowError(f"unknown DIS preset {self.preset!r}; expected one of {sorted(presets)}")
+        self._dis = cv2.DISOpticalFlow_create(presets[self.preset])
+
+    def __call__(self, frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+        return np.stack([self._dis.calc(_grey(frames[a]), _grey(frames[b]), None) for a, b in pairs])
+
+
+@dataclass
+class FarnebackFlow:
+    """OpenCV Farneback flow with the common settings (pyramid 0.5, 3 levels, window 15)."""
+
+    def __call__(self, frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+        return np.stack([cv2.calcOpticalFlowFarneback(_grey(frames[a]), _grey(frames[b]), None,
+                                                      0.5, 3, 15, 3, 5, 1.2, 0) for a, b in pairs])
+
+
+class RaftFlow:
+    """torchvision RAFT (large or small) loaded from a local weights file (a state dict); never downloads."""
+
+    def __init__(self, weights: str | Path, small: bool = False, device: str = "cpu", iterations: int = 12):
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        path = Path(weights)
+        if not path.is_file():
+            raise FlowError(f"RAFT weights file not found: {path}")
+        self.model = (raft_small if small else raft_large)(weights=None, progress=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            self.model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except RuntimeError as err:
+            raise FlowError(f"{path} does not hold RAFT-{'small' if small else 'large'} weights: {err}") from err
+        self.device = torch.device(device)
+        self.model.eval().to(self.device)
+        self.iterations = iterations
+
+    def _tensor(self, frames: np.ndarray) -> torch.Tensor:
+        rgb = np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2RGB) if f.ndim == 2 else cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+                        for f in frames])
+        x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        h, w = x.shape[-2:]
+        return torch.nn.functional.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")  # RAFT needs /8 sizes
+
+    @torch.no_grad()
+    def __call__(self, frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+        h, w = frames.shape[1:3]
+        a = self._tensor(frames[[p[0] for p in pairs]]).to(self.device)
+        b = self._tensor(frames[[p[1] for p in pairs]]).to(self.device)
+        flow = self.model(a, b, num_flow_updates=self.iterations)[-1]
+        return flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_flow(method: str = "dis", *, preset: str = "medium", raft_weights: str | None = None,
+              raft_small: bool = False, device: str = "cpu"):
+    """Build the flow estimator named in the config."""
+    if method == "dis":
+        return DisFlow(preset)
+    if method == "farneback":
+        return FarnebackFlow()
+    if method == "raft":
+        if not raft_weights:
+            raise FlowError("flow.method=raft needs flow.raft_weights: a local torchvision RAFT state-dict file")
+        return RaftFlow(raft_weights, small=raft_small, device=device)
+    raise FlowError(f"unknown flow method {method!r}; expected dis, farneback or raft")
+
+
+def iter_flow_chunks(estimator, frames: np.ndarray, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first frame index, flows (n,H,W,2) float32) chunk by chunk, to bound memory on long videos."""
+    pairs = flow_pairs(len(frames))
+    for start in range(0, len(frames), chunk):
+        yield start, estimator(frames, pairs[start:start + chunk]).astype(np.float32)
