@@ -1,0 +1,300 @@
+"""The staged UVAD pipeline: extract -> train -> score -> eval -> plot, each stage reading and writing a run folder.
+
+Run folder (``RUN_DIR``):
+  config.yaml        resolved configuration
+  env.json           versions, git commit, seed, device
+  videos.json        the dataset's videos (name, path, frame count, labels or null) and the cache folder
+  model.pt           trained generators and the error normalisation
+  cube_scores.npz    every cube's video, frame, box, per-target errors, motion energy and final score
+  frame_scores.csv   video, frame, score, heuristic, label
+  metrics.json       auc_micro, auc_macro, eer, n_frames, heuristic_auc_micro, ..., timings
+  plots/             per-video score curves (abnormal frames shaded) and ROC curves
+
+The model is transductive: it is trained on the very cubes it scores (no labels are read before ``eval``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from image_od.data import ArrayData
+from image_od.generative import GenerativeE3Outlier, Normaliser
+from image_od.training import TrainSettings, resolve_device
+from vad import regions as regions_mod
+from vad.cache import CubeCache
+from vad.cloze import cloze_tasks
+from vad.cubes import extract_cubes
+from vad.flow import make_flow
+from vad.metrics import frame_metrics
+from vad.readers import Video, open_dataset, open_videos
+from vad.scoring import frame_scores, motion_energy, smooth, zscore
+
+from .config import Config, load_config, save_config, to_dict
+from .run_env import environment, peak_rss_mb, write_json
+from .vad_plots import plot_run
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | None,
+             cache_root: str | Path) -> list[Video]:
+    """Create the run folder, resolve the videos and record config, environment and video list."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (root is None) == (videos_path is None):
+        raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
+    videos = open_dataset(root, config.data.layout) if root else open_videos(videos_path)
+    save_config(config, out / "config.yaml")
+    write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
+    cache = cube_cache(config, videos, cache_root)
+    write_json(out / "videos.json", {
+        "source": str(Path(root or videos_path).resolve()),
+        "cache": str(cache.folder.resolve()),
+        "videos": [{"name": v.name, "path": str(v.path), "n_frames": v.frame_count(),
+                    "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos],
+    })
+    return videos
+
+
+def load_run(out: str | Path) -> tuple[Config, dict[str, Any]]:
+    out = Path(out)
+    if not (out / "config.yaml").is_file() or not (out / "videos.json").is_file():
+        raise FileNotFoundError(f"{out} is not a run folder (no config.yaml/videos.json): run `vad extract` first")
+    return load_config(out / "config.yaml"), json.loads((out / "videos.json").read_text())
+
+
+def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime": int(st.st_mtime)}
+
+
+def cube_cache(config: Config, videos: list[Video], cache_root: str | Path) -> CubeCache:
+    """The cache folder for these videos under these extraction settings."""
+    r = config.regions
+    settings = {
+        "videos": [str(Path(v.path).resolve()) for v in videos],
+        "grey": config.data.grey,
+        "regions": {**to_dict(config)["regions"], "box_file": _file_fingerprint(r.box_file),
+                    "detector_weights": _file_fingerprint(r.detector_weights)},
+        "cubes": to_dict(config)["cubes"],
+        "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
+    }
+    return CubeCache(cache_root, settings)
+
+
+# ----------------------------------------------------------------------------------------------- extract
+class BoxSource:
+    """Per-frame foreground boxes from the configured sources (motion, detector, file), united per frame."""
+
+    def __init__(self, config: Config, videos: list[Video]):
+        r = config.regions
+        unknown = set(r.sources) - {"motion", "detector", "file"}
+        if unknown or not r.sources:
+            raise ValueError(f"regions.sources must be a non-empty subset of motion, detector, file; got {r.sources}")
+        self.config = config
+        self.file_boxes = None
+        if "file" in r.sources:
+            if not r.box_file:
+                raise ValueError("regions.sources has 'file' but no regions.box_file (or --boxes) was given")
+            boxes = regions_mod.load_box_file(r.box_file, [v.frame_count() for v in videos])
+            self.file_boxes = {v.name: b for v, b in zip(videos, boxes)}
+        self.detector = None
+        if "detector" in r.sources:
+            if not r.detector_weights:
+                raise ValueError("regions.sources has 'detector' but regions.detector_weights is not set")
+            self.detector = regions_mod.YoloDetector(
+                r.detector_weights, score_thr=r.detector_score, min_area=r.detector_min_area,
+                cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(resolve_device(config.device)))
+
+    def __call__(self, video: Video, frames: np.ndarray) -> list[np.ndarray]:
+        r = self.config.regions
+        lists = []
+        if self.file_boxes is not None:
+            lists.append(self.file_boxes[video.name])
+        detected = self.detector.detect(frames) if self.detector is not None else None
+        if detected is not None:
+            lists.append(detected)
+        if "motion" in r.sources:
+            lists.append(regions_mod.video_motion_boxes(
+                frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold, min_area=r.motion_min_area,
+                max_aspect=r.motion_max_aspect, margin=r.motion_margin, exclude=detected))
+        return regions_mod.merge_boxes(*lists)
+
+
+def extract(config: Config, videos: list[Video], cache_root: str | Path, progress: bool = True) -> CubeCache:
+    """Boxes, cubes and flow of every video into the cache; videos already cached are skipped (resume)."""
+    cache = cube_cache(config, videos, cache_root)
+    todo = [v for v in videos if not cache.has(v.name)]
+    if not todo:
+        return cache
+    boxes_for = BoxSource(config, videos)
+    flow = make_flow(config.flow.method, preset=config.flow.preset, raft_weights=config.flow.raft_weights,
+                     raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
+    for video in tqdm(todo, desc="extract", unit="video", disable=not progress):
+        frames = video.read_frames(grey=config.data.grey)
+        arrays = extract_cubes(frames, boxes_for(video, frames), flow, size=config.cubes.size,
+                               n_frames=config.cubes.frames)
+        cache.write(video.name, arrays, len(frames))
+    return cache
+
+
+# ----------------------------------------------------------------------------------------------- train
+def make_model(config: Config, checkpoint: Path | None = None, progress: bool = True) -> GenerativeE3Outlier:
+    m = config.model
+    return GenerativeE3Outlier(
+        cloze_tasks(tuple(m.targets)), widths=m.widths, normalisation=m.normalisation, device=config.device,
+        seed=config.seed, checkpoint=checkpoint,
+        train_settings=TrainSettings(epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, progress=progress))
+
+
+def _cache_of(info: dict[str, Any]) -> CubeCache:
+    folder = Path(info["cache"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return CubeCache(folder.parent, manifest["settings"])
+
+
+def _cube_data(info: dict[str, Any]) -> tuple[dict[str, np.ndarray], ArrayData]:
+    cache = _cache_of(info)
+    missing = [v["name"] for v in info["videos"] if not cache.has(v["name"])]
+    if missing:
+        raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
+    arrays = cache.load([v["name"] for v in info["videos"]])
+    if len(arrays["frame"]) == 0:
+        raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
+                         "(check the region settings, e.g. regions.motion_threshold, or give --boxes)")
+    return arrays, ArrayData({"cubes": arrays["cubes"], "flow": arrays["flow"]})
+
+
+def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
+    """Fit the cloze generators on every cube of the run (transductive) and save them."""
+    out = Path(out)
+    config, info = load_run(out)
+    _, data = _cube_data(info)
+    model = make_model(config, checkpoint=out / "train_checkpoint.pt", progress=progress).fit(data)
+    tmp = out / "model.pt.tmp"
+    torch.save({"nets": model.nets_.state_dict(), "normaliser": vars(model.normaliser_),
+                "history": model.history_, "targets": config.model.targets}, tmp)
+    os.replace(tmp, out / "model.pt")
+    (out / "train_checkpoint.pt").unlink(missing_ok=True)
+    return model
+
+
+def _load_model(out: Path, config: Config, data: ArrayData, progress: bool) -> GenerativeE3Outlier:
+    if not (out / "model.pt").is_file():
+        raise FileNotFoundError(f"{out / 'model.pt'} not found: run `vad train` first")
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    model = make_model(config, progress=progress)
+    model.nets_ = model._build(data)
+    model.nets_.load_state_dict(state["nets"])
+    model.nets_.to(resolve_device(config.device))
+    model.normaliser_ = Normaliser(**state["normaliser"])
+    model.history_ = state["history"]
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- score
+def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progress: bool = True) -> None:
+    """Score every cube, then every frame; write cube_scores.npz and frame_scores.csv."""
+    out = Path(out)
+    config, info = load_run(out)
+    arrays, data = _cube_data(info)
+    model = model or _load_model(out, config, data, progress)
+    errors = model.task_errors(data)
+    normalised = model.normaliser_(errors)
+    energy = motion_energy(arrays["flow"])
+    cube_score = normalised.sum(1) + config.score.motion_weight * zscore(energy)
+    n_frames = [v["n_frames"] for v in info["videos"]]
+    frames = smooth(frame_scores(cube_score, arrays["video"], arrays["frame"], n_frames), config.score.smooth_window)
+    heuristic = frame_scores(energy, arrays["video"], arrays["frame"], n_frames)
+    np.savez_compressed(out / "cube_scores.npz", video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
+                        errors=errors, targets=np.array(config.model.targets), motion_energy=energy,
+                        score=cube_score)
+    tmp = out / "frame_scores.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "frame", "score", "heuristic", "label"])
+        for v, s, h in zip(info["videos"], frames, heuristic):
+            labels = v["labels"]
+            for t in range(len(s)):
+                w.writerow([v["name"], t, f"{s[t]:.6g}", f"{h[t]:.6g}", "" if labels is None else labels[t]])
+    os.replace(tmp, out / "frame_scores.csv")
+
+
+def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """frame_scores.csv as {video: {"score", "heuristic", "label"}} (label None when unlabeled)."""
+    rows: dict[str, dict[str, list]] = {}
+    with (out / "frame_scores.csv").open() as f:
+        for r in csv.DictReader(f):
+            d = rows.setdefault(r["video"], {"score": [], "heuristic": [], "label": []})
+            d["score"].append(float(r["score"]))
+            d["heuristic"].append(float(r["heuristic"]))
+            d["label"].append(None if r["label"] == "" else int(r["label"]))
+    return {v: {"score": np.array(d["score"]), "heuristic": np.array(d["heuristic"]),
+                "label": None if d["label"][0] is None else np.array(d["label"])} for v, d in rows.items()}
+
+
+# ----------------------------------------------------------------------------------------------- eval
+def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Frame-level metrics of the model and of the motion-energy heuristic into metrics.json."""
+    out = Path(out)
+    config, info = load_run(out)
+    scores = read_frame_scores(out)
+    metrics: dict[str, Any] = {"n_frames": int(sum(len(d["score"]) for d in scores.values())),
+                               "n_videos": len(scores)}
+    cubes = np.load(out / "cube_scores.npz")
+    metrics["n_cubes"] = int(len(cubes["score"]))
+    labelled = all(d["label"] is not None for d in scores.values())
+    if labelled:
+        labels = [d["label"] for d in scores.values()]
+        metrics.update(frame_metrics([d["score"] for d in scores.values()], labels))
+        heur = frame_metrics([d["heuristic"] for d in scores.values()], labels)
+        metrics.update({f"heuristic_{k}": heur[k] for k in ("auc_micro", "auc_macro", "eer")})
+        metrics["per_target_auc_micro"] = _per_target_auc(cubes, info, labels)
+    else:
+        metrics["note"] = "unlabeled videos: scores and plots only, no AUC"
+    prior = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    metrics["timings"] = timings or prior.get("timings", {})
+    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _per_target_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) -> dict[str, float]:
+    """Micro AUC of each cloze target alone (z-scored error), to show what each one contributes."""
+    from vad.metrics import auc_micro
+
+    n_frames = [v["n_frames"] for v in info["videos"]]
+    result = {}
+    for i, name in enumerate(cubes["targets"]):
+        fs = frame_scores(zscore(cubes["errors"][:, i]), cubes["video"], cubes["frame"], n_frames)
+        result[str(name)] = auc_micro(fs, labels)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- run
+def run(config: Config, out: str | Path, *, root: str | None = None, videos_path: str | None = None,
+        cache_root: str | Path = "cache", progress: bool = True, make_plots: bool = True) -> dict[str, Any]:
+    """All stages in order, timed; returns the metrics."""
+    t0 = time.perf_counter()
+    videos = open_run(out, config, root=root, videos_path=videos_path, cache_root=cache_root)
+    extract(config, videos, cache_root, progress=progress)
+    t1 = time.perf_counter()
+    model = train_stage(out, progress)
+    t2 = time.perf_counter()
+    score_stage(out, model, progress)
+    t3 = time.perf_counter()
+    if make_plots:
+        plot_run(out)
+    timings = {"extract_s": round(t1 - t0, 2), "train_s": round(t2 - t1, 2), "score_s": round(t3 - t2, 2),
+               "total_s": round(time.perf_counter() - t0, 2)}
+    return eval_stage(out, timings)

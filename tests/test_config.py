@@ -1,0 +1,31 @@
+import pytest
+
+from pipelines.config import ConfigError, load_config, parse_override
+
+
+def test_defaults_file_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  epochs: 3\n  widths: [8, 16]\nscore: {motion_weight: 1}\n")
+    c = load_config(p, ["model.epochs=5", "regions.sources=[file, motion]", "flow.raft_weights=w.pt"])
+    assert c.model.epochs == 5 and c.model.widths == [8, 16]
+    assert c.score.motion_weight == 1.0 and isinstance(c.score.motion_weight, float)
+    assert c.regions.sources == ["file", "motion"] and c.flow.raft_weights == "w.pt"
+    assert c.cubes.size == 32
+
+
+def test_bad_keys_and_types_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="model.epoch"):
+        load_config(None, ["model.epoch=5"])
+    with pytest.raises(ConfigError, match="model.epochs"):
+        load_config(None, ["model.epochs=many"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("model.epochs")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        load_config(path)

@@ -1,0 +1,71 @@
+import cv2
+import numpy as np
+import pytest
+
+from vad.cubes import cube_offsets, extract_cubes
+from vad.flow import DisFlow, FarnebackFlow, flow_pairs
+
+
+class ZeroFlow:
+    def __call__(self, frames, pairs):
+        return np.zeros((len(pairs), *frames.shape[1:3], 2), np.float32)
+
+
+def _video(n=7, h=40, w=48):
+    """Frame t is filled with the value 10*t, plus a gradient so crops are checkable."""
+    base = np.add.outer(np.arange(h), np.arange(w)).astype(np.uint8)
+    return np.stack([base + 10 * t for t in range(n)]).astype(np.uint8)
+
+
+def test_offsets_and_pairs():
+    assert cube_offsets(5).tolist() == [-2, -1, 0, 1, 2]
+    with pytest.raises(ValueError):
+        cube_offsets(4)
+    assert flow_pairs(4) == [(0, 1), (1, 2), (2, 3), (2, 3)]
+
+
+def test_cube_frames_are_centred_and_padded_at_video_ends():
+    video = _video()
+    boxes = [np.zeros((0, 4), np.float32)] * 7
+    boxes[0] = np.array([[4, 4, 36, 36]], np.float32)  # a 32x32 box: crop without resizing
+    boxes[6] = np.array([[4, 4, 36, 36]], np.float32)
+    boxes[3] = np.array([[4, 4, 36, 36], [10, 8, 26, 24]], np.float32)
+    out = extract_cubes(video, boxes, ZeroFlow(), size=32)
+    assert out["cubes"].shape == (4, 5, 32, 32) and out["flow"].shape == (4, 2, 32, 32)
+    assert out["frame"].tolist() == [0, 3, 3, 6]
+    crop = video[:, 4:36, 4:36]
+    np.testing.assert_array_equal(out["cubes"][0], crop[[0, 0, 0, 1, 2]])  # start: first frame repeated
+    np.testing.assert_array_equal(out["cubes"][1], crop[[1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(out["cubes"][3], crop[[4, 5, 6, 6, 6]])  # end: last frame repeated
+
+
+def test_small_box_is_resized_like_cv2_bilinear():
+    video = _video()
+    boxes = [np.zeros((0, 4), np.float32)] * 7
+    boxes[3] = np.array([[10, 8, 26, 24]], np.float32)
+    out = extract_cubes(video, boxes, ZeroFlow(), size=32)
+    expected = cv2.resize(video[3, 8:24, 10:26], (32, 32), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(out["cubes"][0, 2].astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_flow_patch_is_the_middle_frame_flow():
+    rng = np.random.default_rng(0)
+    bg = cv2.GaussianBlur(rng.integers(0, 255, (64, 64)).astype(np.uint8), (7, 7), 0)
+    video = np.stack([np.roll(bg, 2 * t, axis=1) for t in range(5)])  # shifts right 2 px per frame
+    boxes = [np.array([[16, 16, 48, 48]], np.float32)] * 5
+    for estimator in (DisFlow("medium"), FarnebackFlow()):
+        out = extract_cubes(video, boxes, estimator, size=32)
+        dx = out["flow"][:, 0, 8:24, 8:24].astype(np.float32).mean()
+        dy = out["flow"][:, 1, 8:24, 8:24].astype(np.float32).mean()
+        assert abs(dx - 2) < 0.5 and abs(dy) < 0.5
+
+
+def test_video_without_boxes_gives_empty_arrays():
+    out = extract_cubes(_video(), [np.zeros((0, 4), np.float32)] * 7, ZeroFlow())
+    assert out["cubes"].shape == (0, 5, 32, 32) and out["frame"].shape == (0,)
+
+
+def test_colour_cubes_keep_channels():
+    video = np.stack([np.dstack([f] * 3) for f in _video()])
+    boxes = [np.array([[4, 4, 36, 36]], np.float32)] * 7
+    assert extract_cubes(video, boxes, ZeroFlow())["cubes"].shape == (7, 5, 3, 32, 32)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up what is missing, then run the embedded demo or the tests.
+#   bash tools/dev.sh demo   # install if needed, run the whole pipeline on a generated dataset
+#   bash tools/dev.sh test   # install if needed, run the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+
+install_apt() {
+    local missing=()
+    command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+    [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+    [ ${#missing[@]} -eq 0 ] && return
+    echo "[setup] apt: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_python() {
+    local stamp="$VENV/.e3outlier-$(cat pyproject.toml tools/dev.sh | sha256sum | cut -c1-12)"
+    [ -f "$stamp" ] && return
+    echo "[setup] python environment in $VENV (first time: a few minutes)"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+    "$VENV/bin/pip" install -q opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
+        matplotlib pyyaml scipy pytest
+    "$VENV/bin/pip" install -q --no-deps -e .
+    "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics"
+    rm -f "$VENV"/.e3outlier-*
+    touch "$stamp"
+}
+
+install_apt
+install_python
+export YOLO_OFFLINE=1 MPLBACKEND=Agg
+case "${1:-}" in
+    demo) shift; exec "$VENV/bin/vad" demo --out "${DEMO_OUT:-runs/demo}" "$@" ;;
+    test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    *) echo "usage: bash tools/dev.sh demo|test [args]" >&2; exit 2 ;;
+esac

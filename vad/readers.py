@@ -1,0 +1,467 @@
+"""Video datasets on disk -> ``Video`` objects with frame-level labels (1 = abnormal).
+
+Only the test split is read: the method is transductive and scores the videos it learns from.
+
+Layouts (``detect_layout`` picks one; ``open_dataset`` reads it):
+- ``ucsd``: the official UCSD Ped1/Ped2 release, ``Test/Test001/001.tif ...``. Labels from ``Test/UCSDped*.m``
+  (``TestVideoFile{end+1}.gt_frame = [5:90, 140:200];``, one line per video), else from the
+  ``Test001_gt/*.bmp`` pixel masks. The .m file wins: Ped1 has masks for only 10 of its 36 videos.
+- ``ucsd_preprocessed``: the ano_pred/MNAD layout, ``testing/frames/01/000.jpg ...`` with a ``*.mat`` in the
+  root holding ``gt``, a 1xN cell of 2xK [start; end] ranges (1-based, inclusive, often stored as uint8).
+- ``avenue``: ``testing_videos/08.avi ...`` or ``testing/frames/08/*.jpg``. Labels from the official pixel masks
+  ``testing_label_mask/8_label.mat`` (``volLabel``, one HxW mask per frame) when every present video has one,
+  else from a concatenated frame-label ``*.npy`` over all test videos, split by the video lengths.
+- ``videos``: unlabeled, see ``open_videos``.
+
+Every labelled video has exactly one label per frame; ``Video.label_source`` says where the labels came from.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import h5py
+import numpy as np
+import scipy.io
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXT = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp"})
+VIDEO_EXT = frozenset({".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm", ".wmv"})
+LAYOUTS = ("ucsd", "ucsd_preprocessed", "avenue", "videos")
+AVENUE_LABELS = ("auto", "masks", "npy")
+
+
+class DatasetError(ValueError):
+    """Bad or missing input; the message names the file or folder and what is wrong."""
+
+
+# ---------------------------------------------------------------- files and frames
+
+def _natural_key(p: Path) -> list:
+    """Sort key so that '2.png' < '10.png'."""
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
+
+
+def _visible(folder: Path) -> list[Path]:
+    """Entries of a folder in natural order, hidden ones (``.DS_Store``, macOS ``._001.tif``) left out."""
+    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=_natural_key)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The frame images of a folder in natural order."""
+    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXT]
+
+
+def _video_files(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in VIDEO_EXT]
+
+
+def _frame_folders(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder) if p.is_dir() and image_files(p)]
+
+
+def _read_image(path: Path, grey: bool) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"unreadable frame image: {path}")
+    return img
+
+
+def _decode_opencv(path: Path, grey: bool) -> list[np.ndarray]:
+    """All frames OpenCV can decode ([] when it cannot open the file)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while cap.isOpened():
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if grey else frame)
+    finally:
+        cap.release()
+    return frames
+
+
+def _count_opencv(path: Path) -> int:
+    """Frames OpenCV can demux and decode (0 when it cannot open the file); exact, unlike CAP_PROP_FRAME_COUNT."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    try:
+        while cap.isOpened() and cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def _decode_ffmpeg(path: Path, grey: bool) -> np.ndarray:
+    """Decode with the ffmpeg binary through ffmpeg-python: the fallback for codecs OpenCV's build lacks."""
+    import ffmpeg
+
+    try:
+        stream = next(s for s in ffmpeg.probe(str(path))["streams"] if s.get("codec_type") == "video")
+        w, h = int(stream["width"]), int(stream["height"])
+        raw, _ = (ffmpeg.input(str(path))
+                  .output("pipe:", format="rawvideo", pix_fmt="gray" if grey else "bgr24")
+                  .run(capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as err:
+        tail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] if err.stderr else []
+        raise DatasetError(f"cannot decode video {path} with OpenCV nor ffmpeg: {' '.join(tail)}") from None
+    except (StopIteration, KeyError):
+        raise DatasetError(f"cannot decode video {path}: ffmpeg finds no video stream") from None
+    except OSError as err:
+        raise DatasetError(f"cannot decode video {path} with OpenCV, and ffmpeg is unavailable: {err}") from None
+    frame_bytes = h * w * (1 if grey else 3)
+    if not raw or len(raw) % frame_bytes:
+        raise DatasetError(f"cannot decode video {path}: ffmpeg returned {len(raw)} bytes for {w}x{h} frames")
+    return np.frombuffer(raw, np.uint8).reshape((-1, h, w) if grey else (-1, h, w, 3))
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    """One video: a folder of frame images or a video file, with optional per-frame labels (1 = abnormal).
+
+    ``eq=False``: videos compare by identity (labels are arrays). ``_count`` caches ``frame_count``.
+    """
+
+    name: str
+    path: Path
+    labels: np.ndarray | None = field(default=None, repr=False)
+    label_source: str | None = None
+    _count: list[int] = field(default_factory=list, repr=False)
+
+    def frame_count(self) -> int:
+        """Number of frame images, or of decoded frames of a video file (decoded once, then cached)."""
+        if not self._count:
+            if self.path.is_dir():
+                n = len(image_files(self.path))
+            else:
+                n = _count_opencv(self.path) or len(_decode_ffmpeg(self.path, grey=True))
+            self._count.append(n)
+        return self._count[0]
+
+    def read_frames(self, grey: bool = True) -> np.ndarray:
+        """All frames, uint8 (T,H,W) when grey, else (T,H,W,3) BGR."""
+        if self.path.is_dir():
+            frames = [_read_image(p, grey) for p in image_files(self.path)]
+        else:
+            frames = _decode_opencv(self.path, grey) or list(_decode_ffmpeg(self.path, grey))
+        if not frames:
+            raise DatasetError(f"no frames in {self.path}")
+        sizes = sorted({f.shape[:2] for f in frames})
+        if len(sizes) > 1:
+            raise DatasetError(f"frames of {self.path} differ in size (HxW): {sizes}")
+        return np.stack(frames)
+
+
+def _labelled(video: Video, labels: np.ndarray, source: str) -> Video:
+    """``video`` with its labels, after checking there is one label per frame."""
+    n = video.frame_count()
+    if n == 0:
+        raise DatasetError(f"video {video.name} ({video.path}) has no frames")
+    if len(labels) != n:
+        raise DatasetError(f"video {video.name} ({video.path}): {len(labels)} labels ({source}) but {n} frames")
+    return replace(video, labels=(np.asarray(labels) != 0).astype(np.uint8), label_source=source)
+
+
+def ranges_to_labels(ranges: list[tuple[int, int]], n: int, where: str) -> np.ndarray:
+    """1-based inclusive [start, end] ranges -> 0/1 per frame; every range must lie within frames 1..n."""
+    labels = np.zeros(n, np.uint8)
+    for a, b in ranges:
+        if not 1 <= a <= b <= n:
+            raise DatasetError(f"{where}: range {a}:{b} is not within the video's frames 1..{n}")
+        labels[a - 1:b] = 1
+    return labels
+
+
+# ---------------------------------------------------------------- MATLAB files
+
+def _h5_value(f: h5py.File, obj: h5py.Dataset) -> np.ndarray:
+    """A v7.3 (HDF5) variable as scipy.io.loadmat would give it: cells as object arrays, MATLAB axis order."""
+    data = obj[()]
+    if obj.dtype == h5py.ref_dtype:
+        out = np.empty(data.shape[::-1], dtype=object)
+        for idx, ref in np.ndenumerate(data.T):
+            out[idx] = _h5_value(f, f[ref])
+        return out
+    return np.asarray(data).T
+
+
+def _read_mat_var(path: Path, name: str) -> np.ndarray | None:
+    if h5py.is_hdf5(str(path)):
+        with h5py.File(path, "r") as f:
+            return _h5_value(f, f[name]) if name in f else None
+    return scipy.io.loadmat(str(path), variable_names=[name]).get(name)
+
+
+def load_mat_var(path: Path, name: str) -> np.ndarray:
+    """Variable ``name`` of a MATLAB file (v5 through scipy, v7.3 through h5py)."""
+    try:
+        value = _read_mat_var(path, name)
+    except (NotImplementedError, ValueError, TypeError, OSError) as err:
+        raise DatasetError(f"cannot read MATLAB file {path} (v5 or v7.3 expected): {err}") from None
+    if value is None:
+        raise DatasetError(f"{path}: no variable {name!r}")
+    return value
+
+
+def _mat_var_shape(path: Path, name: str) -> tuple[int, ...] | None:
+    """Shape of a MATLAB variable without loading it (None when absent or unreadable)."""
+    try:
+        if h5py.is_hdf5(str(path)):
+            with h5py.File(path, "r") as f:
+                return tuple(f[name].shape[::-1]) if name in f else None
+        return next((tuple(shape) for var, shape, _ in scipy.io.whosmat(str(path)) if var == name), None)
+    except (NotImplementedError, ValueError, TypeError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------- UCSD, official release
+
+def parse_ucsd_m(path: Path) -> list[list[tuple[int, int]]]:
+    """The frame ranges of each ``TestVideoFile{end+1}.gt_frame = [61:180, 7];`` line, in file order."""
+    videos = []
+    for line in path.read_text(errors="replace").splitlines():
+        code = line.split("%", 1)[0]
+        m = re.search(r"gt_frame\s*=\s*\[([^\]]*)\]", code)
+        if not m:
+            continue
+        ranges = []
+        for part in re.split(r"[,\s]+", re.sub(r"\s*:\s*", ":", m.group(1)).strip()):
+            if not part:
+                continue
+            bounds = re.fullmatch(r"(\d+)(?::(\d+))?", part)
+            if not bounds:
+                raise DatasetError(f"{path}: cannot read frame range {part!r} in line {line.strip()!r}")
+            a = int(bounds.group(1))
+            ranges.append((a, int(bounds.group(2) or a)))
+        videos.append(ranges)
+    return videos
+
+
+def _ucsd_test_folder(root: Path) -> Path | None:
+    """The folder holding TestNNN/ (``root/Test`` or root itself), if any."""
+    for test in (root / "Test", root):
+        if test.is_dir() and any(re.fullmatch(r"Test\d+", p.name) and p.is_dir() for p in _visible(test)):
+            return test
+    return None
+
+
+def _ucsd_m_file(test: Path) -> Path | None:
+    """The label .m file of a Test folder: the single ``UCSDped*.m``, else the single ``*.m``."""
+    m_files = [p for p in _visible(test) if p.suffix == ".m" and p.is_file()]
+    preferred = [p for p in m_files if p.name.lower().startswith("ucsdped")] or m_files
+    if len(preferred) > 1:
+        raise DatasetError(f"several label .m files in {test}, cannot tell which: {[p.name for p in preferred]}")
+    return preferred[0] if preferred else None
+
+
+def _mask_labels(folder: Path) -> np.ndarray:
+    """Frame labels from a folder of pixel masks: 1 where any pixel is non-zero."""
+    return np.array([int(_read_image(p, True).any()) for p in image_files(folder)], np.uint8)
+
+
+def open_ucsd(root: Path) -> list[Video]:
+    """Official UCSD release: TestNNN frame folders, labels from the .m file, else from TestNNN_gt masks."""
+    test = _ucsd_test_folder(root)
+    if test is None:
+        raise DatasetError(f"no UCSD test videos: expected folders {root}/Test/Test001/ (frame images)")
+    videos = [Video(d.name, d) for d in _visible(test) if d.is_dir() and re.fullmatch(r"Test\d+", d.name)]
+    m_file = _ucsd_m_file(test)
+    if m_file is not None:
+        entries = parse_ucsd_m(m_file)
+        if len(entries) != len(videos):
+            raise DatasetError(f"{m_file}: {len(entries)} gt_frame lines for {len(videos)} test videos in {test}")
+        source = f"ucsd_m:{m_file}"
+        return [_labelled(v, ranges_to_labels(r, v.frame_count(), f"{m_file} ({v.name})"), source)
+                for v, r in zip(videos, entries)]
+    labelled = []
+    for v in videos:
+        gt = test / f"{v.name}_gt"
+        if not gt.is_dir():
+            raise DatasetError(f"no labels for video {v.name}: no .m file in {test} and no mask folder {gt}")
+        labelled.append(_labelled(v, _mask_labels(gt), f"ucsd_gt_masks:{gt}"))
+    return labelled
+
+
+# ---------------------------------------------------------------- UCSD, preprocessed (ano_pred / MNAD)
+
+def _gt_mat(root: Path) -> Path | None:
+    """The single ``*.mat`` of ``root`` holding the variable ``gt``."""
+    mats = [p for p in sorted(root.glob("*.mat")) if _mat_var_shape(p, "gt") is not None]
+    if len(mats) > 1:
+        raise DatasetError(f"several .mat files with 'gt' in {root}, cannot tell which: {[p.name for p in mats]}")
+    return mats[0] if mats else None
+
+
+def _gt_ranges(cell: np.ndarray) -> list[tuple[int, int]]:
+    """One ``gt`` entry (2xK [start; end], often uint8) as int ranges; cast first so arithmetic cannot wrap."""
+    arr = np.asarray(cell).astype(np.int64)
+    return [(int(a), int(b)) for a, b in arr.reshape(2, -1).T]
+
+
+def open_ucsd_preprocessed(root: Path) -> list[Video]:
+    """``testing/frames/NN/`` folders labelled by the ranges of the ``gt`` variable of a .mat in ``root``."""
+    frames_root = root / "testing" / "frames"
+    if not frames_root.is_dir():
+        raise DatasetError(f"no test videos: expected frame folders in {frames_root}")
+    videos = [Video(d.name, d) for d in _frame_folders(frames_root)]
+    if not videos:
+        raise DatasetError(f"no frame folders with images in {frames_root}")
+    mat = _gt_mat(root)
+    if mat is None:
+        raise DatasetError(f"no labels: expected a .mat file with variable 'gt' (frame ranges) in {root}")
+    gt = load_mat_var(mat, "gt").ravel()
+    if len(gt) != len(videos):
+        raise DatasetError(f"{mat}: 'gt' has {len(gt)} entries for {len(videos)} videos in {frames_root}")
+    source = f"mat_gt:{mat}"
+    return [_labelled(v, ranges_to_labels(_gt_ranges(c), v.frame_count(), f"{mat} ({v.name})"), source)
+            for v, c in zip(videos, gt)]
+
+
+# ---------------------------------------------------------------- CUHK Avenue
+
+def _avenue_videos(root: Path) -> list[Video]:
+    if (root / "testing_videos").is_dir():
+        videos = [Video(p.stem, p) for p in _video_files(root / "testing_videos")]
+    elif (root / "testing" / "frames").is_dir():
+        videos = [Video(d.name, d) for d in _frame_folders(root / "testing" / "frames")]
+    else:
+        raise DatasetError(f"no Avenue test videos: expected {root}/testing_videos/*.avi or {root}/testing/frames/NN/")
+    if not videos:
+        raise DatasetError(f"no Avenue test videos found under {root}")
+    for v in videos:
+        if not v.name.isdigit():
+            raise DatasetError(f"Avenue video {v.path} is not named by its number (e.g. 08)")
+    return videos
+
+
+def _avenue_masks(root: Path, videos: list[Video]) -> list[Video]:
+    """Labels from ``testing_label_mask/N_label.mat``: a frame is abnormal if any mask pixel is set."""
+    labelled = []
+    for v in videos:
+        path = root / "testing_label_mask" / f"{int(v.name)}_label.mat"
+        vol = load_mat_var(path, "volLabel").ravel()
+        labels = np.array([int(np.asarray(m).any()) for m in vol], np.uint8)
+        labelled.append(_labelled(v, labels, f"avenue_masks:{path}"))
+    return labelled
+
+
+def _avenue_lengths(root: Path, videos: list[Video]) -> list[int] | None:
+    """The lengths of all test videos 1..N in order: from complete masks, else from the videos if all are present."""
+    mask_dir = root / "testing_label_mask"
+    n_masks = len(list(mask_dir.glob("*_label.mat"))) if mask_dir.is_dir() else 0
+    shapes = [_mat_var_shape(mask_dir / f"{i}_label.mat", "volLabel") for i in range(1, n_masks + 1)]
+    if shapes and None not in shapes and max(int(v.name) for v in videos) <= len(shapes):
+        return [int(np.prod(s)) for s in shapes]
+    if [int(v.name) for v in videos] == list(range(1, len(videos) + 1)):
+        return [v.frame_count() for v in videos]
+    return None
+
+
+def _avenue_npy(root: Path, videos: list[Video], npy: Path) -> list[Video]:
+    """Labels from a ``.npy`` concatenated over all test videos, split by the video lengths."""
+    labels = np.load(npy).ravel()
+    lengths = _avenue_lengths(root, videos)
+    if lengths is None:
+        raise DatasetError(
+            f"{npy}: cannot split its {len(labels)} concatenated labels by video: only videos "
+            f"{','.join(v.name for v in videos)} are present and no complete {root / 'testing_label_mask'} "
+            "gives the lengths of the missing ones")
+    if sum(lengths) != len(labels):
+        raise DatasetError(f"{npy}: {len(labels)} concatenated labels but the {len(lengths)} test videos "
+                           f"have {sum(lengths)} frames in all")
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    return [_labelled(v, labels[starts[int(v.name) - 1]:starts[int(v.name)]], f"avenue_npy:{npy}") for v in videos]
+
+
+def open_avenue(root: Path, labels: str = "auto") -> list[Video]:
+    """Avenue test videos with labels from the pixel masks or the concatenated ``.npy``.
+
+    ``labels``: "masks", "npy", or "auto" (the masks when every present video has one, else the .npy).
+    """
+    if labels not in AVENUE_LABELS:
+        raise DatasetError(f"unknown Avenue label source {labels!r}; expected one of {AVENUE_LABELS}")
+    videos = _avenue_videos(root)
+    missing = [p for p in (root / "testing_label_mask" / f"{int(v.name)}_label.mat" for v in videos)
+               if not p.is_file()]
+    npys = sorted(root.glob("*.npy"))
+    if labels == "masks" or (labels == "auto" and not missing):
+        if missing:
+            raise DatasetError(f"missing Avenue label masks: {[str(p) for p in missing]}")
+        return _avenue_masks(root, videos)
+    if len(npys) != 1:
+        found = f"several: {[p.name for p in npys]}" if npys else "none"
+        raise DatasetError(f"no Avenue labels: expected {root}/testing_label_mask/N_label.mat for every video "
+                           f"or one frame-label .npy in {root} (found {found})")
+    return _avenue_npy(root, videos, npys[0])
+
+
+# ---------------------------------------------------------------- entry points
+
+def detect_layout(root: Path) -> str:
+    """Which of ``LAYOUTS`` a dataset root is in, from its folder structure."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset path not found: {root}")
+    if root.is_file():
+        return "videos"
+    if _ucsd_test_folder(root) is not None:
+        return "ucsd"
+    if (root / "testing_videos").is_dir() or (root / "testing_label_mask").is_dir():
+        return "avenue"
+    if (root / "testing" / "frames").is_dir():
+        if _gt_mat(root) is not None:
+            return "ucsd_preprocessed"
+        if any(root.glob("*.npy")):
+            return "avenue"
+        raise DatasetError(f"{root}/testing/frames has no labels: expected a .mat with 'gt' or a frame-label .npy "
+                           f"in {root} (use open_videos for unlabeled frames)")
+    return "videos"
+
+
+def open_dataset(root: str | Path, layout: str = "auto", *, avenue_labels: str = "auto") -> list[Video]:
+    """The labelled test videos of a dataset (``videos`` layout: unlabeled), layout auto-detected by default.
+
+    ``avenue_labels`` picks the Avenue label source: "auto" (masks if complete, else .npy), "masks" or "npy".
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset path not found: {root}")
+    if layout == "auto":
+        layout = detect_layout(root)
+    openers: dict[str, Callable[[Path], list[Video]]] = {
+        "ucsd": open_ucsd,
+        "ucsd_preprocessed": open_ucsd_preprocessed,
+        "avenue": lambda r: open_avenue(r, avenue_labels),
+        "videos": open_videos,
+    }
+    if layout not in openers:
+        raise DatasetError(f"unknown layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
+    videos = openers[layout](root)
+    sources = sorted({v.label_source.split(":", 1)[0] for v in videos if v.label_source})
+    log.info("%s: %d videos, layout %s, labels from %s", root, len(videos), layout, ", ".join(sources) or "none")
+    return videos
+
+
+def open_videos(path: str | Path) -> list[Video]:
+    """Unlabeled videos: a video file, a folder of frames, or a folder of video files and/or frame folders."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"video path not found: {path}")
+    if path.is_file():
+        if path.suffix.lower() not in VIDEO_EXT:
+            raise DatasetError(f"{path} is not a video file (expected one of {sorted(VIDEO_EXT)})")
+        return [Video(path.stem, path)]
+    if image_files(path):
+        return [Video(path.name, path)]
+    videos = [Video(p.stem, p) for p in _video_files(path)] + [Video(d.name, d) for d in _frame_folders(path)]
+    if not videos:
+        raise DatasetError(f"no videos in {path}: expected video files ({', '.join(sorted(VIDEO_EXT))}), "
+                           "frame images, or folders of frame images")
+    return videos
