@@ -29,7 +29,7 @@ def _data(n_in=120, n_out=12, seed=0):
 
 def _model(**kw):
     return GenerativeE3Outlier([GenerativeTask("left->right", _left, _right)], widths=(8, 16), seed=0,
-                               train_settings=TrainSettings(epochs=15, batch_size=32, progress=False), **kw)
+                               train_settings=TrainSettings(epochs=60, batch_size=32, progress=False), **kw)
 
 
 def test_conv_autoencoder_shapes():
@@ -66,6 +66,6 @@ def test_training_resumes_from_checkpoint(tmp_path):
     interrupted = _model(checkpoint=ckpt)
     interrupted.train_settings.epochs = 5
     interrupted.fit(data)  # stops after 5 epochs, as if killed there
-    resumed = _model(checkpoint=ckpt).fit(data)  # continues from epoch 5 to 15
-    assert len(resumed.history_) == 15
+    resumed = _model(checkpoint=ckpt).fit(data)  # continues from epoch 5 to 60
+    assert len(resumed.history_) == 60
     assert np.allclose(resumed.history_, full.history_, rtol=1e-4)
