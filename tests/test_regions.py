@@ -1,91 +1,237 @@
+"""Foreground regions: the cloze-test motion-box recipe, covered-box removal, box files, the YOLO detector."""
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vad.regions import (RegionError, YoloDetector, load_box_file, merge_boxes, motion_boxes, remove_covered,
-                         video_motion_boxes)
+from vad.regions import (RegionError, YoloDetector, box_areas, filter_boxes, load_box_file, merge_boxes,
+                         motion_boxes, remove_covered, video_motion_boxes)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PED2_BOXES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2_vec_boxes" / "ped2_test_boxes.npz"
 PED2_LENGTHS = [180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180]
 
 
-def _triple(x0: int, step: int, size=(10, 10), bg: int = 50, fg: int = 250):
-    out = []
+def _moving_square(x0: int = 20, step: int = 5, y0: int = 20, side: int = 10, shape=(60, 80)) -> list[np.ndarray]:
+    """Frames t-1, t, t+1 of a bright square moving right by ``step`` px on a flat background."""
+    frames = []
     for i in range(3):
-        f = np.full((60, 80), bg, np.uint8)
+        f = np.full(shape, 50, np.uint8)
         x = x0 + i * step
-        f[20:20 + size[0], x:x + size[1]] = fg
-        out.append(f)
-    return out
+        f[y0:y0 + side, max(x, 0):x + side] = 250
+        frames.append(f)
+    return frames
 
 
-def test_moving_square_gives_one_box_with_margin():
-    boxes = motion_boxes(*_triple(20, 4), blur_ksize=3, threshold=18, min_area=50, margin=2)
-    assert boxes.shape == (1, 4)
-    x1, y1, x2, y2 = boxes[0]
-    assert x1 <= 20 and x2 >= 38 and y1 <= 20 and y2 >= 30  # covers the square in all three frames
-    assert x1 >= 14 and y1 >= 14 and x2 <= 44 and y2 <= 36  # but not much more (blur + 2 px margin)
+def _flash(y: int, x: int, h: int, w: int, value: int = 250, shape=(60, 80)) -> list[np.ndarray]:
+    """A block that appears in frame t only: with no blur the change region is exactly that block."""
+    still = np.full(shape, 50, np.uint8)
+    cur = still.copy()
+    cur[y:y + h, x:x + w] = value
+    return [still, cur, still]
 
 
-def test_static_scene_and_tiny_or_thin_changes_give_no_box():
-    static = [np.full((60, 80), 90, np.uint8)] * 3
-    assert len(motion_boxes(*static)) == 0
-    assert len(motion_boxes(*_triple(20, 1, size=(2, 2)), min_area=100)) == 0
-    streak = [np.full((60, 80), 50, np.uint8) for _ in range(3)]
-    streak[1][30:31, 2:78] = 250  # a one-pixel line 76 px long: aspect ratio > 10
-    assert len(motion_boxes(*streak, blur_ksize=1, min_area=10)) == 0
+def test_moving_square_box_and_margins():
+    # no blur: the change covers x 20..39 (union of the three squares), y 20..29; box = rect + 2 px each side,
+    # with the reference's right/bottom edge at x+w+2, y+h+2
+    assert motion_boxes(*_moving_square(), blur_ksize=1).tolist() == [[18, 18, 42, 32]]
+    # the default 3x3 blur spreads each edge by one pixel
+    assert motion_boxes(*_moving_square()).tolist() == [[17, 17, 43, 33]]
+    assert motion_boxes(*_moving_square(), blur_ksize=1, margin=0).tolist() == [[20, 20, 40, 30]]
+
+
+def test_boxes_are_clipped_to_the_frame():
+    boxes = motion_boxes(*_moving_square(x0=-5, y0=0), blur_ksize=1)
+    assert boxes.dtype == np.float32 and boxes.tolist() == [[0, 0, 17, 12]]
+
+
+def test_static_scene_gives_no_box():
+    still = np.full((60, 80), 90, np.uint8)
+    assert motion_boxes(still, still, still).shape == (0, 4)
+
+
+def test_area_filter_is_strict_on_w_plus_1_times_h_plus_1():
+    assert len(motion_boxes(*_flash(10, 10, 9, 9), blur_ksize=1)) == 0  # (9+1)*(9+1) = 100, not > 100
+    assert len(motion_boxes(*_flash(10, 10, 10, 10), blur_ksize=1)) == 1
+    assert len(motion_boxes(*_flash(10, 10, 2, 2))) == 0  # a tiny blob even after the blur
+
+
+def test_long_thin_streak_is_dropped_by_aspect():
+    assert len(motion_boxes(*_flash(30, 5, 3, 30), blur_ksize=1)) == 0  # 30/3 = 10, not < 10
+    assert len(motion_boxes(*_flash(30, 5, 3, 29), blur_ksize=1)) == 1
+    assert len(motion_boxes(*_flash(5, 30, 30, 3), blur_ksize=1)) == 0  # and upright
 
 
 def test_frame_difference_does_not_wrap_around():
-    # |0-200| + |200-0| = 400 would wrap to 144 in uint8; a threshold of 300 must still fire
-    a = np.zeros((40, 40), np.uint8)
-    b = a.copy()
-    b[10:30, 10:30] = 200
-    assert len(motion_boxes(a, b, a, threshold=300, blur_ksize=1)) == 1
+    # |0-200| + |200-0| = 400: in uint8 (as in the reference) it would wrap to 144
+    prev, cur, nxt = _flash(10, 10, 20, 20, value=200)
+    prev[:], nxt[:] = 0, 0
+    assert len(motion_boxes(prev, cur, nxt, blur_ksize=1, threshold=300)) == 1
+    assert len(motion_boxes(prev, cur, nxt, blur_ksize=1, threshold=400)) == 0  # strictly greater
 
 
-def test_exclusion_boxes_mask_motion():
-    triple = _triple(20, 4)
-    assert len(motion_boxes(*triple, exclude=np.array([[10, 10, 50, 40]], np.float32))) == 0
+def test_colour_frames_count_a_pixel_when_any_channel_changes():
+    grey = _moving_square()
+    bgr = [np.repeat(f[..., None], 3, axis=2) for f in grey]
+    assert motion_boxes(*bgr).tolist() == motion_boxes(*grey).tolist()
+    for f in bgr:
+        f[..., :2] = 50  # the square is now visible in the red channel only
+    assert motion_boxes(*bgr).tolist() == motion_boxes(*grey).tolist()
 
 
-def test_video_motion_boxes_repeats_edge_frames():
-    video = np.stack(_triple(20, 4) * 2)
-    boxes = video_motion_boxes(video, min_area=50)
-    assert len(boxes) == 6 and all(len(b) >= 1 for b in boxes)
+def test_exclusion_boxes_are_enlarged_by_the_margin():
+    frames = _moving_square()  # change at x 20..39, y 20..29 (no blur)
+    assert len(motion_boxes(*frames, blur_ksize=1, exclude=np.array([[22, 22, 37, 27]], np.float32))) == 0
+    # the exclusion box x 10..25.7 is truncated to 25 and enlarged to 8..27: the change left is x 28..39
+    cut = motion_boxes(*frames, blur_ksize=1, exclude=np.array([[10, 0, 25.7, 59]], np.float32))
+    assert cut.tolist() == [[26, 18, 42, 32]]
+
+
+def test_video_motion_boxes_matches_frame_triples_with_repeated_ends():
+    rng = np.random.default_rng(0)
+    video = np.stack([np.roll(_moving_square()[0], 10 * t, axis=1) for t in range(5)])
+    video = np.clip(video + rng.integers(0, 3, video.shape), 0, 255).astype(np.uint8)
+    exclude = [np.zeros((0, 4), np.float32)] * 5
+    exclude[2] = np.array([[0, 0, 79, 59]], np.float32)
+    got = video_motion_boxes(video, min_area=30, exclude=exclude)
+    for t in range(5):
+        prev, nxt = video[max(t - 1, 0)], video[min(t + 1, 4)]
+        want = motion_boxes(prev, video[t], nxt, min_area=30, exclude=exclude[t])
+        assert got[t].tolist() == want.tolist(), t
+    assert len(got[0]) == 1 and len(got[2]) == 0
+    assert video_motion_boxes(video[:0]) == []
 
 
 def test_remove_covered():
-    boxes = np.array([[0, 0, 100, 100], [10, 10, 20, 20], [90, 90, 130, 130], [200, 200, 210, 210]], np.float32)
+    boxes = np.array([[0, 0, 100, 100],  # large
+                      [10, 10, 20, 20],  # inside the large one: dropped
+                      [90, 90, 130, 130],  # 121 of its 1681 px inside: kept
+                      [95, 0, 115, 20],  # 126 of 441 px inside: kept
+                      [200, 200, 210, 210], [200, 200, 210, 210]], np.float32)  # duplicates: one survives
     kept = remove_covered(boxes, 0.6)
-    assert {tuple(b) for b in kept.tolist()} == {(0, 0, 100, 100), (90, 90, 130, 130), (200, 200, 210, 210)}
+    assert kept.tolist() == [[200, 200, 210, 210], [95, 0, 115, 20], [90, 90, 130, 130], [0, 0, 100, 100]]
+    assert remove_covered(np.zeros((0, 4), np.float32)).shape == (0, 4)
+    assert len(remove_covered(boxes[[2, 3]], 0.05)) == 2  # they do not overlap each other
 
 
-def test_merge_boxes_unites_sources():
+def test_filter_boxes():
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 8, 9], [0, 0, 20, 20]], np.float32)  # areas 100, 90, 441
+    assert box_areas(boxes).tolist() == [100, 90, 441]
+    kept = filter_boxes(boxes, np.array([0.9, 0.9, 0.5]), score_thr=0.5, min_area=100)
+    assert kept.dtype == np.float32 and kept.tolist() == [[0, 0, 9, 9]]  # score must exceed 0.5
+
+
+def test_merge_boxes_unites_sources_per_frame():
     a = [np.zeros((1, 4), np.float32), np.zeros((0, 4), np.float32)]
     b = [np.ones((2, 4), np.float32), np.ones((1, 4), np.float32)]
-    assert [len(x) for x in merge_boxes(a, b)] == [3, 1]
+    merged = merge_boxes(a, b)
+    assert [len(x) for x in merged] == [3, 1] and merged[0].dtype == np.float32
+    with pytest.raises(ValueError, match="different numbers of frames"):
+        merge_boxes(a, b[:1])
 
+
+# ------------------------------------------------------------------------------------------ box files
 
 def test_real_ped2_box_file():
-    per_video = load_box_file(SHARED / "ucsd_ped2_vec_boxes" / "ped2_test_boxes.npz", PED2_LENGTHS)
+    per_video = load_box_file(PED2_BOXES, PED2_LENGTHS)
     assert [len(v) for v in per_video] == PED2_LENGTHS
-    assert sum(len(b) for v in per_video for b in v) == 34715
+    frames = [b for v in per_video for b in v]
+    assert len(frames) == 2010 and sum(len(b) for b in frames) == 34715
+    assert all(b.dtype == np.float32 and b.ndim == 2 and b.shape[1] == 4 and len(b) for b in frames)
+    raw = np.load(PED2_BOXES)
+    assert np.array_equal(per_video[1][0], raw["boxes_xyxy"][raw["global_frame"] == 180])
+
+
+def _write_boxes(path: Path, boxes, frames, lengths) -> Path:
+    np.savez(path, boxes_xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
+             global_frame=np.asarray(frames, np.int32), video_lengths=np.asarray(lengths, np.int32))
+    return path
+
+
+def test_box_file_groups_unsorted_boxes_by_video_and_frame(tmp_path):
+    path = _write_boxes(tmp_path / "b.npz", [[4, 4, 8, 8], [0, 0, 5, 5], [1, 1, 6, 6]], [3, 0, 3], [2, 2])
+    per_video = load_box_file(path, [2, 2])
+    assert [[len(b) for b in v] for v in per_video] == [[1, 0], [0, 2]]
+    assert per_video[1][1].tolist() == [[4, 4, 8, 8], [1, 1, 6, 6]]
 
 
 def test_box_file_errors(tmp_path):
-    with pytest.raises(RegionError, match="not found"):
+    with pytest.raises(RegionError, match="not found.*missing.npz"):
         load_box_file(tmp_path / "missing.npz", [3])
-    empty = tmp_path / "empty.npz"
-    np.savez(empty, boxes_xyxy=np.zeros((0, 4), np.float32), global_frame=np.zeros(0, np.int32),
-             video_lengths=np.array([3]))
-    with pytest.raises(RegionError, match="empty box file"):
+    empty = _write_boxes(tmp_path / "empty.npz", [], [], [3])
+    with pytest.raises(RegionError, match="empty.npz: empty box file"):
         load_box_file(empty, [3])
-    with pytest.raises(RegionError, match="do not match"):
-        load_box_file(SHARED / "ucsd_ped2_vec_boxes" / "ped2_test_boxes.npz", [10, 10])
+    with pytest.raises(RegionError, match=r"do not match.*\[10, 10\]") as err:
+        load_box_file(PED2_BOXES, [10, 10])
+    assert "[180, 180, 150" in str(err.value)  # both lengths are named
+    with pytest.raises(RegionError, match="out of range"):
+        load_box_file(_write_boxes(tmp_path / "range.npz", [[0, 0, 5, 5]], [3], [3]), [3])
+    np.savez(tmp_path / "keys.npz", boxes=np.zeros((1, 4)))
+    with pytest.raises(RegionError, match=r"keys.npz: missing arrays \['boxes_xyxy'"):
+        load_box_file(tmp_path / "keys.npz", [3])
+    (tmp_path / "junk.npz").write_text("not an archive")
+    with pytest.raises(RegionError, match="junk.npz: not a readable npz"):
+        load_box_file(tmp_path / "junk.npz", [3])
 
 
-def test_detector_missing_weights(tmp_path):
-    with pytest.raises(RegionError, match="not found"):
-        YoloDetector(tmp_path / "yolo.pt")
+# ------------------------------------------------------------------------------------------ YOLO
+
+@pytest.fixture(scope="module")
+def offline_yolo_weights(tmp_path_factory):
+    """An untrained YOLOv8n built from ultralytics' bundled yaml and saved locally, with the network blocked.
+
+    Yields the weights path and the list of network calls attempted (each one is refused).
+    """
+    pytest.importorskip("ultralytics")  # an optional dependency: pip install ultralytics
+    import torch
+
+    folder = tmp_path_factory.mktemp("yolo")
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YOLO_OFFLINE", "1")
+        mp.setenv("YOLO_CONFIG_DIR", str(folder / "settings"))
+        for name in ("getaddrinfo", "create_connection"):
+            mp.setattr(socket, name, refuse)
+        mp.setattr(socket.socket, "connect", refuse)
+        from ultralytics import YOLO
+
+        torch.manual_seed(0)
+        weights = folder / "yolov8n-untrained.pt"
+        YOLO("yolov8n.yaml").save(weights)
+        yield weights, attempts
+
+
+def test_yolo_detector_loads_local_weights_offline(offline_yolo_weights):
+    weights, attempts = offline_yolo_weights
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (2, 96, 128), dtype=np.uint8)
+    # random weights give low scores: a zero score threshold lets boxes through to exercise the filters
+    detector = YoloDetector(weights, score_thr=0.0, min_area=100.0, imgsz=128, batch=1)
+    per_frame = detector.detect(grey)
+    assert len(per_frame) == 2 and sum(len(b) for b in per_frame) > 0
+    for boxes in per_frame:
+        assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
+        assert np.all(box_areas(boxes) >= 100.0)
+        assert len(remove_covered(boxes, 0.6)) == len(boxes)  # nothing left that is mostly covered
+    bgr = np.repeat(grey[..., None], 3, axis=3)
+    assert [b.tolist() for b in detector.detect(bgr)] == [b.tolist() for b in per_frame]
+    strict = YoloDetector(weights, score_thr=0.5, imgsz=128).detect(grey)
+    assert [b.shape for b in strict] == [(0, 4), (0, 4)]  # an untrained model is never confident
+    assert attempts == []
+
+
+def test_yolo_detector_errors(tmp_path):
+    with pytest.raises(RegionError, match="not found.*nowhere.pt"):
+        YoloDetector(tmp_path / "nowhere.pt")
+    (tmp_path / "yolov8n.yaml").write_text("nc: 80")
+    with pytest.raises(RegionError, match="not trained weights"):
+        YoloDetector(tmp_path / "yolov8n.yaml")
+    pytest.importorskip("ultralytics")
+    (tmp_path / "junk.pt").write_text("not a model")
+    with pytest.raises(RegionError, match="junk.pt: cannot be loaded"):
+        YoloDetector(tmp_path / "junk.pt")
