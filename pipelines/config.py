@@ -66,7 +66,7 @@ class ModelConfig:
 
 @dataclass
 class ScoreConfig:
-    motion_weight: float = 0.0  # add this times the z-scored motion energy to each cube score (0 = paper)
+    motion_weight: float = 0.0  # frame score = z(model) + motion_weight * z(motion energy) (0 = paper)
     smooth_window: int = 1  # moving average over frames within a video (1 = off, the default)
 
 

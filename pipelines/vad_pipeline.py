@@ -212,10 +212,11 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     errors = model.task_errors(data)
     normalised = model.normaliser_(errors)
     energy = motion_energy(arrays["flow"])
-    cube_score = normalised.sum(1) + config.score.motion_weight * zscore(energy)
+    cube_score = normalised.sum(1)
     n_frames = [v["n_frames"] for v in info["videos"]]
-    frames = smooth(frame_scores(cube_score, arrays["video"], arrays["frame"], n_frames), config.score.smooth_window)
+    model_frames = frame_scores(cube_score, arrays["video"], arrays["frame"], n_frames)
     heuristic = frame_scores(energy, arrays["video"], arrays["frame"], n_frames)
+    frames = smooth(fuse(model_frames, heuristic, config.score.motion_weight), config.score.smooth_window)
     np.savez_compressed(out / "cube_scores.npz", video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                         errors=errors, targets=np.array(config.model.targets), motion_energy=energy,
                         score=cube_score)
@@ -228,6 +229,15 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
             for t in range(len(s)):
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{h[t]:.6g}", "" if labels is None else labels[t]])
     os.replace(tmp, out / "frame_scores.csv")
+
+
+def fuse(model: list[np.ndarray], heuristic: list[np.ndarray], weight: float) -> list[np.ndarray]:
+    """Frame scores z(model) + weight * z(motion energy), z over all frames; weight 0 leaves the model's as they are."""
+    if weight == 0:
+        return model
+    cuts = np.cumsum([len(m) for m in model])[:-1]
+    fused = zscore(np.concatenate(model)) + weight * zscore(np.concatenate(heuristic))
+    return np.split(fused, cuts)
 
 
 def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -41,3 +41,16 @@ def test_motion_energy_is_mean_magnitude():
     flow[0, 0] = 3
     flow[0, 1] = 4
     assert motion_energy(flow).tolist() == [5.0]
+
+
+def test_fusion_adds_weighted_zscores_across_all_frames():
+    from pipelines.vad_pipeline import fuse
+
+    model = [np.array([0.0, 2.0]), np.array([4.0])]
+    heur = [np.array([1.0, 1.0]), np.array([4.0])]
+    assert fuse(model, heur, 0.0) is model
+    fused = fuse(model, heur, 2.0)
+    z = lambda x: (x - x.mean()) / x.std()
+    expected = z(np.array([0.0, 2, 4])) + 2 * z(np.array([1.0, 1, 4]))
+    assert [len(f) for f in fused] == [2, 1]
+    assert np.allclose(np.concatenate(fused), expected)
