@@ -90,6 +90,7 @@ class GenerativeE3Outlier(OutlierDetector):
         self.checkpoint = checkpoint
 
     def _build(self, data: SampleSource) -> nn.ModuleDict:
+        """One generator per task (operation pair), sized from a probe batch."""
         probe = next(iterate_batches(data, 2))
         nets = {}
         for task in self.tasks:

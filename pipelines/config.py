@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 class DataConfig:
     layout: str = "auto"  # auto | ucsd | ucsd_preprocessed | avenue | videos
     grey: bool = True  # grey cubes (the paper's 5x32x32); false keeps BGR colour
+    avenue_labels: str = "auto"  # Avenue only: masks (official pixel masks) | npy (literature's frame labels) | auto
 
 
 @dataclass

@@ -50,7 +50,8 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
     out.mkdir(parents=True, exist_ok=True)
     if (root is None) == (videos_path is None):
         raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
-    videos = open_dataset(root, config.data.layout) if root else open_videos(videos_path)
+    videos = (open_dataset(root, config.data.layout, avenue_labels=config.data.avenue_labels) if root
+              else open_videos(videos_path))
     save_config(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
     cache = cube_cache(config, videos, cache_root)
