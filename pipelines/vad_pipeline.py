@@ -274,22 +274,23 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     else:
         metrics["note"] = "unlabeled videos: scores and plots only, no AUC"
     prior = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    # timings and peak memory belong to the run that produced the scores: a later `vad eval` keeps them
     metrics["timings"] = timings or prior.get("timings", {})
-    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1) if timings else prior.get("peak_rss_mb")
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
 def _per_target_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) -> dict[str, float]:
-    """Micro AUC of each cloze target alone (z-scored error), to show what each one contributes."""
+    """Micro AUC of each cloze target alone and of their sum (z-scored errors, before any fusion)."""
     from vad.metrics import auc_micro
 
     n_frames = [v["n_frames"] for v in info["videos"]]
-    result = {}
-    for i, name in enumerate(cubes["targets"]):
-        fs = frame_scores(zscore(cubes["errors"][:, i]), cubes["video"], cubes["frame"], n_frames)
-        result[str(name)] = auc_micro(fs, labels)
-    return result
+    z = np.stack([zscore(e) for e in cubes["errors"].T], 1)
+    columns = {str(name): z[:, i] for i, name in enumerate(cubes["targets"])}
+    columns["+".join(columns)] = z.sum(1)
+    return {name: auc_micro(frame_scores(s, cubes["video"], cubes["frame"], n_frames), labels)
+            for name, s in columns.items()}
 
 
 # ----------------------------------------------------------------------------------------------- run
