@@ -68,6 +68,7 @@ class GenerativeE3Outlier(OutlierDetector):
 
     ``X`` is an ``image_od.data.ArrayData`` or a ``Dataset`` of dict samples that the tasks' operations read.
     Scores: ``task_errors`` gives the raw squared error of each pair, ``decision_function`` their normalised sum.
+    After ``fit(X)``, ``train_errors_`` and ``decision_scores_`` hold them for X itself (the transductive case).
     """
 
     def __init__(
@@ -118,7 +119,9 @@ class GenerativeE3Outlier(OutlierDetector):
         checkpoint = Path(self.checkpoint) if self.checkpoint else None
         self.history_ = train(self.nets_, self._loss, X, self.train_settings, device=device, generator=generator,
                               checkpoint=checkpoint, desc="train " + "+".join(t.name for t in self.tasks))
-        self.normaliser_ = Normaliser(self.normalisation).fit(self.task_errors(X))
+        self.train_errors_ = self.task_errors(X)  # as PyOD's decision_scores_: the fitted set's raw errors
+        self.normaliser_ = Normaliser(self.normalisation).fit(self.train_errors_)
+        self.decision_scores_ = self.normaliser_(self.train_errors_).sum(1)
         return self
 
     def task_errors(self, X: SampleSource) -> np.ndarray:

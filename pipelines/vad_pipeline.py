@@ -209,8 +209,11 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     out = Path(out)
     config, info = load_run(out)
     arrays, data = _cube_data(info)
-    model = model or _load_model(out, config, data, progress)
-    errors = model.task_errors(data)
+    if model is None:
+        model = _load_model(out, config, data, progress)
+        errors = model.task_errors(data)
+    else:
+        errors = model.train_errors_  # the model was just fitted on these very cubes
     normalised = model.normaliser_(errors)
     energy = motion_energy(arrays["flow"])
     cube_score = normalised.sum(1)
