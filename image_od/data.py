@@ -65,6 +65,7 @@ def iterate_batches(
         shuffle=False,
         num_workers=num_workers,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),  # worker seeds must not draw from the global RNG
     )
     yield from loader
 

@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 class DataConfig:
     layout: str = "auto"  # auto | ucsd | ucsd_preprocessed | avenue | videos
     grey: bool = True  # grey cubes (the paper's 5x32x32); false keeps BGR colour
+    in_memory: bool = True  # false: the model reads cubes lazily from the HDF5 cache (sets larger than RAM)
+    num_workers: int = 0  # DataLoader workers when in_memory is false
     avenue_labels: str = "auto"  # Avenue only: masks (official pixel masks) | npy (literature's frame labels) | auto
 
 

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from image_od.data import ArrayData
+from image_od.data import ArrayData, SampleSource
 from image_od.generative import GenerativeE3Outlier, Normaliser
 from image_od.training import TrainSettings, resolve_device
 from vad import regions as regions_mod
-from vad.cache import CubeCache
+from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cloze import cloze_tasks
 from vad.cubes import extract_cubes
 from vad.flow import make_flow
@@ -155,7 +155,8 @@ def make_model(config: Config, checkpoint: Path | None = None, progress: bool = 
     return GenerativeE3Outlier(
         cloze_tasks(tuple(m.targets)), widths=m.widths, normalisation=m.normalisation, device=config.device,
         seed=config.seed, checkpoint=checkpoint,
-        train_settings=TrainSettings(epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, progress=progress))
+        train_settings=TrainSettings(epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, progress=progress,
+                                     num_workers=config.data.num_workers))
 
 
 def _cache_of(info: dict[str, Any]) -> CubeCache:
@@ -164,23 +165,28 @@ def _cache_of(info: dict[str, Any]) -> CubeCache:
     return CubeCache(folder.parent, manifest["settings"])
 
 
-def _cube_data(info: dict[str, Any]) -> tuple[dict[str, np.ndarray], ArrayData]:
+def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
+    """The run's cube metadata (video, frame, boxes, flow) in memory, and the samples the model reads:
+    in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
     cache = _cache_of(info)
-    missing = [v["name"] for v in info["videos"] if not cache.has(v["name"])]
+    names = [v["name"] for v in info["videos"]]
+    missing = [n for n in names if not cache.has(n)]
     if missing:
         raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
-    arrays = cache.load([v["name"] for v in info["videos"]])
+    arrays = cache.load(names, fields=("flow", "boxes", "frame") if not in_memory else FIELDS)
     if len(arrays["frame"]) == 0:
         raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
                          "(check the region settings, e.g. regions.motion_threshold, or give --boxes)")
-    return arrays, ArrayData({"cubes": arrays["cubes"], "flow": arrays["flow"]})
+    if in_memory:
+        return arrays, ArrayData({"cubes": arrays["cubes"], "flow": arrays["flow"]})
+    return arrays, CubeDataset(cache, names, fields=("cubes", "flow"))
 
 
 def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     """Fit the cloze generators on every cube of the run (transductive) and save them."""
     out = Path(out)
     config, info = load_run(out)
-    _, data = _cube_data(info)
+    _, data = _cube_data(info, config.data.in_memory)
     model = make_model(config, checkpoint=out / "train_checkpoint.pt", progress=progress).fit(data)
     tmp = out / "model.pt.tmp"
     torch.save({"nets": model.nets_.state_dict(), "normaliser": vars(model.normaliser_),
@@ -190,7 +196,7 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     return model
 
 
-def _load_model(out: Path, config: Config, data: ArrayData, progress: bool) -> GenerativeE3Outlier:
+def _load_model(out: Path, config: Config, data: SampleSource, progress: bool) -> GenerativeE3Outlier:
     if not (out / "model.pt").is_file():
         raise FileNotFoundError(f"{out / 'model.pt'} not found: run `vad train` first")
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
@@ -208,7 +214,7 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     """Score every cube, then every frame; write cube_scores.npz and frame_scores.csv."""
     out = Path(out)
     config, info = load_run(out)
-    arrays, data = _cube_data(info)
+    arrays, data = _cube_data(info, config.data.in_memory)
     if model is None:
         model = _load_model(out, config, data, progress)
         errors = model.task_errors(data)

@@ -69,3 +69,19 @@ def test_video_with_no_motion_is_a_clear_error(tmp_path, capsys):
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
+    """data.in_memory=false trains from the HDF5 cache through DataLoader workers; scores match in-memory ones."""
+    import csv
+
+    def scores(out):
+        with (out / "frame_scores.csv").open() as f:
+            return np.array([float(r["score"]) for r in csv.DictReader(f)])
+
+    args = ["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
+            "configs/demo.yaml", "--set", "model.epochs=1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "mem")]) == 0
+    assert main([*args, "--out", str(tmp_path / "lazy"), "--set", "data.in_memory=false",
+                 "--set", "data.num_workers=2"]) == 0
+    np.testing.assert_allclose(scores(tmp_path / "lazy"), scores(tmp_path / "mem"), rtol=1e-4, atol=1e-5)
