@@ -69,3 +69,22 @@ def test_colour_cubes_keep_channels():
     video = np.stack([np.dstack([f] * 3) for f in _video()])
     boxes = [np.array([[4, 4, 36, 36]], np.float32)] * 7
     assert extract_cubes(video, boxes, ZeroFlow())["cubes"].shape == (7, 5, 3, 32, 32)
+
+
+def test_raft_loads_local_weights_and_gives_frame_sized_flow(tmp_path):
+    import torch
+    from torchvision.models.optical_flow import raft_small
+
+    from vad.flow import FlowError, RaftFlow, make_flow
+
+    weights = tmp_path / "raft_small.pth"
+    torch.save(raft_small(weights=None).state_dict(), weights)  # untrained, built locally: nothing is downloaded
+    flow = RaftFlow(weights, small=True, iterations=2)(np.random.default_rng(0).integers(0, 255, (3, 60, 70), np.uint8),
+                                                        [(0, 1), (1, 2)])
+    assert flow.shape == (2, 60, 70, 2) and np.isfinite(flow).all()
+    with pytest.raises(FlowError, match="not found"):
+        make_flow("raft", raft_weights=str(tmp_path / "none.pth"))
+    with pytest.raises(FlowError, match="does not hold RAFT-large"):
+        RaftFlow(weights, small=False)
+    with pytest.raises(FlowError, match="raft_weights"):
+        make_flow("raft")

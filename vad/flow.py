@@ -81,7 +81,9 @@ class RaftFlow:
                         for f in frames])
         x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         h, w = x.shape[-2:]
-        return torch.nn.functional.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")  # RAFT needs /8 sizes
+        # RAFT needs sides divisible by 8 and at least 128 px (its correlation pyramid)
+        pad_h, pad_w = max(128, h + (-h) % 8) - h, max(128, w + (-w) % 8) - w
+        return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
