@@ -145,10 +145,14 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then each ``key=value`` override in order."""
+def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then each YAML file in order (later files override earlier ones), then each ``key=value``."""
     config = Config()
-    if path is not None:
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    for path in paths:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")

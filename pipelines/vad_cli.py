@@ -25,7 +25,8 @@ EXAMPLES = """examples:
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (configs/*.yaml); defaults apply to missing keys")
+    p.add_argument("--config", action="append", help="YAML config (configs/*.yaml); repeat to layer files, e.g. "
+                   "--config configs/avenue.yaml --config configs/paper.yaml; defaults fill missing keys")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--root", help="labelled dataset root (UCSD official/preprocessed or Avenue layout)")
     src.add_argument("--videos", help="unlabeled video file, folder of frames or folder of videos")

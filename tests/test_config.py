@@ -29,3 +29,9 @@ def test_shipped_configs_load():
 
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_config_files_layer_in_order():
+    c = load_config(["configs/ucsd_ped2.yaml", "configs/paper.yaml"], ["model.epochs=4"])
+    assert c.name == "ucsd_ped2" and c.model.widths == [32, 64, 128] and c.score.motion_weight == 0.0
+    assert c.model.epochs == 4

@@ -5,7 +5,7 @@ peak memory) and writes it with the raw metrics to OUT/bench.json and OUT/bench.
 
   python tools/bench_vad.py --root ../shared/data/ucsd_ped2 \
       --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz \
-      --variant default=configs/ucsd_ped2.yaml --variant paper=configs/ucsd_ped2_paper.yaml --out runs/bench_ped2
+      --variant default=configs/ucsd_ped2.yaml --variant paper=configs/ucsd_ped2.yaml+configs/paper.yaml --out runs/bench_ped2
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def run_variant(name: str, config: str, args, out: Path) -> dict:
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="vad-bench-cache-") as cache:
-        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", "--config", config, "--root", args.root,
+        configs = sum((["--config", c] for c in config.split("+")), [])
+        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", *configs, "--root", args.root,
                "--out", str(run_dir), "--cache", cache, "--quiet", *sum((["--set", s] for s in args.set), [])]
         if args.boxes:
             cmd += ["--boxes", args.boxes]
@@ -48,7 +49,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True)
     p.add_argument("--boxes")
-    p.add_argument("--variant", action="append", required=True, metavar="NAME=CONFIG")
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=CONFIG[+CONFIG...]",
+                   help="a named configuration; '+' layers several files")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     p.add_argument("--out", required=True)
     args = p.parse_args()
