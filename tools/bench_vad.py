@@ -40,8 +40,12 @@ def run_variant(name: str, config: str, args, out: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = "| variant | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) and v < 1.5 else (f"{v:.1f}" if isinstance(v, float) else str(v))
-    return head + "".join("| " + r["variant"] + " | " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |\n"
+    def fmt(column: str, v) -> str:
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.4f}" if "auc" in column or column == "eer" else f"{v:.1f}"
+
+    return head + "".join("| " + r["variant"] + " | " + " | ".join(fmt(c, r.get(c, "")) for c in COLUMNS) + " |\n"
                           for r in rows)
 
 
