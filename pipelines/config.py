@@ -53,6 +53,7 @@ class CubeConfig:
 class FlowConfig:
     method: str = "dis"  # dis | farneback | raft (FlowNet2, the paper's, is unavailable here)
     preset: str = "medium"  # DIS preset
+    upscale: float = 1.0  # DIS on frames enlarged by this factor, vectors returned in frame pixels
     raft_weights: str | None = None
     raft_small: bool = False
 

@@ -139,7 +139,8 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
     if not todo:
         return cache
     boxes_for = BoxSource(config, videos)
-    flow = make_flow(config.flow.method, preset=config.flow.preset, raft_weights=config.flow.raft_weights,
+    flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
+                     raft_weights=config.flow.raft_weights,
                      raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
     for video in tqdm(todo, desc="extract", unit="video", disable=not progress):
         frames = video.read_frames(grey=config.data.grey)

@@ -53,7 +53,7 @@ def test_flow_patch_is_the_middle_frame_flow():
     bg = cv2.GaussianBlur(rng.integers(0, 255, (64, 64)).astype(np.uint8), (7, 7), 0)
     video = np.stack([np.roll(bg, 2 * t, axis=1) for t in range(5)])  # shifts right 2 px per frame
     boxes = [np.array([[16, 16, 48, 48]], np.float32)] * 5
-    for estimator in (DisFlow("medium"), FarnebackFlow()):
+    for estimator in (DisFlow("medium"), DisFlow("medium", upscale=2.0), FarnebackFlow()):
         out = extract_cubes(video, boxes, estimator, size=32)
         dx = out["flow"][:, 0, 8:24, 8:24].astype(np.float32).mean()
         dy = out["flow"][:, 1, 8:24, 8:24].astype(np.float32).mean()
