@@ -85,3 +85,21 @@ def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
     assert main([*args, "--out", str(tmp_path / "lazy"), "--set", "data.in_memory=false",
                  "--set", "data.num_workers=2"]) == 0
     np.testing.assert_allclose(scores(tmp_path / "lazy"), scores(tmp_path / "mem"), rtol=1e-4, atol=1e-5)
+
+
+def test_stage_by_stage_commands(demo_run, tmp_path):
+    out, cache = tmp_path / "staged", tmp_path / "cache"
+    base = ["--out", str(out), "--quiet"]
+    assert main(["extract", "--root", str(demo_run / "data"), "--cache", str(cache), "--config",
+                 "configs/demo.yaml", "--set", "model.epochs=1", *base]) == 0
+    manifest = json.loads(next(cache.glob("*/manifest.json")).read_text())
+    assert sorted(manifest["videos"]) == ["Test001", "Test002", "Test003", "Test004"]
+    for stage in ("train", "score", "eval", "plot"):
+        assert main([stage, *base]) == 0, stage
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.5 < metrics["auc_micro"] <= 1 and (out / "plots" / "roc.png").is_file()
+
+
+def test_stage_out_of_order_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
