@@ -6,13 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .protocol import zero_pad
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def to_unit_range(images: np.ndarray) -> np.ndarray:
-    """uint8 (N,H,W[,C]) -> float32 (N,C,H,W) in [-1, 1], the paper's pixel scaling."""
-    x = images.astype(np.float32) / 127.5 - 1.0
-    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 
 
 def load_images(path: str | Path, size: int = 32, grey: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -43,10 +39,8 @@ def load_images(path: str | Path, size: int = 32, grey: bool = False) -> tuple[n
         names = [str(f.relative_to(path)) for f in files]
     out = []
     for img in frames:
-        h, w = img.shape[:2]
-        if h <= size and w <= size:
-            pad = ((size - h) // 2, size - h - (size - h) // 2), ((size - w) // 2, size - w - (size - w) // 2)
-            img = np.pad(img, pad + ((0, 0),) * (img.ndim - 2))
+        if img.shape[0] <= size and img.shape[1] <= size:
+            img = zero_pad(img[None], size)[0]
         else:
             img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
         if grey and img.ndim == 3:

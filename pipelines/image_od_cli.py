@@ -15,8 +15,9 @@ import numpy as np
 
 from image_od.data import ArrayData
 from image_od.generative import GenerativeE3Outlier
-from image_od.images import load_images, to_unit_range
+from image_od.images import load_images
 from image_od.operations import image_tasks
+from image_od.protocol import to_model_input
 from image_od.training import TrainSettings, resolve_device
 
 from .run_env import environment, write_json
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     model = GenerativeE3Outlier(image_tasks(), widths=args.widths, seed=args.seed, device=args.device,
                                 train_settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
                                                              progress=not args.quiet))
-    scores = model.fit_score(ArrayData({"image": to_unit_range(images)}))
+    scores = model.fit_score(ArrayData({"image": to_model_input(images, args.size)}))
     tmp = out / "scores.csv.tmp"
     with tmp.open("w", newline="") as f:
         w = csv.writer(f)
