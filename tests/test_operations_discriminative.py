@@ -1,0 +1,78 @@
+"""The discriminative operation set against reference computations with numpy/scipy on HWC images."""
+import itertools
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from image_od.operations_discriminative import apply_operations, operation_set
+
+
+def _hwc_reference(img: np.ndarray, op) -> np.ndarray:
+    """What the reference code does to one HWC float image."""
+    if op.flip:
+        img = img[:, ::-1]
+    if op.family == "RA":
+        img = scipy.ndimage.shift(img, (-op.tx, -op.ty, 0), order=1, mode="reflect")
+        return np.rot90(img, op.k)
+    if op.family == "IA":
+        big = scipy.ndimage.rotate(img, op.angle, reshape=True, order=3, mode="constant", cval=0.0)
+        top, left = (big.shape[0] - img.shape[0]) // 2, (big.shape[1] - img.shape[1]) // 2
+        return big[top:top + img.shape[0], left:left + img.shape[1]]
+    q = [img[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] for r in range(2) for c in range(2)]
+    p = [q[i] for i in op.perm]
+    return np.concatenate([np.concatenate(p[:2], 1), np.concatenate(p[2:], 1)], 0)
+
+
+def test_counts_and_label_order():
+    ops = operation_set()
+    assert len(ops) == 111 and len(operation_set("RA")) == 72 and len(operation_set("RA+IA")) == 88
+    assert [o.family for o in ops] == ["RA"] * 72 + ["IA"] * 16 + ["PR"] * 23
+    assert ops[0].family == "RA" and not ops[0].flip and (ops[0].tx, ops[0].ty, ops[0].k) == (0, 0, 0)
+    flip, tx, ty, k = True, 2, 1, 3  # label = flip*36 + tx_idx*12 + ty_idx*4 + k
+    assert ops[36 + tx * 12 + ty * 4 + k] == operation_set("RA")[36 + 2 * 12 + 1 * 4 + 3]
+    assert (ops[36 + 2 * 12 + 4 + 3].tx, ops[36 + 2 * 12 + 4 + 3].ty) == (8, -8)
+    assert sorted({o.angle for o in ops[72:88]}) == [30, 60, 120, 150, 210, 240, 300, 330]
+    assert ops[88].perm == (0, 1, 3, 2) and (0, 1, 2, 3) not in {o.perm for o in ops[88:]}
+
+
+def test_every_operation_matches_the_reference_on_a_batch():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (111, 3, 32, 32)).astype(np.float32)
+    ops = operation_set()
+    out = apply_operations(torch.from_numpy(x), torch.arange(111), ops).numpy()
+    for i, op in enumerate(ops):
+        ref = _hwc_reference(x[i].transpose(1, 2, 0), op).transpose(2, 0, 1)
+        tol = 1e-5 if op.family != "IA" else 1e-4
+        assert np.allclose(out[i], ref, atol=tol), (i, op)
+
+
+def test_exact_pixels_of_a_shift_and_the_mid_grey_corners():
+    img = np.arange(32 * 32, dtype=np.float32).reshape(1, 1, 32, 32)
+    ops = operation_set()
+    down = [i for i, o in enumerate(ops) if o.family == "RA" and (o.tx, o.ty, o.k, o.flip) == (8, 0, 0, False)][0]
+    out = apply_operations(torch.from_numpy(img), torch.tensor([down]), ops)[0, 0].numpy()
+    assert np.array_equal(out[:24], img[0, 0, 8:])  # content moves up 8 rows
+    assert np.array_equal(out[24:], img[0, 0, ::-1][:8])  # the border repeats the edge symmetrically
+    ia = [i for i, o in enumerate(ops) if o.family == "IA" and o.angle == 30 and not o.flip][0]
+    ones = torch.ones(1, 1, 32, 32)
+    rotated = apply_operations(ones, torch.tensor([ia]), ops)[0, 0]
+    assert abs(float(rotated[0, 0])) < 0.05 and abs(float(rotated[16, 16]) - 1) < 1e-3  # corner is 0 (mid-grey)
+
+
+def test_invertible_operations_invert():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.uniform(-1, 1, (1, 1, 32, 32)).astype(np.float32))
+    ops = operation_set()
+    for i, op in enumerate(ops):
+        y = apply_operations(x, torch.tensor([i]), ops)
+        if op.family == "RA" and op.tx == op.ty == 0:  # flip + rot90 are invertible
+            back = torch.rot90(y, -op.k, dims=(2, 3))
+            back = torch.flip(back, dims=[3]) if op.flip else back
+            assert torch.equal(back, x)
+        if op.family == "PR":  # a permutation of quadrants is undone by its inverse
+            inverse = tuple(int(j) for j in np.argsort(op.perm))
+            j = [k for k, o in enumerate(ops) if o.family == "PR" and o.perm == inverse]
+            if j:
+                assert torch.equal(apply_operations(y, torch.tensor(j), ops), x)
+    assert len(list(itertools.permutations(range(4)))) - 1 == 23
