@@ -76,3 +76,36 @@ def test_invertible_operations_invert():
             if j:
                 assert torch.equal(apply_operations(y, torch.tensor(j), ops), x)
     assert len(list(itertools.permutations(range(4)))) - 1 == 23
+
+
+def test_wrn_shapes_and_depth_rule():
+    import pytest
+
+    from image_od.nets import WideResNet
+
+    logits, features = WideResNet(3, 111, depth=10, width=4)(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 111) and features.shape == (2, 256)
+    with pytest.raises(ValueError):
+        WideResNet(1, 4, depth=12)
+
+
+def test_discriminative_e3outlier_short_run_on_fashion_mnist():
+    """A reduced run (RA operations, WRN-10-1, one epoch, 168 images): the pseudo-label score finds outliers."""
+    from sklearn.metrics import roc_auc_score
+
+    from image_od.discriminative import DiscriminativeE3Outlier
+    from image_od.protocol import contaminated_set, to_model_input
+    from tests.test_image_od import _idx
+
+    images = _idx("t10k-images-idx3-ubyte.gz").reshape(-1, 28, 28)
+    labels = _idx("t10k-labels-idx1-ubyte.gz").astype(int)
+    pick = np.random.default_rng(0).choice(len(images), 1500, replace=False)
+    s = contaminated_set(images[pick], labels[pick], inlier_class=1, ratio=0.1, seed=0)
+    x = to_model_input(s.images)
+    model = DiscriminativeE3Outlier(operations="RA", width=1, epochs=1, progress=False)
+    assert model.fit(x) is model
+    normality = model.normality_scores(x)
+    assert set(normality) == {"gtp", "mp", "ne"} and np.all(normality["ne"] <= 0)
+    assert roc_auc_score(s.is_outlier, -normality["gtp"]) > 0.7
+    model.score = "gtp"
+    assert np.allclose(model.decision_function(x), -normality["gtp"])  # higher = more anomalous
