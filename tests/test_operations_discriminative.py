@@ -102,10 +102,16 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
     pick = np.random.default_rng(0).choice(len(images), 1500, replace=False)
     s = contaminated_set(images[pick], labels[pick], inlier_class=1, ratio=0.1, seed=0)
     x = to_model_input(s.images)
-    model = DiscriminativeE3Outlier(operations="RA", width=1, epochs=1, progress=False)
+    model = DiscriminativeE3Outlier(operations="RA", width=1, epochs=1, dropout=0.05, mc_passes=2,
+                                    progress=False)
     assert model.fit(x) is model
     normality = model.normality_scores(x)
-    assert set(normality) == {"gtp", "mp", "ne"} and np.all(normality["ne"] <= 0)
+    assert set(normality) == {"gtp", "mp", "ne", "mcd", "ssd_if"} and np.all(normality["ne"] <= 0)
+    assert np.all(normality["mcd"] <= normality["mp"] + 0.2)  # a mean minus a spread, on the max probability
     assert roc_auc_score(s.is_outlier, -normality["gtp"]) > 0.7
     model.score = "gtp"
     assert np.allclose(model.decision_function(x), -normality["gtp"])  # higher = more anomalous
+    import pytest
+
+    with pytest.raises(ValueError, match="dropout"):
+        DiscriminativeE3Outlier(score="mcd").fit(x[:4])
