@@ -11,6 +11,7 @@ video cubes (four patches -> middle patch, -> its optical flow; see ``vad.cloze`
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -122,6 +123,28 @@ class GenerativeE3Outlier(OutlierDetector):
         self.train_errors_ = self.task_errors(X)  # as PyOD's decision_scores_: the fitted set's raw errors
         self.normaliser_ = Normaliser(self.normalisation).fit(self.train_errors_)
         self.decision_scores_ = self.normaliser_(self.train_errors_).sum(1)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted generators, normalisation and loss history (atomically)."""
+        self._check_fitted("normaliser_")
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"tasks": [t.name for t in self.tasks], "nets": self.nets_.state_dict(),
+                    "normaliser": vars(self.normaliser_), "history": self.history_}, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path, X: SampleSource) -> "GenerativeE3Outlier":
+        """Restore what ``save`` wrote; ``X`` (any samples of the same kind) sizes the generators."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        names = [t.name for t in self.tasks]
+        if state["tasks"] != names:
+            raise ValueError(f"{path} holds tasks {state['tasks']}, this detector has {names}")
+        self.nets_ = self._build(X)
+        self.nets_.load_state_dict(state["nets"])
+        self.nets_.to(resolve_device(self.device))
+        self.normaliser_ = Normaliser(**state["normaliser"])
+        self.history_ = state["history"]
         return self
 
     def task_errors(self, X: SampleSource) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from image_od.data import ArrayData, SampleSource
-from image_od.generative import GenerativeE3Outlier, Normaliser
+from image_od.generative import GenerativeE3Outlier
 from image_od.training import TrainSettings, resolve_device
 from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
@@ -189,24 +189,8 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     config, info = load_run(out)
     _, data = _cube_data(info, config.data.in_memory)
     model = make_model(config, checkpoint=out / "train_checkpoint.pt", progress=progress).fit(data)
-    tmp = out / "model.pt.tmp"
-    torch.save({"nets": model.nets_.state_dict(), "normaliser": vars(model.normaliser_),
-                "history": model.history_, "targets": config.model.targets}, tmp)
-    os.replace(tmp, out / "model.pt")
+    model.save(out / "model.pt")
     (out / "train_checkpoint.pt").unlink(missing_ok=True)
-    return model
-
-
-def _load_model(out: Path, config: Config, data: SampleSource, progress: bool) -> GenerativeE3Outlier:
-    if not (out / "model.pt").is_file():
-        raise FileNotFoundError(f"{out / 'model.pt'} not found: run `vad train` first")
-    state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
-    model = make_model(config, progress=progress)
-    model.nets_ = model._build(data)
-    model.nets_.load_state_dict(state["nets"])
-    model.nets_.to(resolve_device(config.device))
-    model.normaliser_ = Normaliser(**state["normaliser"])
-    model.history_ = state["history"]
     return model
 
 
@@ -217,7 +201,9 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     config, info = load_run(out)
     arrays, data = _cube_data(info, config.data.in_memory)
     if model is None:
-        model = _load_model(out, config, data, progress)
+        if not (out / "model.pt").is_file():
+            raise FileNotFoundError(f"{out / 'model.pt'} not found: run `vad train` first")
+        model = make_model(config, progress=progress).load(out / "model.pt", data)
         errors = model.task_errors(data)
     else:
         errors = model.train_errors_  # the model was just fitted on these very cubes

@@ -69,3 +69,14 @@ def test_training_resumes_from_checkpoint(tmp_path):
     resumed = _model(checkpoint=ckpt).fit(data)  # continues from epoch 5 to 60
     assert len(resumed.history_) == 60
     assert np.allclose(resumed.history_, full.history_, rtol=1e-4)
+
+
+def test_save_and_load_reproduce_scores(tmp_path):
+    data, _ = _data()
+    model = _model().fit(data)
+    model.save(tmp_path / "m.pt")
+    restored = _model().load(tmp_path / "m.pt", data)
+    np.testing.assert_allclose(restored.decision_function(data), model.decision_function(data), rtol=1e-5, atol=1e-6)
+    other = GenerativeE3Outlier([GenerativeTask("other", _left, _right)], widths=(8, 16))
+    with pytest.raises(ValueError, match="holds tasks"):
+        other.load(tmp_path / "m.pt", data)
