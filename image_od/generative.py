@@ -11,7 +11,6 @@ video cubes (four patches -> middle patch, -> its optical flow; see ``vad.cloze`
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .data import Batch, SampleSource, iterate_batches
 from .detector import OutlierDetector
 from .nets import ConvAutoencoder
@@ -128,11 +128,9 @@ class GenerativeE3Outlier(OutlierDetector):
     def save(self, path: str | Path) -> None:
         """Write the fitted generators, normalisation and loss history (atomically)."""
         self._check_fitted("normaliser_")
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"tasks": [t.name for t in self.tasks], "nets": self.nets_.state_dict(),
-                    "normaliser": vars(self.normaliser_), "history": self.history_}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"tasks": [t.name for t in self.tasks], "nets": self.nets_.state_dict(),
+                        "normaliser": vars(self.normaliser_), "history": self.history_}, tmp)
 
     def load(self, path: str | Path, X: SampleSource) -> "GenerativeE3Outlier":
         """Restore what ``save`` wrote; ``X`` (any samples of the same kind) sizes the generators."""

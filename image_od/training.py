@@ -5,7 +5,6 @@ is written (atomically) after every epoch when ``checkpoint`` is given, and an i
 """
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .data import Batch, SampleSource, iterate_batches, to_device
 
 
@@ -55,13 +55,6 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     raise ValueError(f"unknown optimizer {settings.optimizer!r} (expected 'adam' or 'sgd')")
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train(
@@ -104,8 +97,10 @@ def train(
         bar.set_postfix(loss=f"{history[-1]:.4g}")
         bar.update(1)
         if checkpoint is not None:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "generator": generator.get_state(), "history": history, "epoch": epoch + 1}, checkpoint)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "generator": generator.get_state(), "history": history, "epoch": epoch + 1}, tmp)
     bar.close()
     return history
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData
 from image_od.generative import GenerativeE3Outlier
 from image_od.images import load_images
@@ -20,7 +21,7 @@ from image_od.operations import image_tasks
 from image_od.protocol import to_model_input
 from image_od.training import TrainSettings, resolve_device
 
-from .run_env import environment, write_json
+from .run_env import environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,14 +58,12 @@ def main(argv: list[str] | None = None) -> int:
                                 train_settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
                                                              progress=not args.quiet))
     scores = model.fit_score(ArrayData({"image": to_model_input(images, args.size)}))
-    tmp = out / "scores.csv.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_path(out / "scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "score", "rank"])
         ranks = np.argsort(np.argsort(-scores))
         for name, s, r in zip(names, scores, ranks):
             w.writerow([name, f"{s:.6g}", int(r) + 1])
-    tmp.replace(out / "scores.csv")
     top = np.argsort(-scores)[:5]
     print(f"scored {len(names)} images; most anomalous: " + ", ".join(names[i] for i in top))
     print(f"results: {out / 'scores.csv'}")

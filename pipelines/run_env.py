@@ -1,7 +1,6 @@
 """What a run records about itself so its figures can be reproduced: versions, git commit, seed, device."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -51,11 +50,3 @@ def environment(seed: int, device: str) -> dict[str, Any]:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)

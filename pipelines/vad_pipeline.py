@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData, SampleSource
 from image_od.generative import GenerativeE3Outlier
 from image_od.training import TrainSettings, resolve_device
@@ -38,7 +39,7 @@ from vad.readers import Video, open_dataset, open_videos
 from vad.scoring import frame_scores, motion_energy, smooth, zscore
 
 from .config import Config, load_config, save_config, to_dict
-from .run_env import environment, peak_rss_mb, write_json
+from .run_env import environment, peak_rss_mb
 from .vad_plots import plot_run
 
 
@@ -217,15 +218,13 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     np.savez_compressed(out / "cube_scores.npz", video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                         errors=errors, targets=np.array(config.model.targets), motion_energy=energy,
                         score=cube_score)
-    tmp = out / "frame_scores.csv.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "frame", "score", "heuristic", "label"])
         for v, s, h in zip(info["videos"], frames, heuristic):
             labels = v["labels"]
             for t in range(len(s)):
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{h[t]:.6g}", "" if labels is None else labels[t]])
-    os.replace(tmp, out / "frame_scores.csv")
 
 
 def fuse(model: list[np.ndarray], heuristic: list[np.ndarray], weight: float) -> list[np.ndarray]:

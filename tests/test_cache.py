@@ -36,3 +36,20 @@ def test_resume_after_interrupted_run(tmp_path):
     reopened.write("v2", _arrays(1), n_frames=1)
     assert CubeCache(tmp_path, settings).has("v2")
     assert CubeCache(tmp_path, {"regions": "file"}).folder != cache.folder
+
+
+def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
+    import pytest
+
+    from image_od.atomic import atomic_path
+
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from image_od.atomic import atomic_path, write_json
+
 FIELDS = ("cubes", "flow", "boxes", "frame")
 
 
@@ -25,12 +26,6 @@ def settings_key(settings: dict[str, Any]) -> str:
     """A short stable hash of JSON-serialisable extraction settings."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 class CubeCache:
@@ -46,7 +41,7 @@ class CubeCache:
             self.manifest = json.loads(self.manifest_path.read_text())
         else:
             self.manifest = {"settings": settings, "videos": {}}
-            _write_json_atomic(self.manifest_path, self.manifest)
+            write_json(self.manifest_path, self.manifest)
 
     def path(self, video: str) -> Path:
         return self.folder / f"{video}.h5"
@@ -56,16 +51,13 @@ class CubeCache:
 
     def write(self, video: str, arrays: dict[str, np.ndarray], n_frames: int) -> None:
         """Store one video's cubes atomically and record it in the manifest."""
-        final = self.path(video)
-        tmp = final.with_name(final.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(self.path(video)) as tmp, h5py.File(tmp, "w") as f:
             for name in FIELDS:
                 f.create_dataset(name, data=arrays[name])
             f.attrs["n_frames"] = n_frames
             f.attrs["video"] = video
-        os.replace(tmp, final)
         self.manifest["videos"][video] = {"n_cubes": int(len(arrays["frame"])), "n_frames": int(n_frames)}
-        _write_json_atomic(self.manifest_path, self.manifest)
+        write_json(self.manifest_path, self.manifest)
 
     def n_frames(self, video: str) -> int:
         return int(self.manifest["videos"][video]["n_frames"])
