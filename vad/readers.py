@@ -28,9 +28,10 @@ import h5py
 import numpy as np
 import scipy.io
 
+from image_od.images import IMAGE_EXT
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXT = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp"})
 VIDEO_EXT = frozenset({".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm", ".wmv"})
 LAYOUTS = ("ucsd", "ucsd_preprocessed", "avenue", "videos")
 AVENUE_LABELS = ("auto", "masks", "npy")
