@@ -1,0 +1,200 @@
+"""Alternative backbones of discriminative E3Outlier for 32x32 inputs, and a factory picking one by name.
+
+The official E3Outlier code offers ``wrn`` (WRN-10-4, the default), ``resnet20``, ``resnet50``, ``densenet22`` and
+``densenet40``. Every network here has the interface of :class:`image_od.nets.WideResNet`:
+``Net(in_channels, n_classes, depth, ..., dropout=0.0)`` and ``forward(x) -> (logits, features)``, where features
+are the globally average-pooled penultimate activations. With ``dropout > 0`` each block holds an ``nn.Dropout``
+(for MC-dropout scoring).
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+from .nets import WideResNet
+
+
+def _init_conv_bn(model: nn.Module) -> None:
+    """He (fan-out) normal init of convolutions and unit/zero batch norm, as the official E3Outlier backbones."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _dropout(p: float) -> nn.Module:
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module | None:
+    """Projection shortcut (1x1 conv + BN) when the shape changes, identity otherwise."""
+    if cin == cout and stride == 1:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class _BasicBlock(nn.Module):
+    """Post-activation basic block: conv3x3-BN-ReLU-[dropout]-conv3x3-BN, add shortcut, ReLU."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, dropout: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+            _dropout(dropout),
+            nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes))
+        self.shortcut = _shortcut(cin, planes, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(self.body(x) + skip)
+
+
+class _Bottleneck(nn.Module):
+    """Post-activation bottleneck: conv1x1-BN-ReLU, conv3x3-BN-ReLU-[dropout], conv1x1 (4x planes)-BN, add, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, dropout: float):
+        super().__init__()
+        cout = planes * self.expansion
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+            nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+            _dropout(dropout),
+            nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(self.body(x) + skip)
+
+
+class ResNet(nn.Module):
+    """He et al. CIFAR ResNet (post-activation, as ported to the official E3Outlier code).
+
+    Stem conv3x3 (16 channels)-BN-ReLU, then 3 stages of n blocks with 16/32/64 planes (strides 1/2/2, projection
+    shortcuts where the shape changes), global average pooling and a linear classifier.
+    ``block="basic"``: depth = 6n+2 (resnet20: n=3; resnet50: n=8, the official E3Outlier ``resnet50``), 64 features.
+    ``block="bottleneck"``: depth = 9n+2 (1x1-3x3-1x1 blocks, expansion 4, e.g. 29, 47, 110), 256 features.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, depth: int = 20, block: str = "basic",
+                 dropout: float = 0.0):
+        super().__init__()
+        kinds = {"basic": (_BasicBlock, 6), "bottleneck": (_Bottleneck, 9)}
+        if block not in kinds:
+            raise ValueError(f"ResNet block must be 'basic' or 'bottleneck', got {block!r}")
+        cls, per = kinds[block]
+        if depth < per + 2 or (depth - 2) % per:
+            raise ValueError(f"ResNet depth with {block} blocks must be {per}n+2 with n >= 1, got {depth}")
+        n = (depth - 2) // per
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                   nn.ReLU(inplace=True)]
+        c = 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                layers.append(cls(c, planes, stride if i == 0 else 1, dropout))
+                c = planes * cls.expansion
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, n_classes)
+        _init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(f), f
+
+
+class _DenseLayer(nn.Module):
+    """DenseNet-BC layer: BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k)-[dropout], concatenated to its input."""
+
+    def __init__(self, cin: int, growth: int, dropout: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth), nn.ReLU(inplace=True), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
+            _dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x, self.body(x)), 1)
+
+
+def _transition(cin: int, cout: int) -> nn.Module:
+    """DenseNet transition: BN-ReLU-conv1x1-avgpool 2x2."""
+    return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False),
+                         nn.AvgPool2d(2))
+
+
+class DenseNet(nn.Module):
+    """CIFAR DenseNet-BC (Huang et al.), as in the official E3Outlier code.
+
+    Stem conv3x3 with 2k channels (k = growth rate, 12), then 3 dense blocks of n = (depth-4)/6 bottleneck layers
+    (each adds k channels) joined by transitions that compress channels by ``compression`` (0.5) and halve the
+    resolution, then BN-ReLU, global average pooling and a linear classifier. densenet22: n=3, 69 features;
+    densenet40: n=6, 132 features.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, depth: int = 40, growth_rate: int = 12,
+                 compression: float = 0.5, dropout: float = 0.0):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"DenseNet-BC depth must be 6n+4 with n >= 1, got {depth}")
+        if not 0 < compression <= 1:
+            raise ValueError(f"DenseNet compression must be in (0, 1], got {compression}")
+        n = (depth - 4) // 6
+        c = 2 * growth_rate
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)]
+        for b in range(3):
+            for _ in range(n):
+                layers.append(_DenseLayer(c, growth_rate, dropout))
+                c += growth_rate
+            if b < 2:
+                cout = int(math.floor(c * compression))
+                layers.append(_transition(c, cout))
+                c = cout
+        self.features = nn.Sequential(*layers, nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+        self.fc = nn.Linear(c, n_classes)
+        _init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(f), f
+
+
+_FORMS = ("wrn (= wrn-10-4)", "wrn-D-W with D = 6n+4 (e.g. wrn-10-4)",
+          "resnetN with N = 6n+2 (basic blocks: resnet20, resnet32, resnet50) or N = 9n+2 (bottleneck: resnet29)",
+          "densenetN with N = 6n+4 (DenseNet-BC: densenet22, densenet40)")
+
+
+def make_backbone(name: str, in_channels: int, n_classes: int, dropout: float = 0.0) -> nn.Module:
+    """Build a backbone by name: ``wrn``/``wrn-D-W``, ``resnetN`` or ``densenetN``.
+
+    ``resnetN`` uses basic blocks when N = 6n+2 (so ``resnet50`` is the official 6*8+2 basic-block net) and
+    bottleneck blocks when only N = 9n+2 fits. Unknown or ill-sized names raise ValueError.
+    """
+    key = name.strip().lower()
+    if key == "wrn":
+        key = "wrn-10-4"
+    reason = ""
+    try:
+        if m := re.fullmatch(r"wrn-(\d+)-(\d+)", key):
+            depth, width = int(m[1]), int(m[2])
+            if depth < 10 or width < 1:
+                raise ValueError(f"WRN needs depth >= 10 and width >= 1, got {depth}-{width}")
+            return WideResNet(in_channels, n_classes, depth, width, dropout)
+        if m := re.fullmatch(r"resnet(\d+)", key):
+            depth = int(m[1])
+            block = "basic" if depth >= 8 and (depth - 2) % 6 == 0 else "bottleneck"
+            return ResNet(in_channels, n_classes, depth, block, dropout)
+        if m := re.fullmatch(r"densenet(\d+)", key):
+            return DenseNet(in_channels, n_classes, int(m[1]), dropout=dropout)
+    except ValueError as e:
+        reason = f" ({e})"
+    raise ValueError(f"unknown backbone {name!r}{reason}; accepted forms: " + "; ".join(_FORMS))
