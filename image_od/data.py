@@ -49,20 +49,38 @@ def iterate_batches(
     num_workers: int = 0,
     indices: torch.Tensor | None = None,
 ) -> Iterator[Batch]:
-    """Yield dict batches from either source; ``indices`` restricts to a subset (e.g. a distributed shard)."""
+    """Yield dict batches from either source; ``indices`` restricts to a subset."""
     n = len(data)
     order = indices if indices is not None else torch.arange(n)
     if shuffle:
         order = order[torch.randperm(len(order), generator=generator)]
+    yield from load_batches(data, list(order.split(batch_size)), num_workers)
+
+
+def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0,
+                  world_size: int = 1) -> Iterator[tuple[torch.Tensor, float]]:
+    """Cut ``order`` into global batches of ``batch_size``; yield this rank's contiguous share of each and its loss
+    weight ``world_size * len(share) / len(batch)``.
+
+    Averaged over the ranks (as DDP averages gradients), the weighted batch-mean losses of the shares are the mean
+    loss of the whole batch, so a step sees what a single process would. A rank left without samples (a final
+    batch smaller than ``world_size``) gets the whole batch with weight 0: it still takes part in the step.
+    With one rank this is the plain batching, weight 1.
+    """
+    for batch in order.split(batch_size):
+        share = torch.tensor_split(batch, world_size)[rank]
+        yield (share, world_size * len(share) / len(batch)) if len(share) else (batch, 0.0)
+
+
+def load_batches(data: SampleSource, index_batches: list[torch.Tensor], num_workers: int = 0) -> Iterator[Batch]:
+    """Yield the dict batch of each index tensor, in order."""
     if isinstance(data, ArrayData):
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in index_batches:
             yield {k: v[idx] for k, v in data.arrays.items()}
         return
     loader = DataLoader(
-        torch.utils.data.Subset(data, order.tolist()),
-        batch_size=batch_size,
-        shuffle=False,
+        data,
+        batch_sampler=[idx.tolist() for idx in index_batches],
         num_workers=num_workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(0),  # worker seeds must not draw from the global RNG

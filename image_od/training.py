@@ -2,28 +2,36 @@
 
 A method supplies a model and a ``loss_fn(model, batch) -> scalar tensor``; the loop does the rest. A checkpoint
 is written (atomically) after every epoch when ``checkpoint`` is given, and an interrupted run resumes from it.
+
+Launched with ``torchrun --nproc_per_node=N``, the same loop trains with DistributedDataParallel (see
+:mod:`image_od.distributed`): each step's global batch is the one a single process would draw, split between the
+ranks, so results differ from a single process only through per-rank BatchNorm statistics and summation order.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .atomic import atomic_path
-from .data import Batch, SampleSource, iterate_batches, to_device
+from .data import Batch, SampleSource, iterate_batches, load_batches, shard_batches, to_device
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU; under torchrun an unnumbered CUDA device is ``LOCAL_RANK``'s."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and distributed.launched():
+        return torch.device("cuda", distributed.local_rank())
+    return device
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -57,6 +65,27 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {settings.optimizer!r} (expected 'adam' or 'sgd')")
 
 
+class _Objective(nn.Module):
+    """The model and its loss as one module: wrapped in DDP, every forward that ``loss_fn`` makes is seen by DDP
+    (``loss_fn`` may index the model, e.g. a ModuleDict, which a DDP wrapper does not support)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _epoch_batches(data: SampleSource, settings: TrainSettings,
+                   generator: torch.Generator) -> Iterator[tuple[Batch, float, int]]:
+    """This rank's (batch, loss weight, number of samples it counts) for each step of one shuffled epoch."""
+    order = torch.randperm(len(data), generator=generator)  # the same on every rank: the generator is shared
+    shards = list(shard_batches(order, settings.batch_size, distributed.rank(), distributed.world_size()))
+    batches = load_batches(data, [idx for idx, _ in shards], settings.num_workers)
+    return ((batch, weight, len(idx) if weight else 0) for batch, (idx, weight) in zip(batches, shards))
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
@@ -67,9 +96,17 @@ def train(
     generator: torch.Generator,
     checkpoint: Path | None = None,
     desc: str = "train",
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place; return the mean loss of each epoch."""
+    """Train ``model`` in place; return the mean loss of each epoch.
+
+    ``on_epoch_end(epoch)`` (0-based) runs after every epoch, before the checkpoint is written. Under torchrun,
+    ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
+    ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
+    history is the global mean loss, and all ranks end with the same model.
+    """
     model.to(device)
+    distributed.setup(device)
     optimizer = make_optimizer(model.parameters(), settings)
     history: list[float] = []
     start_epoch = 0
@@ -79,29 +116,35 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         history, start_epoch = state["history"], state["epoch"]
-    bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch", disable=not settings.progress)
+    objective = distributed.wrap(_Objective(model, loss_fn), device)
+    bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
+               disable=not settings.progress or not distributed.is_main())
     for epoch in range(start_epoch, settings.epochs):
         model.train()
         total, count = 0.0, 0
-        for batch in iterate_batches(data, settings.batch_size, shuffle=True, generator=generator,
-                                     num_workers=settings.num_workers):
-            batch = to_device(batch, device)
-            loss = loss_fn(model, batch)
+        for batch, weight, n in _epoch_batches(data, settings, generator):
+            loss = objective(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             optimizer.step()
-            n = len(next(iter(batch.values())))
             total += float(loss.detach()) * n
             count += n
+        total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64,
+                                                               device=device)).tolist()
         history.append(total / max(count, 1))
         bar.set_postfix(loss=f"{history[-1]:.4g}")
         bar.update(1)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
         if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "generator": generator.get_state(), "history": history, "epoch": epoch + 1}, tmp)
+            if distributed.is_main():
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "generator": generator.get_state(), "history": history, "epoch": epoch + 1}, tmp)
+            distributed.barrier()
     bar.close()
+    distributed.broadcast_buffers(model)
     return history
 
 
