@@ -16,6 +16,7 @@ are exact index operations in torch (on any device); IA calls scipy's spline rot
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -87,14 +88,55 @@ def _rearrange(x: torch.Tensor, op: Operation) -> torch.Tensor:
     return torch.cat([torch.cat(q[:2], 3), torch.cat(q[2:], 3)], 2)
 
 
+MULTI_LABEL_HEADS = ("rotation", "translation", "irregular_rotation", "flip", "patch")
+
+
+def multi_labels(ops: list[Operation]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The paper's multi-label pseudo labels (Sec. 4.2.3): per operation, one label per head of
+    ``MULTI_LABEL_HEADS``, with 4, 9, 9, 2 and 24 classes; class 0 of a head means "not applied".
+
+    Returns (labels (K, 5) int64, head sizes).
+    """
+    angles = [30 * j for j in range(12) if (30 * j) % 90]
+    perms = list(itertools.permutations(range(4)))
+    rows = []
+    for op in ops:
+        rotation = op.k if op.family == "RA" else 0
+        translation = SHIFTS.index(op.tx) * 3 + SHIFTS.index(op.ty)
+        irregular = angles.index(op.angle) + 1 if op.family == "IA" else 0
+        patch = perms.index(op.perm) if op.family == "PR" else 0
+        rows.append((rotation, translation, irregular, int(op.flip), patch))
+    return torch.tensor(rows, dtype=torch.int64), (4, 9, 9, 2, 24)
+
+
 APPLY = {"RA": _regular, "IA": _irregular, "PR": _rearrange}
 
 
+@functools.lru_cache(maxsize=16)
+def _pixel_maps(ops: tuple[Operation, ...], h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RA and PR operations only move pixels: for each operation, the source pixel of every output pixel
+    (K, h*w), found by applying it to an image of pixel indices; and a mask of the operations that are such maps
+    (IA interpolates, so it is not)."""
+    index = torch.arange(h * w).reshape(1, 1, h, w)
+    is_map = torch.tensor([op.family != "IA" for op in ops])
+    maps = torch.stack([APPLY[op.family](index, op).reshape(-1) if m else index.reshape(-1)
+                        for op, m in zip(ops, is_map.tolist())])
+    return maps, is_map
+
+
 def apply_operations(x: torch.Tensor, labels: torch.Tensor, ops: list[Operation]) -> torch.Tensor:
-    """Apply ``ops[labels[i]]`` to ``x[i]`` for a batch (B,C,H,W), grouping samples that share an operation."""
+    """Apply ``ops[labels[i]]`` to ``x[i]`` for a batch (B,C,H,W): one gather for every pixel-moving operation
+    (RA, PR), then the irregular rotations grouped by operation."""
+    b, c, h, w = x.shape
+    maps, is_map = _pixel_maps(tuple(ops), h, w)
+    labels_cpu = labels.cpu()
+    moved = is_map[labels_cpu]
     out = torch.empty_like(x)
-    for label in torch.unique(labels).tolist():
-        idx = (labels == label).nonzero(as_tuple=True)[0]
-        op = ops[label]
-        out[idx] = APPLY[op.family](x[idx], op)
+    if moved.any():
+        sel = moved.nonzero(as_tuple=True)[0].to(x.device)
+        src = maps[labels_cpu[moved]].to(x.device)[:, None, :].expand(-1, c, -1)
+        out[sel] = x[sel].reshape(len(sel), c, h * w).gather(2, src).reshape(len(sel), c, h, w)
+    for label in torch.unique(labels_cpu[~moved]).tolist():
+        idx = (labels_cpu == label).nonzero(as_tuple=True)[0].to(x.device)
+        out[idx] = APPLY["IA"](x[idx], ops[label])
     return out

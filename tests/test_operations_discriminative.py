@@ -78,6 +78,33 @@ def test_invertible_operations_invert():
     assert len(list(itertools.permutations(range(4)))) - 1 == 23
 
 
+def test_multi_labels_identify_every_operation():
+    from image_od.operations_discriminative import MULTI_LABEL_HEADS, multi_labels
+
+    ops = operation_set()
+    labels, sizes = multi_labels(ops)
+    assert labels.shape == (111, len(MULTI_LABEL_HEADS)) and sizes == (4, 9, 9, 2, 24)
+    assert labels[0].tolist() == [0, 0, 0, 0, 0]  # identity: nothing applied
+    assert (labels < torch.tensor(sizes)).all() and (labels >= 0).all()
+    assert len({tuple(r) for r in labels.tolist()}) == 111  # the 5 labels together name the operation
+    ra, ia, pr = labels[:72], labels[72:88], labels[88:]
+    assert (ra[:, 2] == 0).all() and (ra[:, 4] == 0).all() and (ia[:, 2] > 0).all() and (pr[:, 4] > 0).all()
+    assert ia[:, 3].tolist() == [0] * 8 + [1] * 8 and (pr[:, [0, 1, 3]] == 0).all()
+    assert ra[36 + 2 * 12 + 1 * 4 + 3].tolist() == [3, 2 * 3 + 1, 0, 1, 0]
+
+
+def test_mixed_batch_gather_matches_per_operation_application():
+    """The vectorised gather (RA, PR) and the grouped IA path give what each operation gives alone."""
+    from image_od.operations_discriminative import APPLY
+
+    ops = operation_set()
+    x = torch.randn(300, 3, 32, 32)
+    labels = torch.randint(0, 111, (300,), generator=torch.Generator().manual_seed(0))
+    out = apply_operations(x, labels, ops)
+    for i in range(0, 300, 7):
+        assert torch.allclose(out[i], APPLY[ops[labels[i]].family](x[i:i + 1], ops[labels[i]])[0], atol=1e-6)
+
+
 def test_wrn_shapes_and_depth_rule():
     import pytest
 
@@ -102,7 +129,7 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
     pick = np.random.default_rng(0).choice(len(images), 1500, replace=False)
     s = contaminated_set(images[pick], labels[pick], inlier_class=1, ratio=0.1, seed=0)
     x = to_model_input(s.images)
-    model = DiscriminativeE3Outlier(operations="RA", width=1, epochs=1, dropout=0.05, mc_passes=2,
+    model = DiscriminativeE3Outlier(operations="RA", backbone="wrn-10-1", epochs=1, dropout=0.05, mc_passes=2,
                                     progress=False)
     assert model.fit(x) is model
     normality = model.normality_scores(x)
