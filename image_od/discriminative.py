@@ -1,9 +1,12 @@
-"""Discriminative E3Outlier (paper Sec. 3.2-3.4): self-supervised operation classification, then network
-uncertainty on the operated copies of each image as its outlier score.
+"""Discriminative E3Outlier (paper Sec. 3.2-3.5): self-supervised operation classification, then network
+uncertainty on the operated copies of each image as its outlier score, with the paper's score refinement.
 
-Training runs over the shuffled grid of all (image, operation) pairs, as the reference code does, but the
-operated images are made per batch (``operations_discriminative.apply_operations``), never for the whole set.
-Scores (all averaged over the K operations, computed from log-softmax; returned negated so that
+Training (paper protocol, ``ops_per_image=None``) runs over the shuffled grid of all (image, operation) pairs, as
+the reference code does; the operated images are made per batch (``operations_discriminative.apply_operations``),
+never for the whole set. ``ops_per_image=m`` instead shows each image m times per epoch with operations drawn at
+random per batch (operation sampling, for small compute budgets).
+
+Scores (averaged over the operations, computed from log-softmax; ``decision_function`` negates them so that
 higher = more anomalous):
 - ``gtp``: probability of the operation actually applied (the pseudo label);
 - ``mp``: maximum probability;
@@ -11,103 +14,241 @@ higher = more anomalous):
 - ``mcd``: MC dropout (needs ``dropout`` > 0; the TPAMI code uses 0.05 and 5 passes): the mean over operations of
   E[max p] - Std[max p] over stochastic passes, with dropout on and batch norm in eval mode;
 - ``ssd_if``: SSD+IF, an Isolation Forest on the penultimate features of the untransformed images.
+
+Score refinement (Sec. 3.5, supplement Algorithms 1-3), as settings:
+- ``reweight="online"`` (ORW): one network; after every epoch the samples' loss weights become their min-max
+  normalised normality scores (weights start at 1);
+- ``reweight="reboot"`` (RRW): a first network is trained unweighted; its normalised scores weight the loss of
+  the final network(s), which restart from the same initial weights;
+- ``ensemble=e`` (ENS): e networks from seeds seed, seed+1, ...; their softmax outputs are averaged before
+  scoring. With ``reweight="reboot"`` this is the joint score refinement (JSR, Algorithm 3).
+``multi_label=True`` trains the 5-head variant (rotation, translation, irregular rotation, flip, patch
+arrangement; Sec. 4.2.3) and averages the scores of the heads.
 """
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backbones import make_backbone
 from .data import ArrayData, Batch
 from .detector import OutlierDetector
-from .nets import WideResNet
-from .operations_discriminative import apply_operations, operation_set
+from .operations_discriminative import apply_operations, multi_labels, operation_set
 from .training import TrainSettings, resolve_device, seed_everything, train
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
+REWEIGHT = ("none", "online", "reboot")
+CHUNK = 1024  # images per forward pass when scoring
+
+
+def weights_from_scores(normality: np.ndarray) -> np.ndarray:
+    """Min-max normalised normality scores, the re-weighting of the reference code (non-negative; the loss
+    divides by their sum per batch, which equals the paper's sum-to-one normalisation)."""
+    s = np.asarray(normality, np.float64) - np.min(normality)
+    return (s / s.max() if s.max() > 0 else np.ones_like(s)).astype(np.float32)
 
 
 class DiscriminativeE3Outlier(OutlierDetector):
-    """``X``: float array (N,C,32,32) in [-1, 1] (see ``protocol.to_model_input``)."""
+    """``X``: float array (N,C,32,32) in [-1, 1] (see ``protocol.to_model_input``).
 
-    def __init__(self, *, operations: str = "RA+IA+PR", score: str = "ne", depth: int = 10, width: int = 4,
-                 dropout: float = 0.0, mc_passes: int = 5, epochs: int | None = None, batch_size: int = 128, optimizer: str = "sgd", lr: float = 1e-3,
-                 weight_decay: float = 5e-4, device: str = "auto", seed: int = 0, progress: bool = True):
-        self.operations = operations
-        self.score = score
-        self.depth, self.width, self.dropout, self.mc_passes = depth, width, dropout, mc_passes
+    Compute settings beyond the paper (all off by default): ``ops_per_image`` (operation sampling in training),
+    ``score_ops`` (score with a fixed random subset of that many operations instead of all K) and
+    ``precision="bf16"`` (bfloat16 autocast, about twice as fast on CPUs with AVX512-BF16).
+    """
+
+    def __init__(self, *, operations: str = "RA+IA+PR", score: str = "ne", backbone: str = "wrn-10-4",
+                 dropout: float = 0.0, mc_passes: int = 5, multi_label: bool = False, epochs: int | None = None,
+                 ops_per_image: int | None = None, score_ops: int | None = None, batch_size: int = 128,
+                 optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 5e-4, precision: str = "fp32",
+                 reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
+                 progress: bool = True):
+        self.operations, self.score, self.backbone = operations, score, backbone
+        self.dropout, self.mc_passes, self.multi_label = dropout, mc_passes, multi_label
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
+        self.ops_per_image, self.score_ops = ops_per_image, score_ops
         self.batch_size, self.optimizer, self.lr, self.weight_decay = batch_size, optimizer, lr, weight_decay
+        self.precision, self.reweight, self.ensemble = precision, reweight, ensemble
         self.device, self.seed, self.progress = device, seed, progress
 
-    def fit(self, X: np.ndarray) -> "DiscriminativeE3Outlier":
+    # ----------------------------------------------------------------------------------------------- fitting
+    def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> "DiscriminativeE3Outlier":
+        """Train the network(s); ``sample_weight`` (N,) weights each image's loss (re-weighting)."""
+        self._check_settings()
+        self.device_ = resolve_device(self.device)
+        self.ops_ = operation_set(self.operations)
+        self.labels_, self.heads_ = (multi_labels(self.ops_) if self.multi_label
+                                     else (torch.arange(len(self.ops_))[:, None], (len(self.ops_),)))
+        self.score_labels_ = self._score_subset()
+        images = torch.as_tensor(X, dtype=torch.float32)
+        weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
+        if self.reweight == "reboot":  # Algorithm 2: the first network's scores weight the final ones
+            self.nets_ = [self._train_net(images, self.seed, weight)]
+            weight = torch.from_numpy(weights_from_scores(self.normality_scores(X, ssd_if=False)["ne"]))
+        self.nets_ = [self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
+                      for j in range(self.ensemble)]
+        self.sample_weight_ = None if weight is None else weight.numpy()
+        return self
+
+    def _check_settings(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"unknown score {self.score!r}; expected one of {SCORES}")
         if self.score == "mcd" and self.dropout <= 0:
             raise ValueError("score 'mcd' needs dropout > 0 (the TPAMI code uses 0.05)")
-        generator = seed_everything(self.seed)
-        device = resolve_device(self.device)
-        self.ops_ = operation_set(self.operations)
-        k = len(self.ops_)
-        images = torch.as_tensor(X, dtype=torch.float32).to(device)
-        self.net_ = WideResNet(images.shape[1], k, self.depth, self.width, self.dropout)
-        pairs = ArrayData({"sample": torch.arange(len(images)).repeat_interleave(k),
-                           "op": torch.arange(k).repeat(len(images))})
+        if self.reweight not in REWEIGHT:
+            raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {REWEIGHT}")
+        if self.reweight == "online" and self.ensemble > 1:
+            raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; expected 'fp32' or 'bf16'")
 
-        def loss(net, batch: Batch) -> torch.Tensor:
-            x = apply_operations(images[batch["sample"]], batch["op"], self.ops_)
-            return F.cross_entropy(net(x)[0], batch["op"])
+    def _score_subset(self) -> torch.Tensor:
+        k = len(self.ops_)
+        if self.score_ops is None or self.score_ops >= k:
+            return torch.arange(k)
+        chosen = torch.randperm(k, generator=torch.Generator().manual_seed(self.seed))[:self.score_ops]
+        return chosen.sort().values
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device_.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _logits(self, net, x: torch.Tensor) -> list[torch.Tensor]:
+        """One float32 logit tensor per head."""
+        if self.device_.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits = net(x)[0].float()
+        return list(torch.split(logits, self.heads_, dim=1))
+
+    def _train_net(self, images: torch.Tensor, seed: int, weight: torch.Tensor | None, online: bool = False):
+        generator = seed_everything(seed)
+        k = len(self.ops_)
+        net = make_backbone(self.backbone, images.shape[1], sum(self.heads_), self.dropout)
+        if self.device_.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        images_dev = images.to(self.device_)
+        labels = self.labels_.to(self.device_)
+        if self.ops_per_image is None:  # the reference grid: every (image, operation) pair once per epoch
+            pairs = ArrayData({"sample": torch.arange(len(images)).repeat_interleave(k),
+                               "op": torch.arange(k).repeat(len(images))})
+        else:  # operation sampling: each image m times per epoch, the operation drawn per batch
+            pairs = ArrayData({"sample": torch.arange(len(images)).repeat(self.ops_per_image)})
+        op_generator = torch.Generator().manual_seed(seed + 7919)
+        weights = None if weight is None and not online else (
+            torch.ones(len(images)) if weight is None else weight.clone())
+
+        def loss(model, batch: Batch) -> torch.Tensor:
+            sample = batch["sample"]
+            op = batch["op"] if "op" in batch else torch.randint(k, (len(sample),), generator=op_generator).to(sample)
+            x = apply_operations(images_dev[sample], op, self.ops_)
+            target = labels[op]
+            ce = sum(F.cross_entropy(logit, target[:, h], reduction="none")
+                     for h, logit in enumerate(self._logits(model, x)))
+            if weights is None:
+                return ce.mean()
+            w = weights.to(ce.device)[sample]
+            return (ce * w).sum() / w.sum().clamp_min(1e-12)
+
+        def reweight_online(epoch: int) -> None:  # Algorithm 1, line 6-8
+            self.nets_ = [net]
+            normality = self.normality_scores(images.numpy(), ssd_if=False)["ne"]
+            weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
         settings = TrainSettings(epochs=self.epochs or math.ceil(250 / k), batch_size=self.batch_size,
                                  optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
                                  eps=1e-7, progress=self.progress)
-        self.history_ = train(self.net_, loss, pairs, settings, device=device, generator=generator,
-                              desc=f"train WRN-{self.depth}-{self.width} on {k} operations")
-        return self
+        train(net, loss, pairs, settings, device=self.device_, generator=generator,
+              on_epoch_end=reweight_online if online else None,
+              desc=f"train {self.backbone} on {k} operations (seed {seed})")
+        return net
 
+    # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()
-    def normality_scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every score (higher = more normal) averaged over the operations, as the paper defines them."""
-        self._check_fitted("net_")
-        self.net_.eval()
-        device = next(self.net_.parameters()).device
+    def normality_scores(self, X: np.ndarray, ssd_if: bool = True) -> dict[str, np.ndarray]:
+        """Every score (higher = more normal), averaged over the scored operations (and the heads); an ensemble
+        averages its networks' softmax outputs first. ``ssd_if=False`` skips the Isolation Forest."""
+        self._check_fitted("nets_")
+        for net in self.nets_:
+            net.eval()
         images = torch.as_tensor(X, dtype=torch.float32)
         names = ["gtp", "mp", "ne"] + (["mcd"] if self.dropout > 0 else [])
         sums = {s: torch.zeros(len(images)) for s in names}
-        for label in range(len(self.ops_)):
-            for start in range(0, len(images), 1024):
-                x = images[start:start + 1024].to(device)
-                x = apply_operations(x, torch.full((len(x),), label, device=device), self.ops_)
-                logp = F.log_softmax(self.net_(x)[0], 1).cpu()
-                p = logp.exp()
+        for label in self.score_labels_.tolist():
+            for start in range(0, len(images), CHUNK):
+                x = images[start:start + CHUNK].to(self.device_)
+                x = apply_operations(x, torch.full((len(x),), label, device=x.device), self.ops_)
                 part = slice(start, start + len(x))
-                sums["gtp"][part] += p[:, label]
-                sums["mp"][part] += p.max(1).values
-                sums["ne"][part] += (p * logp).sum(1) / math.log(2)
+                for h, logp in enumerate(self._mean_log_probs(x)):
+                    p = logp.exp()
+                    sums["gtp"][part] += p[:, self.labels_[label, h]]
+                    sums["mp"][part] += p.max(1).values
+                    sums["ne"][part] += (p * logp).sum(1) / math.log(2)
                 if self.dropout > 0:
                     sums["mcd"][part] += self._mc_dropout_max_prob(x)
-        scores = {s: (v / len(self.ops_)).numpy() for s, v in sums.items()}
-        scores["ssd_if"] = self._isolation_forest(images, device)
+        n = len(self.score_labels_) * len(self.heads_)
+        scores = {s: (v / n).numpy() for s, v in sums.items()}
+        if ssd_if:
+            scores["ssd_if"] = self._isolation_forest(images)
         return scores
 
-    def _mc_dropout_max_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """E[max p] - Std[max p] over ``mc_passes`` passes with only the dropout layers in training mode."""
-        dropouts = [m for m in self.net_.modules() if isinstance(m, torch.nn.Dropout)]
-        for m in dropouts:
-            m.train()
-        maxp = torch.stack([F.softmax(self.net_(x)[0], 1).max(1).values.cpu() for _ in range(self.mc_passes)])
-        for m in dropouts:
-            m.eval()
-        return maxp.mean(0) - maxp.std(0)
+    def _mean_log_probs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per head, the log of the softmax averaged over the networks (log-softmax itself for one network)."""
+        per_net = [[F.log_softmax(logit, 1).cpu() for logit in self._logits(net, x)] for net in self.nets_]
+        if len(per_net) == 1:
+            return per_net[0]
+        return [torch.logsumexp(torch.stack(heads), 0) - math.log(len(per_net)) for heads in zip(*per_net)]
 
-    def _isolation_forest(self, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    def _mc_dropout_max_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Per head, E[max p] - Std[max p] over ``mc_passes`` passes with only the dropout layers in training mode
+        (summed over heads and networks, then divided by the networks)."""
+        total = torch.zeros(len(x))
+        for net in self.nets_:
+            dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+            for m in dropouts:
+                m.train()
+            passes = [[F.softmax(logit, 1).max(1).values.cpu() for logit in self._logits(net, x)]
+                      for _ in range(self.mc_passes)]
+            for m in dropouts:
+                m.eval()
+            for head in zip(*passes):
+                maxp = torch.stack(head)
+                total += maxp.mean(0) - maxp.std(0)
+        return total / len(self.nets_)
+
+    def _isolation_forest(self, images: torch.Tensor) -> np.ndarray:
         from sklearn.ensemble import IsolationForest
 
-        features = torch.cat([self.net_(images[i:i + 1024].to(device))[1].cpu() for i in range(0, len(images), 1024)])
-        forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(features.numpy())
-        return forest.decision_function(features.numpy())  # higher = more normal
+        features = torch.cat([self._features(images[i:i + CHUNK].to(self.device_))
+                              for i in range(0, len(images), CHUNK)]).numpy()
+        forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(features)
+        return forest.decision_function(features)  # higher = more normal
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, concatenated over the networks of an ensemble."""
+        if self.device_.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return torch.cat([net(x)[1].float().cpu() for net in self.nets_], 1)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return -self.normality_scores(X)[self.score]
+
+    @classmethod
+    def merged(cls, members: list["DiscriminativeE3Outlier"]) -> "DiscriminativeE3Outlier":
+        """One ensemble detector from fitted members with the same settings (their networks are shared, not
+        copied), so that a benchmark can reuse networks it has already trained."""
+        first = members[0]
+        ensemble = cls(**{**first.get_params(), "ensemble": sum(len(m.nets_) for m in members)})
+        for name in ("device_", "ops_", "labels_", "heads_", "score_labels_", "sample_weight_"):
+            setattr(ensemble, name, getattr(first, name))
+        ensemble.nets_ = [net for m in members for net in m.nets_]
+        return ensemble
+
+    def get_params(self) -> dict:
+        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
