@@ -146,9 +146,11 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then each YAML file in order (later files override earlier ones), then each ``key=value``."""
-    config = Config()
+def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
+                cls: type = Config) -> Any:
+    """Defaults of dataclass ``cls``, then each YAML file in order (later files override earlier ones), then
+    each ``key=value``."""
+    config = cls()
     if paths is None:
         paths = []
     elif isinstance(paths, (str, Path)):
@@ -169,9 +171,9 @@ def load_config(paths: str | Path | list[str | Path] | None = None, overrides: l
     return config
 
 
-def to_dict(config: Config) -> dict[str, Any]:
+def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def save_config(config: Config, path: str | Path) -> None:
+def save_config(config: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
