@@ -178,6 +178,17 @@ class DiscriminativeE3Outlier(OutlierDetector):
         images = torch.as_tensor(X, dtype=torch.float32)
         names = ["gtp", "mp", "ne"] + (["mcd"] if self.dropout > 0 else [])
         sums = {s: torch.zeros(len(images)) for s in names}
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device_.type == "cuda" else []):
+            torch.manual_seed(self.seed)  # MC-dropout masks: the same scores on every call
+            self._accumulate(images, sums)
+        n = len(self.score_labels_) * len(self.heads_)
+        scores = {s: (v / n).numpy() for s, v in sums.items()}
+        if ssd_if:
+            scores["ssd_if"] = self._isolation_forest(images)
+        return scores
+
+    def _accumulate(self, images: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
+        """Add each scored operation's per-image scores (summed over heads) to ``sums``."""
         for label in self.score_labels_.tolist():
             for start in range(0, len(images), CHUNK):
                 x = images[start:start + CHUNK].to(self.device_)
@@ -188,13 +199,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
                     sums["gtp"][part] += p[:, self.labels_[label, h]]
                     sums["mp"][part] += p.max(1).values
                     sums["ne"][part] += (p * logp).sum(1) / math.log(2)
-                if self.dropout > 0:
+                if "mcd" in sums:
                     sums["mcd"][part] += self._mc_dropout_max_prob(x)
-        n = len(self.score_labels_) * len(self.heads_)
-        scores = {s: (v / n).numpy() for s, v in sums.items()}
-        if ssd_if:
-            scores["ssd_if"] = self._isolation_forest(images)
-        return scores
 
     def _mean_log_probs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per head, the log of the softmax averaged over the networks (log-softmax itself for one network)."""

@@ -48,6 +48,7 @@ def setup(device: torch.device) -> None:
 def shutdown() -> None:
     """Leave the process group, if one was joined (call once at the end of a torchrun script)."""
     if dist.is_initialized():
+        dist.barrier()  # no rank tears down its connections while another still uses them (gloo aborts then)
         dist.destroy_process_group()
 
 

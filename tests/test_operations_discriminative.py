@@ -116,11 +116,16 @@ def test_wrn_shapes_and_depth_rule():
         WideResNet(1, 4, depth=12)
 
 
+# AUROC floors of the short run below; measured 2026-11-23: GTP 0.964, MP 0.941, NE 0.950, MCD 0.938, SSD+IF 0.950
+FLOORS = {"gtp": 0.85, "mp": 0.85, "ne": 0.85, "mcd": 0.85, "ssd_if": 0.85}
+
+
 def test_discriminative_e3outlier_short_run_on_fashion_mnist():
-    """A reduced run (RA operations, WRN-10-1, one epoch, 168 images): the pseudo-label score finds outliers."""
+    """A reduced run (the cpu profile's settings with 32 operations per image, 168 images): every score, negated by ``decision_function``, ranks
+    the outliers higher (each score's direction), and bf16 training works."""
     from sklearn.metrics import roc_auc_score
 
-    from image_od.discriminative import DiscriminativeE3Outlier
+    from image_od.discriminative import SCORES, DiscriminativeE3Outlier
     from image_od.protocol import contaminated_set, to_model_input
     from tests.test_image_od import _idx
 
@@ -129,15 +134,17 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
     pick = np.random.default_rng(0).choice(len(images), 1500, replace=False)
     s = contaminated_set(images[pick], labels[pick], inlier_class=1, ratio=0.1, seed=0)
     x = to_model_input(s.images)
-    model = DiscriminativeE3Outlier(operations="RA", backbone="wrn-10-1", epochs=1, dropout=0.05, mc_passes=2,
-                                    progress=False)
+    model = DiscriminativeE3Outlier(backbone="wrn-10-1", epochs=3, ops_per_image=32, score_ops=16, optimizer="adam",
+                                    precision="bf16", dropout=0.05, mc_passes=2, progress=False)
     assert model.fit(x) is model
     normality = model.normality_scores(x)
-    assert set(normality) == {"gtp", "mp", "ne", "mcd", "ssd_if"} and np.all(normality["ne"] <= 0)
+    assert set(normality) == set(SCORES) and np.all(normality["ne"] <= 0)
     assert np.all(normality["mcd"] <= normality["mp"] + 0.2)  # a mean minus a spread, on the max probability
-    assert roc_auc_score(s.is_outlier, -normality["gtp"]) > 0.7
-    model.score = "gtp"
-    assert np.allclose(model.decision_function(x), -normality["gtp"])  # higher = more anomalous
+    for score in SCORES:
+        model.score = score
+        outlier_score = model.decision_function(x)
+        assert np.allclose(outlier_score, -normality[score])  # higher = more anomalous
+        assert roc_auc_score(s.is_outlier, outlier_score) > FLOORS[score], score
     import pytest
 
     with pytest.raises(ValueError, match="dropout"):
