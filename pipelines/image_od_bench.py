@@ -80,6 +80,13 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
     return load_config(path, overrides, cls=Profile)
 
 
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
 class Cell:
     """One (dataset, ratio, class, seed) contaminated set and the fits its methods share (each made once)."""
 
@@ -108,15 +115,12 @@ class Cell:
         return self._fits[key]
 
     def timed_fit(self, model, **fit_args) -> tuple[object, float]:
-        start = time.perf_counter()
-        model.fit(self.x, **fit_args)
-        return model, time.perf_counter() - start
+        return timed(lambda: model.fit(self.x, **fit_args))
 
     def scores(self, key: str, model: DiscriminativeE3Outlier) -> tuple[dict[str, np.ndarray], float]:
         """All normality scores of a discriminative model and the seconds they took (computed once)."""
         if key not in self._scores:
-            start = time.perf_counter()
-            self._scores[key] = (model.normality_scores(self.x), time.perf_counter() - start)
+            self._scores[key] = timed(lambda: model.normality_scores(self.x))
         return self._scores[key]
 
     # the networks the methods share
@@ -169,9 +173,8 @@ def _rrw(cell: Cell) -> Result:
 def _ensemble(cell: Cell, member: Callable[[int], tuple[object, float]], extra_fit_s: float) -> Result:
     fits = [member(j) for j in range(cell.profile.discriminative.ensemble)]
     merged = DiscriminativeE3Outlier.merged([m for m, _ in fits])
-    start = time.perf_counter()
-    scores = merged.normality_scores(cell.x, ssd_if=False)["ne"]
-    return -scores, extra_fit_s + sum(s for _, s in fits), time.perf_counter() - start
+    scores, score_s = timed(lambda: merged.normality_scores(cell.x, ssd_if=False)["ne"])
+    return -scores, extra_fit_s + sum(s for _, s in fits), score_s
 
 
 def _ens(cell: Cell) -> Result:
@@ -188,12 +191,9 @@ def _generative(cell: Cell) -> Result:
                                 train_settings=TrainSettings(epochs=g.epochs, batch_size=g.batch_size,
                                                              progress=cell.progress))
     data = ArrayData({"image": cell.x})
-    start = time.perf_counter()
-    model.fit(data)
-    fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = model.decision_function(data)
-    return scores, fit_s, time.perf_counter() - start
+    _, fit_s = timed(lambda: model.fit(data))
+    scores, score_s = timed(lambda: model.decision_function(data))
+    return scores, fit_s, score_s
 
 
 def _iforest(cell: Cell) -> Result:
@@ -201,11 +201,9 @@ def _iforest(cell: Cell) -> Result:
     from sklearn.ensemble import IsolationForest
 
     flat = cell.x.reshape(len(cell.x), -1)
-    start = time.perf_counter()
-    forest = IsolationForest(n_estimators=100, random_state=cell.seed).fit(flat)
-    fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    return -forest.decision_function(flat), fit_s, time.perf_counter() - start
+    forest, fit_s = timed(lambda: IsolationForest(n_estimators=100, random_state=cell.seed).fit(flat))
+    scores, score_s = timed(lambda: forest.decision_function(flat))
+    return -scores, fit_s, score_s
 
 
 METHODS: dict[str, Callable[[Cell], Result]] = {
