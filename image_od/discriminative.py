@@ -38,6 +38,7 @@ from .backbones import make_backbone
 from .data import ArrayData, Batch
 from .detector import OutlierDetector
 from .operations_discriminative import apply_operations, multi_labels, operation_set
+from .precision import PRECISIONS, resolve_precision
 from .training import TrainSettings, resolve_device, seed_everything, train
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
@@ -55,15 +56,16 @@ def weights_from_scores(normality: np.ndarray) -> np.ndarray:
 class DiscriminativeE3Outlier(OutlierDetector):
     """``X``: float array (N,C,32,32) in [-1, 1] (see ``protocol.to_model_input``).
 
-    Compute settings beyond the paper (all off by default): ``ops_per_image`` (operation sampling in training),
-    ``score_ops`` (score with a fixed random subset of that many operations instead of all K) and
-    ``precision="bf16"`` (bfloat16 autocast, about twice as fast on CPUs with AVX512-BF16).
+    Compute settings beyond the paper: ``ops_per_image`` (operation sampling in training) and ``score_ops``
+    (score with a fixed random subset of that many operations instead of all K), both off by default, and
+    ``precision``: ``"auto"`` (the default: bfloat16 autocast where the device runs it natively, about twice as
+    fast on CPUs with AVX512-BF16, fp32 elsewhere; see ``precision.resolve_precision``), ``"bf16"`` or ``"fp32"``.
     """
 
     def __init__(self, *, operations: str = "RA+IA+PR", score: str = "ne", backbone: str = "wrn-10-4",
                  dropout: float = 0.0, mc_passes: int = 5, multi_label: bool = False, epochs: int | None = None,
                  ops_per_image: int | None = None, score_ops: int | None = None, batch_size: int = 128,
-                 optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 5e-4, precision: str = "fp32",
+                 optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True):
         self.operations, self.score, self.backbone = operations, score, backbone
@@ -79,6 +81,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         """Train the network(s); ``sample_weight`` (N,) weights each image's loss (re-weighting)."""
         self._check_settings()
         self.device_ = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
         self.ops_ = operation_set(self.operations)
         self.labels_, self.heads_ = (multi_labels(self.ops_) if self.multi_label
                                      else (torch.arange(len(self.ops_))[:, None], (len(self.ops_),)))
@@ -102,8 +105,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
             raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {REWEIGHT}")
         if self.reweight == "online" and self.ensemble > 1:
             raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {self.precision!r}; expected 'fp32' or 'bf16'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
 
     def _score_subset(self) -> torch.Tensor:
         k = len(self.ops_)
@@ -113,7 +116,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         return chosen.sort().values
 
     def _autocast(self):
-        if self.precision == "bf16":
+        if self.precision_ == "bf16":
             return torch.autocast(self.device_.type, dtype=torch.bfloat16)
         return nullcontext()
 
@@ -250,7 +253,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         copied), so that a benchmark can reuse networks it has already trained."""
         first = members[0]
         ensemble = cls(**{**first.get_params(), "ensemble": sum(len(m.nets_) for m in members)})
-        for name in ("device_", "ops_", "labels_", "heads_", "score_labels_", "sample_weight_"):
+        for name in ("device_", "precision_", "ops_", "labels_", "heads_", "score_labels_", "sample_weight_"):
             setattr(ensemble, name, getattr(first, name))
         ensemble.nets_ = [net for m in members for net in m.nets_]
         return ensemble
