@@ -24,6 +24,7 @@ from image_od.discriminative import DiscriminativeE3Outlier, weights_from_scores
 from image_od.generative import GenerativeE3Outlier
 from image_od.metrics import mean_std_by_seed, od_metrics
 from image_od.operations import image_tasks
+from image_od.precision import resolve_precision
 from image_od.protocol import contaminated_set, to_model_input
 from image_od.training import TrainSettings, resolve_device
 
@@ -51,7 +52,7 @@ class DiscriminativeProfile:
     optimizer_colour: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where the hardware runs it natively, else fp32 (image_od.precision)
     mc_dropout: float = 0.05  # the dropout net used for the MCD score only
     mc_passes: int = 5
     ensemble: int = 5  # networks of ENS and JSR
@@ -285,7 +286,9 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     class_ids = list(range(len(data.classes))) if classes == ["all"] else [_class_index(data, c) for c in classes]
     out.mkdir(parents=True, exist_ok=True)
     save_config(profile, out / f"profile-{profile.name}.yaml")
-    write_json(out / "env.json", environment(seeds[0], str(resolve_device(device))))
+    run_device = resolve_device(device)
+    precision = resolve_precision(profile.discriminative.precision, run_device)
+    write_json(out / "env.json", environment(seeds[0], str(run_device), precision=precision))
     results = out / "results.csv"
     rows = read_rows(results)
     done = {_key(r) for r in rows}

@@ -1,10 +1,11 @@
 """``image-od bench``: rows, resume, summary layout and profiles, on scikit-learn's digits with a tiny profile."""
 import csv
+import json
 
 import pytest
 
 from pipelines import image_od_bench
-from pipelines.image_od_bench import COLUMNS, bench, load_profile, summary_markdown
+from pipelines.image_od_bench import COLUMNS, DiscriminativeProfile, bench, load_profile, summary_markdown
 from pipelines.image_od_cli import main
 
 TINY = ["discriminative.backbone=wrn-10-1", "discriminative.operations=RA", "discriminative.epochs=2",
@@ -17,6 +18,7 @@ def test_profiles_load_and_reject_unknown_keys():
     assert paper.discriminative.backbone == "wrn-10-4" and paper.discriminative.epochs is None
     assert paper.discriminative.ops_per_image is None and paper.discriminative.score_ops is None
     assert cpu.name == "cpu" and cpu.discriminative.ops_per_image is not None
+    assert paper.discriminative.precision == cpu.discriminative.precision == DiscriminativeProfile().precision == "auto"
     assert load_profile("cpu", ["discriminative.ensemble=2"]).discriminative.ensemble == 2
     with pytest.raises(ValueError, match="unknown config key"):
         load_profile("cpu", ["discriminative.widht=3"])
@@ -37,7 +39,9 @@ def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
     # the NE and GTP rows of a class come from one shared fit
     by = {(r["method"], r["class"]): r for r in table}
     assert by[("e3outlier", "0")]["fit_s"] == by[("e3outlier-gtp", "0")]["fit_s"]
-    assert (out / "profile-cpu.yaml").exists() and (out / "env.json").exists()
+    assert (out / "profile-cpu.yaml").exists()
+    env = json.loads((out / "env.json").read_text())
+    assert env["precision"] == "fp32" and env["reference_workload_s"] > 0 and "avx512_bf16" in env["cpu"]["flags"]
     summary = (out / "summary.md").read_text()
     assert "digits ROC" in summary and "| e3outlier |" in summary and "ρ = 0.1" in summary
 

@@ -27,6 +27,7 @@ def test_demo_end_to_end_auc_floor(demo_run):
         assert (demo_run / name).is_file(), name
     env = json.loads((demo_run / "env.json").read_text())
     assert env["seed"] == 0 and "torch" in env["versions"]
+    assert env["reference_workload_s"] > 0 and env["cpu"]["torch_capability"] and "precision" not in env
 
 
 def test_stages_rerun_from_run_folder(demo_run):
