@@ -6,7 +6,6 @@ protocol merges them later): ``images`` uint8 (N,H,W) for grey or (N,H,W,3) RGB,
 from __future__ import annotations
 
 import gzip
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 
 from .images import IMAGE_EXT
+from .safe_io import unpickle_plain
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,8 +82,11 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 def _unpickle(path: Path) -> dict:
-    with path.open("rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """One CIFAR python batch, read with an unpickler that builds plain data and numpy arrays only."""
+    data = unpickle_plain(path)
+    if not isinstance(data, dict):
+        raise ImageDatasetError(f"{path}: expected a CIFAR batch (a dict), got {type(data).__name__}")
+    return data
 
 
 def load_cifar_pickles(root: str | Path, coarse: bool = True) -> LabelledImages:

@@ -23,6 +23,7 @@ from .atomic import atomic_path
 from .data import Batch, SampleSource, iterate_batches
 from .detector import OutlierDetector
 from .nets import ConvAutoencoder
+from .safe_io import UnreadableFileError, load_tensors
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
 
 Operation = Callable[[Batch], torch.Tensor]
@@ -126,23 +127,35 @@ class GenerativeE3Outlier(OutlierDetector):
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted generators, normalisation and loss history (atomically)."""
+        """Write the fitted generators, normalisation and loss history (atomically), as tensors and plain data
+        only, so that ``load`` can read the file without unpickling code."""
         self._check_fitted("normaliser_")
+        n = self.normaliser_
+        normaliser = {"kind": n.kind, "shift": torch.from_numpy(np.asarray(n.shift)),
+                      "scale": torch.from_numpy(np.asarray(n.scale))}
         with atomic_path(path) as tmp:
             torch.save({"tasks": [t.name for t in self.tasks], "nets": self.nets_.state_dict(),
-                        "normaliser": vars(self.normaliser_), "history": self.history_}, tmp)
+                        "normaliser": normaliser, "history": [float(h) for h in self.history_]}, tmp)
 
     def load(self, path: str | Path, X: SampleSource) -> "GenerativeE3Outlier":
-        """Restore what ``save`` wrote; ``X`` (any samples of the same kind) sizes the generators."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        """Restore what ``save`` wrote; ``X`` (any samples of the same kind) sizes the generators. Files holding
+        anything but tensors and plain data are refused (``safe_io.UnsafeFileError``)."""
+        state = load_tensors(path)
+        if not isinstance(state, dict) or not {"tasks", "nets", "normaliser", "history"} <= set(state):
+            raise UnreadableFileError(f"{path}: not a model file written by GenerativeE3Outlier.save")
         names = [t.name for t in self.tasks]
         if state["tasks"] != names:
             raise ValueError(f"{path} holds tasks {state['tasks']}, this detector has {names}")
         self.nets_ = self._build(X)
-        self.nets_.load_state_dict(state["nets"])
+        try:
+            self.nets_.load_state_dict(state["nets"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: its generators do not match this detector's settings or data (e.g. widths "
+                             f"or cube size changed since training): {str(err).splitlines()[0]}") from None
         self.nets_.to(resolve_device(self.device))
-        self.normaliser_ = Normaliser(**state["normaliser"])
-        self.history_ = state["history"]
+        norm = state["normaliser"]
+        self.normaliser_ = Normaliser(norm["kind"], np.asarray(norm["shift"].numpy()), np.asarray(norm["scale"].numpy()))
+        self.history_ = list(state["history"])
         return self
 
     def task_errors(self, X: SampleSource) -> np.ndarray:
