@@ -1,7 +1,10 @@
 """The one training loop shared by all deep methods: device, seeding, batching, progress bar, checkpoints.
 
 A method supplies a model and a ``loss_fn(model, batch) -> scalar tensor``; the loop does the rest. A checkpoint
-is written (atomically) after every epoch when ``checkpoint`` is given, and an interrupted run resumes from it.
+is written (atomically) after every epoch when ``checkpoint`` is given, and an interrupted run resumes from it. The
+checkpoint carries a fingerprint of the data, the settings, the model and the seed; a checkpoint whose fingerprint
+differs (another dataset's or another configuration's interrupted run) is discarded with a warning. Checkpoints
+hold tensors and plain data only and are read with ``weights_only=True``.
 
 Launched with ``torchrun --nproc_per_node=N``, the same loop trains with DistributedDataParallel (see
 :mod:`image_od.distributed`): each step's global batch is the one a single process would draw, split between the
@@ -9,8 +12,11 @@ ranks, so results differ from a single process only through per-rank BatchNorm s
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import random
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,7 +27,8 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .atomic import atomic_path
-from .data import Batch, SampleSource, iterate_batches, load_batches, shard_batches, to_device
+from .data import ArrayData, Batch, SampleSource, iterate_batches, load_batches, shard_batches, to_device
+from .safe_io import UnreadableFileError, load_tensors
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -77,6 +84,71 @@ class _Objective(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+    return h.hexdigest()[:16]
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors' names, dtypes, shapes and values."""
+    parts: list[bytes | str] = []
+    for name in sorted(tensors):
+        t = torch.as_tensor(tensors[name]).detach().cpu().contiguous()
+        parts += [f"{name}:{t.dtype}:{tuple(t.shape)}", t.reshape(-1).view(torch.uint8).numpy().tobytes()]
+    return _digest(*parts)
+
+
+def data_fingerprint(data: SampleSource, n_probe: int = 8) -> dict:
+    """Number of samples and a hash of ``n_probe`` evenly spaced samples (names, dtypes, shapes, values)."""
+    n = len(data)
+    index = sorted({int(i) for i in np.linspace(0, n - 1, min(n, n_probe))}) if n else []
+    if isinstance(data, ArrayData):
+        probe = {k: v[index] for k, v in data.arrays.items()}
+    else:  # read from a copy: a Dataset may keep open file handles that must not reach forked DataLoader workers
+        reader = copy.copy(data)
+        probe = {f"{i}.{k}": v for i in index for k, v in reader[i].items()}
+    return {"n": n, "hash": _tensor_digest(probe)}
+
+
+def model_fingerprint(model: nn.Module) -> dict:
+    """The architecture (layers and parameter shapes) and a hash of the initial weights (set by the seed)."""
+    state = model.state_dict()
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())
+    return {"architecture": _digest(repr(model), shapes), "initial_weights": _tensor_digest(state)}
+
+
+def run_fingerprint(model: nn.Module, data: SampleSource, settings: TrainSettings, generator: torch.Generator,
+                    context: dict | None = None) -> dict:
+    """What a checkpoint must match to be resumed: data, settings, model, seed and the caller's ``context``."""
+    relevant = {k: v for k, v in asdict(settings).items() if k not in ("progress", "num_workers")}
+    return {"data": data_fingerprint(data), "settings": relevant, "model": model_fingerprint(model),
+            "seed": _tensor_digest({"generator": generator.get_state()}), "context": context or {}}
+
+
+def _resumable_state(checkpoint: Path, fingerprint: dict, device: torch.device) -> dict | None:
+    """The checkpoint's state if it was written by this very run; else None, after saying why it is discarded."""
+    try:
+        state = load_tensors(checkpoint, map_location=device)
+    except UnreadableFileError as err:
+        _warn(f"discarding training checkpoint: {err}; training starts from scratch")
+        return None
+    old = state.get("fingerprint") if isinstance(state, dict) else None
+    if old == fingerprint:
+        return state
+    differs = ["written by an older version (no fingerprint)"] if not isinstance(old, dict) else [
+        k for k in fingerprint if old.get(k) != fingerprint[k]]
+    _warn(f"discarding training checkpoint {checkpoint}: it belongs to another run (different "
+          f"{', '.join(differs)}); training starts from scratch")
+    return None
+
+
+def _warn(message: str) -> None:
+    if distributed.is_main():
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _epoch_batches(data: SampleSource, settings: TrainSettings,
                    generator: torch.Generator) -> Iterator[tuple[Batch, float, int]]:
     """This rank's (batch, loss weight, number of samples it counts) for each step of one shuffled epoch."""
@@ -95,6 +167,7 @@ def train(
     device: torch.device,
     generator: torch.Generator,
     checkpoint: Path | None = None,
+    context: dict | None = None,
     desc: str = "train",
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[float]:
@@ -104,18 +177,28 @@ def train(
     ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
     ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
     history is the global mean loss, and all ranks end with the same model.
+
+    ``context``: JSON-compatible facts that shape training but that the loop cannot see (e.g. the images a loss
+    reads by index, loss settings); a checkpoint is resumed only if they, the data, the settings, the model's
+    architecture and initial weights and the generator's seed all match.
     """
+    if settings.epochs < 1 or settings.batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {settings.epochs} and {settings.batch_size}")
+    fingerprint = run_fingerprint(model, data, settings, generator, context) if checkpoint is not None else None
     model.to(device)
     distributed.setup(device)
     optimizer = make_optimizer(model.parameters(), settings)
     history: list[float] = []
     start_epoch = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = _resumable_state(checkpoint, fingerprint, device) if checkpoint is not None and checkpoint.exists() else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        history, start_epoch = state["history"], state["epoch"]
+        generator.set_state(state["generator"].cpu())
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        if distributed.is_main():
+            print(f"resuming training from {checkpoint} (epoch {start_epoch} of {settings.epochs} done)",
+                  file=sys.stderr, flush=True)
     objective = distributed.wrap(_Objective(model, loss_fn), device)
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
                disable=not settings.progress or not distributed.is_main())
@@ -141,7 +224,8 @@ def train(
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(checkpoint) as tmp:
                     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "generator": generator.get_state(), "history": history, "epoch": epoch + 1}, tmp)
+                                "generator": generator.get_state(), "history": history, "epoch": epoch + 1,
+                                "fingerprint": fingerprint}, tmp)
             distributed.barrier()
     bar.close()
     distributed.broadcast_buffers(model)
