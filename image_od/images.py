@@ -11,32 +11,84 @@ from .protocol import zero_pad
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_images(path: str | Path, size: int = 32, grey: bool = False) -> tuple[np.ndarray, list[str]]:
+class ImageReadError(ValueError):
+    """An image file that cannot be read or is truncated; the message names the file."""
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether JPEG bytes end their last scan with the end-of-image marker (FF D9).
+
+    A truncated JPEG stops inside its entropy-coded data, where FF D9 cannot occur; libjpeg would decode it with
+    the missing rows grey and only print a warning. Bytes after the marker (padding, appended previews) are fine.
+    """
+    sos = data.rfind(b"\xff\xda")  # the last start-of-scan marker
+    return sos >= 0 and data.find(b"\xff\xd9", sos) >= 0
+
+
+def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode one image file with OpenCV (``flags`` as for ``cv2.imread``).
+
+    Raises :class:`ImageReadError` naming the file when it cannot be read, is empty, is a truncated JPEG or cannot
+    be decoded.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f"cannot read the image file {path}: {err.strerror or err}") from None
+    if not data:
+        raise ImageReadError(f"empty image file: {path}")
+    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
+        raise ImageReadError(f"truncated JPEG (no end-of-image marker after its last scan): {path}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if img is None:
+        raise ImageReadError(f"OpenCV cannot decode the image file {path}")
+    return img
+
+
+def _read_folder(path: Path, skipped: list[str] | None) -> tuple[list[np.ndarray], list[str]]:
+    """RGB images and names of every image file under ``path``; bad files raise, or go to ``skipped`` if given."""
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"no image files ({sorted(IMAGE_EXT)}) under {path}")
+    frames, names = [], []
+    for f in files:
+        try:
+            img = read_image_file(f, cv2.IMREAD_COLOR)
+        except ImageReadError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+            continue
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        names.append(str(f.relative_to(path)))
+    if not frames:
+        raise ValueError(f"no readable images under {path}: all {len(files)} image files are bad")
+    return frames, names
+
+
+def load_images(path: str | Path, size: int = 32, grey: bool = False,
+                skipped: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Images at size x size as uint8 (N,H,W) if grey else (N,H,W,3) RGB, and their names.
 
     Smaller images are zero-padded around the centre (the paper pads MNIST's 28x28 to 32x32); larger ones are
-    resized with area averaging.
+    resized with area averaging. An unreadable or truncated image file raises :class:`ImageReadError`, unless a
+    ``skipped`` list is given: then the file is left out and its error message appended to the list.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"images not found: {path}")
     if path.suffix == ".npy":
-        arr = np.load(path)
+        try:
+            arr = np.load(path)
+        except (EOFError, ValueError, OSError) as err:
+            raise ImageReadError(f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
         if arr.ndim not in (3, 4) or arr.dtype != np.uint8:
             raise ValueError(f"{path}: expected a uint8 array (N,H,W) or (N,H,W,C), got {arr.dtype} {arr.shape}")
         names = [f"{path.name}[{i}]" for i in range(len(arr))]
         frames = list(arr)
     else:
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
-        if not files:
-            raise ValueError(f"no image files ({sorted(IMAGE_EXT)}) under {path}")
-        frames = []
-        for f in files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"unreadable image: {f}")
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        names = [str(f.relative_to(path)) for f in files]
+        frames, names = _read_folder(path, skipped)
     out = []
     for img in frames:
         if img.shape[0] <= size and img.shape[1] <= size:

@@ -201,9 +201,9 @@ def test_open_videos_file_frame_folder_and_mixed_folder(tmp_path):
 def test_frame_images_in_natural_order(tmp_path):
     folder = tmp_path / "clip"
     folder.mkdir()
-    for t in (1, 2, 10):
+    for t in range(1, 11):  # 1.png ... 10.png: "10" sorts after "9", not after "1"
         cv2.imwrite(str(folder / f"{t}.png"), np.full((4, 6), t, np.uint8))
-    assert open_videos(folder)[0].read_frames()[:, 0, 0].tolist() == [1, 2, 10]
+    assert open_videos(folder)[0].read_frames()[:, 0, 0].tolist() == list(range(1, 11))
 
 
 def test_ffmpeg_fallback_when_opencv_cannot_open(tmp_path, monkeypatch):

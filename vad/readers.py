@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -28,13 +29,14 @@ import h5py
 import numpy as np
 import scipy.io
 
-from image_od.images import IMAGE_EXT
+from image_od.images import IMAGE_EXT, ImageReadError, read_image_file
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXT = frozenset({".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm", ".wmv"})
 LAYOUTS = ("ucsd", "ucsd_preprocessed", "avenue", "videos")
 AVENUE_LABELS = ("auto", "masks", "npy")
+BAD_FRAMES = ("error", "skip")  # what an unreadable or truncated frame image does: stop, or repeat the previous frame
 
 
 class DatasetError(ValueError):
@@ -58,6 +60,43 @@ def image_files(folder: Path) -> list[Path]:
     return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXT]
 
 
+def _frame_numbers(files: list[Path]) -> list[int] | None:
+    """The numbers of frame files named ``<prefix><digits>.<ext>`` with one common prefix, else None."""
+    matches = [re.fullmatch(r"(.*?)(\d+)", p.stem) for p in files]
+    if not matches or None in matches or len({m.group(1).lower() for m in matches}) != 1:
+        return None
+    return [int(m.group(2)) for m in matches]
+
+
+def check_frame_numbers(folder: Path, files: list[Path]) -> None:
+    """Numbered frame files must be contiguous and unique: a missing frame would shift every later label."""
+    numbers = _frame_numbers(files)
+    if numbers is None:
+        return
+    counts: dict[int, int] = {}
+    for n in numbers:
+        counts[n] = counts.get(n, 0) + 1
+    twice = sorted(n for n, c in counts.items() if c > 1)
+    if twice:
+        same = [p.name for p, n in zip(files, numbers) if n == twice[0]]
+        raise DatasetError(f"frame folder {folder}: frame number {twice[0]} appears more than once ({same})")
+    lo, hi = min(numbers), max(numbers)
+    missing = sorted(set(range(lo, hi + 1)) - set(numbers))
+    if missing:
+        width = len(re.fullmatch(r".*?(\d+)", files[0].stem).group(1))
+        names = [f"{m:0{width}d}" for m in missing[:5]] + (["..."] if len(missing) > 5 else [])
+        raise DatasetError(f"frame folder {folder}: {len(missing)} frame file(s) missing in the numbering "
+                           f"{files[0].name}..{files[-1].name}: {', '.join(names)}; every later frame would take "
+                           "the wrong label (restore the file, or renumber the frames)")
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frame images of a video folder in order, after checking that their numbering has no gap."""
+    files = image_files(folder)
+    check_frame_numbers(folder, files)
+    return files
+
+
 def _video_files(folder: Path) -> list[Path]:
     return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in VIDEO_EXT]
 
@@ -67,10 +106,39 @@ def _frame_folders(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, grey: bool) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
-    if img is None:
-        raise DatasetError(f"unreadable frame image: {path}")
-    return img
+    """One frame or mask image; unreadable and truncated files raise a DatasetError naming the file."""
+    try:
+        return read_image_file(path, cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    except ImageReadError as err:
+        raise DatasetError(f"unreadable frame image: {err}") from None
+
+
+def read_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> list[np.ndarray]:
+    """Decode frame files. ``bad_frames="error"`` stops at the first unreadable or truncated one; ``"skip"``
+    replaces each by the previous good frame (the first good one at the start), so labels stay aligned, and
+    prints the files it replaced."""
+    if bad_frames not in BAD_FRAMES:
+        raise DatasetError(f"unknown data.bad_frames {bad_frames!r}; expected one of {BAD_FRAMES}")
+    frames: list[np.ndarray | None] = []
+    bad: list[str] = []
+    for p in files:
+        try:
+            frames.append(_read_image(p, grey))
+        except DatasetError as err:
+            if bad_frames == "error":
+                raise DatasetError(f"{err} (set data.bad_frames=skip to repeat the previous frame instead)") from None
+            frames.append(None)
+            bad.append(str(p))
+    good = [f for f in frames if f is not None]
+    if not good:
+        raise DatasetError(f"video {video}: none of its {len(files)} frame images is readable")
+    if bad:
+        print(f"warning: video {video}: {len(bad)} unreadable or truncated frame(s) replaced by the previous good "
+              f"frame (data.bad_frames=skip): {', '.join(bad)}", file=sys.stderr, flush=True)
+    last = good[0]
+    for i, f in enumerate(frames):
+        frames[i] = last = f if f is not None else last
+    return frames
 
 
 def _decode_opencv(path: Path, grey: bool) -> list[np.ndarray]:
@@ -140,16 +208,43 @@ class Video:
         """Number of frame images, or of decoded frames of a video file (decoded once, then cached)."""
         if not self._count:
             if self.path.is_dir():
-                n = len(image_files(self.path))
+                n = len(frame_files(self.path))
             else:
                 n = _count_opencv(self.path) or len(_decode_ffmpeg(self.path, grey=True))
             self._count.append(n)
         return self._count[0]
 
-    def read_frames(self, grey: bool = True) -> np.ndarray:
-        """All frames, uint8 (T,H,W) when grey, else (T,H,W,3) BGR."""
+    def frame_shape(self) -> tuple[int, int]:
+        """(height, width) of the frames, from the first frame."""
         if self.path.is_dir():
-            frames = [_read_image(p, grey) for p in image_files(self.path)]
+            files = frame_files(self.path)
+            if not files:
+                raise DatasetError(f"no frames in {self.path}")
+            return tuple(_read_image(files[0], True).shape[:2])
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            ok, frame = cap.read()
+        finally:
+            cap.release()
+        return tuple(frame.shape[:2]) if ok else tuple(_decode_ffmpeg(self.path, grey=True).shape[1:3])
+
+    def source_fingerprint(self, n_frames: int | None = None) -> dict[str, int]:
+        """What identifies the video's content cheaply: file size, modification time and frame count (for a frame
+        folder: number of files, newest modification time and total size). ``n_frames``, when known, spares
+        decoding a video file to count its frames."""
+        if self.path.is_dir():
+            stats = [p.stat() for p in frame_files(self.path)]
+            return {"files": len(stats), "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+                    "total_size": sum(s.st_size for s in stats)}
+        st = self.path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "frames": self.frame_count() if n_frames is None else n_frames}
+
+    def read_frames(self, grey: bool = True, bad_frames: str = "error") -> np.ndarray:
+        """All frames, uint8 (T,H,W) when grey, else (T,H,W,3) BGR. ``bad_frames`` (frame folders): see
+        ``read_frame_files``."""
+        if self.path.is_dir():
+            frames = read_frame_files(frame_files(self.path), grey, bad_frames, self.name)
         else:
             frames = _decode_opencv(self.path, grey) or list(_decode_ffmpeg(self.path, grey))
         if not frames:
@@ -166,7 +261,8 @@ def _labelled(video: Video, labels: np.ndarray, source: str) -> Video:
     if n == 0:
         raise DatasetError(f"video {video.name} ({video.path}) has no frames")
     if len(labels) != n:
-        raise DatasetError(f"video {video.name} ({video.path}): {len(labels)} labels ({source}) but {n} frames")
+        raise DatasetError(f"video {video.name} ({video.path}): {len(labels)} labels ({source}) but {n} frames "
+                           "(a frame file missing or extra at the end?)")
     return replace(video, labels=(np.asarray(labels) != 0).astype(np.uint8), label_source=source)
 
 
@@ -264,7 +360,7 @@ def _ucsd_m_file(test: Path) -> Path | None:
 
 def _mask_labels(folder: Path) -> np.ndarray:
     """Frame labels from a folder of pixel masks: 1 where any pixel is non-zero."""
-    return np.array([int(_read_image(p, True).any()) for p in image_files(folder)], np.uint8)
+    return np.array([int(_read_image(p, True).any()) for p in frame_files(folder)], np.uint8)
 
 
 def open_ucsd(root: Path) -> list[Video]:
