@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 BOX_FILE_KEYS = ("boxes_xyxy", "global_frame", "video_lengths")
+BOX_TOLERANCE = (2.0, 0.02)  # a box may exceed the frame by max(2 px, 2% of the side); it is then clipped to it
 
 
 class RegionError(ValueError):
@@ -177,11 +178,56 @@ def _read_box_file(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_box_file(path: str | Path, video_lengths: Sequence[int]) -> list[list[np.ndarray]]:
+def _bad_rows_error(path: Path, what: str, rows: np.ndarray, boxes: np.ndarray, frame: np.ndarray,
+                    lengths: list[int], names: Sequence[str] | None) -> RegionError:
+    """An error naming the file, the first offending row, its video and frame, and how many rows are affected."""
+    row = int(rows[0])
+    starts = np.cumsum([0, *lengths])
+    g = int(frame[row])
+    v = int(np.searchsorted(starts, g, side="right") - 1) if 0 <= g < starts[-1] else None
+    where = f"global frame {g}" if v is None else (
+        f"video {names[v] if names is not None else v + 1}, frame {g - starts[v]} of the video")
+    more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+    return RegionError(f"{path}: row {row} of boxes_xyxy ({where}): {what}: {boxes[row].tolist()}{more}")
+
+
+def _check_boxes(path: Path, boxes: np.ndarray, frame: np.ndarray, lengths: list[int],
+                 frame_shapes: Sequence[tuple[int, int]] | None, names: Sequence[str] | None) -> np.ndarray:
+    """Refuse NaN/inf, inverted (x2 < x1 or y2 < y1) and out-of-frame boxes; clip those that exceed their frame by
+    at most the tolerance (``BOX_TOLERANCE``). Returns the (clipped) boxes."""
+    bad = np.flatnonzero(~np.isfinite(boxes).all(1))
+    if len(bad):
+        raise _bad_rows_error(path, "coordinates are NaN or infinite", bad, boxes, frame, lengths, names)
+    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if len(bad):
+        raise _bad_rows_error(path, "inverted box (x2 < x1 or y2 < y1; expected [x1, y1, x2, y2])", bad, boxes,
+                              frame, lengths, names)
+    if frame_shapes is None:
+        return boxes
+    video = np.repeat(np.arange(len(lengths)), lengths)[frame]
+    h, w = np.array([s[0] for s in frame_shapes], np.float32)[video], np.array([s[1] for s in frame_shapes],
+                                                                               np.float32)[video]
+    tol_x, tol_y = np.maximum(BOX_TOLERANCE[0], BOX_TOLERANCE[1] * w), np.maximum(BOX_TOLERANCE[0], BOX_TOLERANCE[1] * h)
+    outside = ((boxes[:, 0] < -tol_x) | (boxes[:, 1] < -tol_y) | (boxes[:, 2] > w + tol_x) | (boxes[:, 3] > h + tol_y))
+    bad = np.flatnonzero(outside)
+    if len(bad):
+        r = int(bad[0])
+        raise _bad_rows_error(path, f"box lies outside the {int(w[r])}x{int(h[r])} frame (boxes of another "
+                              "resolution or dataset?)", bad, boxes, frame, lengths, names)
+    limits = np.stack([w, h, w, h], 1)
+    return np.clip(boxes, 0, limits).astype(np.float32)
+
+
+def load_box_file(path: str | Path, video_lengths: Sequence[int],
+                  frame_shapes: Sequence[tuple[int, int]] | None = None,
+                  video_names: Sequence[str] | None = None) -> list[list[np.ndarray]]:
     """Per video, per frame (k,4) float32 boxes from an npz (``boxes_xyxy``, ``global_frame``, ``video_lengths``).
 
     ``global_frame`` indexes the concatenation of the split's videos; the file's ``video_lengths`` must equal the
-    dataset's, which catches a box file of another split or dataset.
+    dataset's, which catches a box file of another split or dataset. Boxes with NaN/inf or inverted coordinates
+    are refused, and, when ``frame_shapes`` (each video's (height, width)) is given, boxes outside their frame by
+    more than ``BOX_TOLERANCE``; boxes within the tolerance are clipped to the frame. Errors name the file, the
+    row, and the video (by ``video_names`` if given) and frame.
     """
     path = Path(path)
     data = _read_box_file(path)
@@ -198,8 +244,9 @@ def load_box_file(path: str | Path, video_lengths: Sequence[int]) -> list[list[n
     if frame.min() < 0 or frame.max() >= total:
         raise RegionError(f"{path}: global_frame out of range: {int(frame.min())}..{int(frame.max())} for "
                           f"{total} frames")
+    boxes = _check_boxes(path, boxes.astype(np.float32), frame, lengths, frame_shapes, video_names)
     order = np.argsort(frame, kind="stable")
-    boxes, frame = boxes[order].astype(np.float32), frame[order]
+    boxes, frame = boxes[order], frame[order]
     cuts = np.searchsorted(frame, np.arange(total + 1))
     per_frame = [boxes[cuts[g]:cuts[g + 1]] for g in range(total)]
     starts = np.cumsum([0, *lengths])
