@@ -2,8 +2,11 @@
 
 ``<root>/<key>/`` holds ``<video>.h5`` (datasets ``cubes`` uint8, ``flow`` float16, ``boxes`` float32,
 ``frame`` int32; attributes ``n_frames`` and ``video``) and ``manifest.json`` (the settings that produced the
-key, and the finished videos). Every file is written under a temporary name and renamed, so an interrupted
-extraction leaves no half-written video and a rerun skips the finished ones.
+key, and the finished videos with their frame count and source fingerprint). Every file is written under a
+temporary name and renamed, and a video enters the manifest only after its file is in place, so an interrupted
+extraction leaves no half-written video and a rerun skips the finished ones. The key holds the videos' paths;
+their content is checked per video through the fingerprint (size, modification time, frame count), so a video
+replaced by another of the same name is extracted again.
 """
 from __future__ import annotations
 
@@ -46,17 +49,34 @@ class CubeCache:
     def path(self, video: str) -> Path:
         return self.folder / f"{video}.h5"
 
-    def has(self, video: str) -> bool:
-        return video in self.manifest["videos"] and self.path(video).exists()
+    def has(self, video: str, source: dict[str, Any] | None = None) -> bool:
+        """Whether ``video`` is cached; with ``source`` (``Video.source_fingerprint()``), also that it was
+        extracted from that very content."""
+        entry = self.manifest["videos"].get(video)
+        if entry is None or not self.path(video).exists():
+            return False
+        return source is None or entry.get("source") == source
 
-    def write(self, video: str, arrays: dict[str, np.ndarray], n_frames: int) -> None:
-        """Store one video's cubes atomically and record it in the manifest."""
+    def stale_reason(self, video: str, source: dict[str, Any]) -> str | None:
+        """Why a cached ``video`` cannot be reused for content ``source`` (None if it can, or is not cached)."""
+        entry = self.manifest["videos"].get(video)
+        if entry is None or not self.path(video).exists() or entry.get("source") == source:
+            return None
+        if "source" not in entry:
+            return "it was cached without a content fingerprint (older version)"
+        changed = [k for k in source if entry["source"].get(k) != source[k]]
+        return f"it changed since it was cached ({', '.join(changed)} differ)"
+
+    def write(self, video: str, arrays: dict[str, np.ndarray], n_frames: int,
+              source: dict[str, Any] | None = None) -> None:
+        """Store one video's cubes atomically and record it (with its source fingerprint) in the manifest."""
         with atomic_path(self.path(video)) as tmp, h5py.File(tmp, "w") as f:
             for name in FIELDS:
                 f.create_dataset(name, data=arrays[name])
             f.attrs["n_frames"] = n_frames
             f.attrs["video"] = video
-        self.manifest["videos"][video] = {"n_cubes": int(len(arrays["frame"])), "n_frames": int(n_frames)}
+        entry = {"n_cubes": int(len(arrays["frame"])), "n_frames": int(n_frames)}
+        self.manifest["videos"][video] = {**entry, "source": source} if source is not None else entry
         write_json(self.manifest_path, self.manifest)
 
     def n_frames(self, video: str) -> int:
