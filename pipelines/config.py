@@ -1,10 +1,12 @@
 """Typed run configuration: plain YAML files mapped onto dataclasses, with ``--set key=value`` overrides.
 
-Unknown keys and values of the wrong type are errors that name the key, so a typo never passes silently.
+Unknown keys and values of the wrong type are errors that name the key, so a typo never passes silently; every
+value's range and choices are then checked (``validate``) before any work starts.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from image_od.atomic import atomic_path
 
 
 class ConfigError(ValueError):
@@ -25,6 +29,7 @@ class DataConfig:
     in_memory: bool = True  # false: the model reads cubes lazily from the HDF5 cache (sets larger than RAM)
     num_workers: int = 0  # DataLoader workers when in_memory is false
     avenue_labels: str = "auto"  # Avenue only: masks (official pixel masks) | npy (literature's frame labels) | auto
+    bad_frames: str = "error"  # unreadable/truncated frame image: error | skip (repeat the previous good frame)
 
 
 @dataclass
@@ -159,7 +164,10 @@ def load_config(paths: str | Path | list[str | Path] | None = None, overrides: l
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         try:
@@ -168,7 +176,7 @@ def load_config(paths: str | Path | list[str | Path] | None = None, overrides: l
             raise ConfigError(f"{p}: {err}") from None
     for text in overrides or []:
         _apply(config, parse_override(text))
-    return config
+    return validate(config) if isinstance(config, Config) else config
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -176,4 +184,112 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------------- validation
+REGION_SOURCES = ("motion", "detector", "file")
+FLOW_METHODS = ("dis", "farneback", "raft")
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+
+
+class _Checks:
+    """Collects every invalid setting, so that one error lists them all."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def need(self, ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            self.problems.append(f"{key}={value!r} {rule}")
+
+    def positive(self, key: str, value: float) -> None:
+        self.need(math.isfinite(value) and value > 0, key, value, "must be positive")
+
+    def non_negative(self, key: str, value: float) -> None:
+        self.need(math.isfinite(value) and value >= 0, key, value, "must be >= 0")
+
+    def one_of(self, key: str, value: Any, options: tuple) -> None:
+        self.need(value in options, key, value, f"must be one of {list(options)}")
+
+    def subset(self, key: str, values: list, options: tuple) -> None:
+        ok = bool(values) and set(values) <= set(options) and len(set(values)) == len(values)
+        self.need(ok, key, values, f"must be a non-empty list of distinct items of {list(options)}")
+
+
+def _check_device(checks: _Checks, device: str) -> None:
+    import torch
+
+    try:
+        ok = device == "auto" or torch.device(device).type in ("cpu", "cuda", "mps")
+    except (RuntimeError, ValueError):
+        ok = False
+    checks.need(ok, "device", device, "must be auto, cpu, cuda or cuda:N")
+
+
+def _check_data_regions(checks: _Checks, c: Config) -> None:
+    from vad.readers import AVENUE_LABELS, BAD_FRAMES, LAYOUTS
+
+    d, r = c.data, c.regions
+    checks.one_of("data.layout", d.layout, ("auto", *LAYOUTS))
+    checks.one_of("data.avenue_labels", d.avenue_labels, AVENUE_LABELS)
+    checks.one_of("data.bad_frames", d.bad_frames, BAD_FRAMES)
+    checks.non_negative("data.num_workers", d.num_workers)
+    checks.subset("regions.sources", r.sources, REGION_SOURCES)
+    checks.need("file" not in r.sources or bool(r.box_file), "regions.box_file", r.box_file,
+                "must be set (or --boxes given) when regions.sources has 'file'")
+    checks.need("detector" not in r.sources or bool(r.detector_weights), "regions.detector_weights",
+                r.detector_weights, "must be set when regions.sources has 'detector'")
+    checks.need(r.motion_blur > 0 and r.motion_blur % 2 == 1, "regions.motion_blur", r.motion_blur,
+                "must be a positive odd kernel size")
+    for key in ("motion_threshold", "motion_min_area", "motion_margin", "detector_min_area"):
+        checks.non_negative(f"regions.{key}", getattr(r, key))
+    checks.positive("regions.motion_max_aspect", r.motion_max_aspect)
+    checks.positive("regions.detector_imgsz", r.detector_imgsz)
+    checks.need(0 <= r.detector_score <= 1, "regions.detector_score", r.detector_score, "must be within [0, 1]")
+    checks.need(0 < r.cover_thr <= 1, "regions.cover_thr", r.cover_thr, "must be within (0, 1]")
+
+
+def _check_cubes_flow(checks: _Checks, c: Config) -> None:
+    cu, fl = c.cubes, c.flow
+    checks.need(cu.frames >= 3 and cu.frames % 2 == 1, "cubes.frames", cu.frames,
+                "must be odd and at least 3 (the middle frame is inferred from the others)")
+    step = 2 ** max(len(c.model.widths), 1)  # one stride-2 convolution per width
+    checks.need(cu.size > 0 and cu.size % step == 0, "cubes.size", cu.size,
+                f"must be a positive multiple of {step} (2 ** len(model.widths))")
+    checks.one_of("flow.method", fl.method, FLOW_METHODS)
+    if fl.method == "dis":
+        checks.one_of("flow.preset", fl.preset, DIS_PRESETS)
+    checks.positive("flow.upscale", fl.upscale)
+    checks.need(fl.method != "raft" or bool(fl.raft_weights), "flow.raft_weights", fl.raft_weights,
+                "must be set when flow.method is raft")
+
+
+def _check_model_score(checks: _Checks, c: Config) -> None:
+    from image_od.generative import NORMALISATIONS
+    from vad.cloze import TARGETS
+
+    m, s = c.model, c.score
+    checks.subset("model.targets", m.targets, TARGETS)
+    checks.need(bool(m.widths) and all(w > 0 for w in m.widths), "model.widths", m.widths,
+                "must be a non-empty list of positive integers")
+    checks.positive("model.epochs", m.epochs)
+    checks.positive("model.batch_size", m.batch_size)
+    checks.positive("model.lr", m.lr)
+    checks.one_of("model.normalisation", m.normalisation, NORMALISATIONS)
+    checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
+    checks.positive("score.smooth_window", s.smooth_window)
+
+
+def validate(config: Config) -> Config:
+    """Check every setting's range and choices before any work; raise one ConfigError that lists every problem."""
+    checks = _Checks()
+    checks.need(0 <= config.seed < 2 ** 32, "seed", config.seed, "must be within 0 .. 2**32-1")
+    _check_device(checks, config.device)
+    _check_data_regions(checks, config)
+    _check_cubes_flow(checks, config)
+    _check_model_score(checks, config)
+    if checks.problems:
+        raise ConfigError("invalid settings: " + "; ".join(checks.problems))
+    return config

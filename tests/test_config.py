@@ -6,7 +6,8 @@ from pipelines.config import ConfigError, load_config, parse_override
 def test_defaults_file_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  epochs: 3\n  widths: [8, 16]\nscore: {motion_weight: 1}\n")
-    c = load_config(p, ["model.epochs=5", "regions.sources=[file, motion]", "flow.raft_weights=w.pt"])
+    c = load_config(p, ["model.epochs=5", "regions.sources=[file, motion]", "regions.box_file=b.npz",
+                        "flow.raft_weights=w.pt"])
     assert c.model.epochs == 5 and c.model.widths == [8, 16]
     assert c.score.motion_weight == 1.0 and isinstance(c.score.motion_weight, float)
     assert c.regions.sources == ["file", "motion"] and c.flow.raft_weights == "w.pt"
