@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from vad.cloze import cloze_tasks
 from vad.cubes import extract_cubes
 from vad.flow import make_flow
 from vad.metrics import frame_metrics
-from vad.readers import Video, open_dataset, open_videos
+from vad.readers import Video, image_files, open_dataset, open_videos
 from vad.scoring import frame_scores, motion_energy, smooth, zscore
 
 from .config import Config, load_config, save_config, to_dict
@@ -44,15 +46,48 @@ from .vad_plots import plot_run
 
 
 # ----------------------------------------------------------------------------------------------- set-up
+RUN_OUTPUTS = ("plots", "metrics.json", "frame_scores.csv", "cube_scores.npz", "model.pt", "events.csv")
+
+
+def clear_previous_outputs(out: Path) -> list[str]:
+    """Remove a previous run's outputs (and files an interrupted write left) from the run folder; say which.
+
+    Kept: the cube cache and ``train_checkpoint.pt`` (resumed only if it belongs to this very run)."""
+    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()] + sorted(out.glob("*.tmp"))
+    names = [p.name + ("/" if p.is_dir() else "") for p in found]
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    if names:
+        print(f"{out} held a previous run: removed its outputs ({', '.join(names)}); the cube cache is kept")
+    return names
+
+
+def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> None:
+    """Say aloud what would otherwise pass silently: very short videos, a --root that is not a dataset root."""
+    for v in videos:
+        if v.frame_count() < config.cubes.frames:
+            print(f"warning: video {v.name} ({v.path}) has only {v.frame_count()} frames, fewer than a cube's "
+                  f"{config.cubes.frames}: its cubes repeat its edge frames, so its scores are unreliable",
+                  file=sys.stderr)
+    if root is not None and config.data.layout == "auto" and all(v.labels is None for v in videos):
+        what = ("a single folder of frames" if Path(root).is_dir() and image_files(Path(root))
+                else "not a labelled dataset root (UCSD, preprocessed UCSD or Avenue layout)")
+        print(f"warning: --root {root} is {what}: it runs UNLABELED (scores and plots, no AUC). Use --videos "
+              f"{root} for unlabeled videos, or give the dataset's root folder for labels", file=sys.stderr)
+
+
 def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | None,
              cache_root: str | Path) -> list[Video]:
-    """Create the run folder, resolve the videos and record config, environment and video list."""
+    """Create the run folder (clearing a previous run's outputs), resolve the videos and record config,
+    environment and video list."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if (root is None) == (videos_path is None):
         raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
     videos = (open_dataset(root, config.data.layout, avenue_labels=config.data.avenue_labels) if root
               else open_videos(videos_path))
+    warn_about_videos(videos, config, root)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_previous_outputs(out)
     save_config(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
     cache = cube_cache(config, videos, cache_root)
@@ -91,7 +126,25 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path) -> C
         "cubes": to_dict(config)["cubes"],
         "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
     }
+    if config.data.bad_frames != "error":  # only then part of the key, so that existing caches stay valid
+        settings["bad_frames"] = config.data.bad_frames
     return CubeCache(cache_root, settings)
+
+
+def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
+    """The cached cubes must come from the run's videos as they are now: same frame counts as ``videos.json``
+    and, where recorded, the same source fingerprint (size, modification time, frame count)."""
+    for v in info["videos"]:
+        cached = cache.n_frames(v["name"])
+        if cached != v["n_frames"]:
+            raise ValueError(f"cache {cache.folder} holds {cached} frames for video {v['name']} but it has "
+                             f"{v['n_frames']} ({v['path']}): run `vad extract` again")
+        if cache.manifest["videos"][v["name"]].get("source") is not None:
+            now = Video(v["name"], Path(v["path"])).source_fingerprint(n_frames=v["n_frames"])
+            reason = cache.stale_reason(v["name"], now)
+            if reason:
+                raise ValueError(f"cached cubes of video {v['name']} ({v['path']}) are stale: {reason}; "
+                                 "run `vad extract` again")
 
 
 # ----------------------------------------------------------------------------------------------- extract
@@ -108,7 +161,8 @@ class BoxSource:
         if "file" in r.sources:
             if not r.box_file:
                 raise ValueError("regions.sources has 'file' but no regions.box_file (or --boxes) was given")
-            boxes = regions_mod.load_box_file(r.box_file, [v.frame_count() for v in videos])
+            boxes = regions_mod.load_box_file(r.box_file, [v.frame_count() for v in videos],
+                                              [v.frame_shape() for v in videos], [v.name for v in videos])
             self.file_boxes = {v.name: b for v, b in zip(videos, boxes)}
         self.detector = None
         if "detector" in r.sources:
@@ -136,18 +190,25 @@ class BoxSource:
 def extract(config: Config, videos: list[Video], cache_root: str | Path, progress: bool = True) -> CubeCache:
     """Boxes, cubes and flow of every video into the cache; videos already cached are skipped (resume)."""
     cache = cube_cache(config, videos, cache_root)
-    todo = [v for v in videos if not cache.has(v.name)]
+    todo = []
+    for v in videos:
+        source = v.source_fingerprint()
+        if not cache.has(v.name, source):
+            reason = cache.stale_reason(v.name, source)
+            if reason:
+                print(f"video {v.name} ({v.path}): {reason}: extracting it again")
+            todo.append((v, source))
     if not todo:
         return cache
     boxes_for = BoxSource(config, videos)
     flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
                      raft_weights=config.flow.raft_weights,
                      raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
-    for video in tqdm(todo, desc="extract", unit="video", disable=not progress):
-        frames = video.read_frames(grey=config.data.grey)
+    for video, source in tqdm(todo, desc="extract", unit="video", disable=not progress):
+        frames = video.read_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
         arrays = extract_cubes(frames, boxes_for(video, frames), flow, size=config.cubes.size,
                                n_frames=config.cubes.frames)
-        cache.write(video.name, arrays, len(frames))
+        cache.write(video.name, arrays, len(frames), source)
     return cache
 
 
@@ -175,6 +236,7 @@ def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, 
     missing = [n for n in names if not cache.has(n)]
     if missing:
         raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
+    check_cache_matches(cache, info)
     arrays = cache.load(names, fields=("flow", "boxes", "frame") if not in_memory else FIELDS)
     if len(arrays["frame"]) == 0:
         raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
@@ -215,9 +277,9 @@ def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progr
     model_frames = frame_scores(cube_score, arrays["video"], arrays["frame"], n_frames)
     heuristic = frame_scores(energy, arrays["video"], arrays["frame"], n_frames)
     frames = smooth(fuse(model_frames, heuristic, config.score.motion_weight), config.score.smooth_window)
-    np.savez_compressed(out / "cube_scores.npz", video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
-                        errors=errors, targets=np.array(config.model.targets), motion_energy=energy,
-                        score=cube_score)
+    with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"], errors=errors,
+                            targets=np.array(config.model.targets), motion_energy=energy, score=cube_score)
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "frame", "score", "heuristic", "label"])
