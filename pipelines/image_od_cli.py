@@ -23,6 +23,7 @@ from image_od.operations import image_tasks
 from image_od.protocol import to_model_input
 from image_od.training import TrainSettings, resolve_device
 
+from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, load_profile
 from .run_env import environment
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or truncated image files (listed on "
+                   "stderr and in OUT/skipped.txt) instead of stopping at the first one")
+    p.add_argument("--debug", action="store_true", help="show the traceback of any error")
 
     b = sub.add_parser("bench", help="run the paper's benchmark protocol",
                        description="Run methods over the transductive protocol; resumable (finished rows are "
@@ -62,34 +66,56 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder: results.csv, summary.md, profile, env.json")
     b.add_argument("--device", default="auto")
     b.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    b.add_argument("--debug", action="store_true", help="show the traceback of any error")
     return parser
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    try:
-        profile = load_profile(args.profile, args.overrides)
-        rows = bench(args.dataset, args.method, args.ratios, args.classes, args.seeds, profile, Path(args.out),
-                     root=args.root, device=args.device, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"image-od bench: error: {err}", file=sys.stderr)
-        return 2
+    profile = load_profile(args.profile, args.overrides)
+    rows = bench(args.dataset, args.method, args.ratios, args.classes, args.seeds, profile, Path(args.out),
+                 root=args.root, device=args.device, progress=not args.quiet)
     print((Path(args.out) / "summary.md").read_text())
     print(f"{len(rows)} rows in {Path(args.out) / 'results.csv'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors about the user's input end as one line on stderr and exit code 2 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        return run_bench(args)
-    try:
-        images, names = load_images(args.images, args.size, args.grey)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"image-od {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return report_errors(f"image-od {args.command}", args.debug,
+                         lambda: run_bench(args) if args.command == "bench" else run_score(args))
+
+
+def _write_skipped(out: Path, skipped: list[str]) -> None:
+    """List the skipped image files on stderr and in ``OUT/skipped.txt`` (removed when none were skipped)."""
+    path = out / "skipped.txt"
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in skipped))
+    print(f"warning: skipped {len(skipped)} bad image file(s) (listed in {path}):", file=sys.stderr)
+    for line in skipped:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("size", "epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.widths or min(args.widths) < 1 or args.size % 2 ** len(args.widths):
+        raise ValueError(f"--widths must be positive and --size a multiple of 2 ** (number of widths) = "
+                         f"{2 ** len(args.widths)}; got --widths {args.widths} --size {args.size}")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    _check_positive(args)
+    skipped: list[str] | None = [] if args.skip_bad else None
+    images, names = load_images(args.images, args.size, args.grey, skipped=skipped)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "settings.json", {k: v for k, v in vars(args).items() if k != "command"})
+    _write_skipped(out, skipped or [])
+    write_json(out / "settings.json", {k: v for k, v in vars(args).items() if k not in ("command", "debug")})
     write_json(out / "env.json", environment(args.seed, str(resolve_device(args.device))))
     model = GenerativeE3Outlier(image_tasks(), widths=args.widths, seed=args.seed, device=args.device,
                                 train_settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size,

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from . import vad_pipeline as P
-from .config import ConfigError, load_config
+from .cli_errors import report_errors
+from .config import load_config
 from .vad_plots import plot_run
 
 EXAMPLES = """examples:
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_source_args(p)
         p.add_argument("--out", required=True, help="run folder")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--debug", action="store_true", help="show the traceback of any error")
         return p
 
     command("extract", "find foreground boxes, cut cubes and flow into the cache", source=True)
@@ -81,43 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Errors about the user's input end as one line on stderr and exit code 2 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
+    return report_errors(f"vad {args.command}", args.debug, lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = not args.quiet
-    try:
-        if args.command == "demo":
-            from vad.synthetic import make_synthetic_ucsd
+    if args.command == "demo":
+        from vad.synthetic import make_synthetic_ucsd
 
-            t0 = time.perf_counter()
-            data = out / "data"
-            if not (data / "Test").is_dir():
-                make_synthetic_ucsd(data)
-            print(f"generated dataset: {data} ({time.perf_counter() - t0:.1f} s)")
-            config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", args.overrides)
-            metrics = P.run(config, out, root=str(data), cache_root=args.cache or out / "cache", progress=progress)
-            _print_metrics(out, metrics)
-        elif args.command in ("extract", "run"):
-            config = _config(args)
-            if args.command == "run":
-                _print_metrics(out, P.run(config, out, root=args.root, videos_path=args.videos,
-                                          cache_root=args.cache, progress=progress))
-            else:
-                videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache)
-                cache = P.extract(config, videos, args.cache, progress=progress)
-                print(f"cubes of {len(videos)} videos in {cache.folder}")
-        elif args.command == "train":
-            model = P.train_stage(out, progress)
-            print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}")
-        elif args.command == "score":
-            P.score_stage(out, progress=progress)
-            print(f"scores: {out / 'frame_scores.csv'}")
-        elif args.command == "eval":
-            _print_metrics(out, P.eval_stage(out))
-        elif args.command == "plot":
-            print(f"plots: {plot_run(out)}")
-    except (ValueError, FileNotFoundError, ConfigError) as err:
-        print(f"vad {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        t0 = time.perf_counter()
+        data = out / "data"
+        if not (data / "Test").is_dir():
+            make_synthetic_ucsd(data)
+        print(f"generated dataset: {data} ({time.perf_counter() - t0:.1f} s)")
+        config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", args.overrides)
+        metrics = P.run(config, out, root=str(data), cache_root=args.cache or out / "cache", progress=progress)
+        _print_metrics(out, metrics)
+    elif args.command in ("extract", "run"):
+        config = _config(args)
+        if args.command == "run":
+            _print_metrics(out, P.run(config, out, root=args.root, videos_path=args.videos,
+                                      cache_root=args.cache, progress=progress))
+        else:
+            videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache)
+            cache = P.extract(config, videos, args.cache, progress=progress)
+            print(f"cubes of {len(videos)} videos in {cache.folder}")
+    elif args.command == "train":
+        model = P.train_stage(out, progress)
+        print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}")
+    elif args.command == "score":
+        P.score_stage(out, progress=progress)
+        print(f"scores: {out / 'frame_scores.csv'}")
+    elif args.command == "eval":
+        _print_metrics(out, P.eval_stage(out))
+    elif args.command == "plot":
+        print(f"plots: {plot_run(out)}")
     return 0
 
 
