@@ -1,0 +1,310 @@
+"""Bad inputs (issue 8, "Reliability"): each gets a clear error naming the file and what is wrong, or a documented
+handling. One test per row of the issue, in its order."""
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from image_od.data import ArrayData
+from image_od.training import TrainSettings, seed_everything, train
+from pipelines import vad_pipeline as P
+from pipelines.config import ConfigError, load_config
+from pipelines.vad_cli import main as vad
+from tests.layouts import frames, write_avi, write_frames, write_ucsd_official
+from vad.readers import DatasetError, open_dataset, open_videos
+from vad.synthetic import make_synthetic_ucsd
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = str(REPO / "configs" / "demo.yaml")
+TINY = ["--config", DEMO, "--set", "model.epochs=2", "--set", "model.widths=[8,16,32]", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished run on a generated 2-video set: (dataset root, run folder, cache root)."""
+    base = tmp_path_factory.mktemp("tiny")
+    root = make_synthetic_ucsd(base / "data", n_videos=2, n_frames=30)
+    out, cache = base / "run", base / "cache"
+    assert vad(["run", "--root", str(root), "--out", str(out), "--cache", str(cache), *TINY]) == 0
+    return root, out, cache
+
+
+# ----------------------------------------------------------------------------------------------- row 1
+class _Interrupted(Exception):
+    pass
+
+
+def _fit(data: ArrayData, checkpoint: Path | None, *, lr: float = 1e-2, width: int = 4, stop_after: int | None = None):
+    """Train a tiny model for 3 epochs; ``stop_after=k`` interrupts once k epochs are checkpointed."""
+    generator = seed_everything(0)
+    model = nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 6))
+
+    def stop(epoch: int) -> None:  # runs before the epoch's checkpoint: epoch k-1 ends -> k-1 epochs on disk
+        if stop_after is not None and epoch == stop_after:
+            raise _Interrupted
+
+    return train(model, lambda m, b: ((m(b["x"]) - b["x"]) ** 2).mean(), data,
+                 TrainSettings(epochs=3, batch_size=8, lr=lr, progress=False), device=torch.device("cpu"),
+                 generator=generator, checkpoint=checkpoint, on_epoch_end=stop)
+
+
+def test_checkpoint_of_other_data_or_settings_is_discarded_aloud(tmp_path, capsys):
+    data_a = ArrayData({"x": torch.randn(40, 6, generator=torch.Generator().manual_seed(1))})
+    data_b = ArrayData({"x": torch.randn(40, 6, generator=torch.Generator().manual_seed(2))})
+    ckpt = tmp_path / "train_checkpoint.pt"
+
+    def interrupted_run_on_a() -> None:
+        ckpt.unlink(missing_ok=True)
+        with pytest.raises(_Interrupted):
+            _fit(data_a, ckpt, stop_after=1)
+        assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+        capsys.readouterr()
+
+    for change, kwargs, data in (("data", {}, data_b), ("settings", {"lr": 5e-3}, data_a),
+                                 ("model", {"width": 5}, data_a)):
+        interrupted_run_on_a()
+        history = _fit(data, ckpt, **kwargs)
+        err = capsys.readouterr().err
+        assert f"discarding training checkpoint {ckpt}" in err and f"different {change}" in err, (change, err)
+        np.testing.assert_allclose(history, _fit(data, None, **kwargs), rtol=1e-6)  # from scratch, as a clean run
+    interrupted_run_on_a()
+    resumed = _fit(data_a, ckpt)  # the same run: resumed, without a warning
+    err = capsys.readouterr().err
+    assert "resuming training" in err and "discarding" not in err
+    np.testing.assert_allclose(resumed, _fit(data_a, None), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- row 2
+def test_video_replaced_under_the_same_name_is_extracted_again(tmp_path, capsys):
+    a = open_dataset(make_synthetic_ucsd(tmp_path / "a", n_videos=1, n_frames=24, seed=1))[0].read_frames()
+    b = open_dataset(make_synthetic_ucsd(tmp_path / "b", n_videos=1, n_frames=24, seed=2))[0].read_frames()
+    videos, cache_root, out = tmp_path / "videos", tmp_path / "cache", tmp_path / "run"
+    config = load_config(DEMO)
+
+    def extract(cache: Path = cache_root) -> dict:
+        found = P.open_run(out, config, root=None, videos_path=str(videos), cache_root=cache)
+        return P.extract(config, found, cache, progress=False).load(["cam"])
+
+    write_avi(videos / "cam.avi", a)
+    old = extract()
+    write_avi(videos / "cam.avi", b)  # another video, same name
+    assert vad(["train", "--out", str(out), "--quiet"]) == 2  # the cache no longer matches the video
+    assert "run `vad extract` again" in capsys.readouterr().err
+    new = extract()
+    said = capsys.readouterr().out
+    assert "video cam" in said and "changed since it was cached" in said and "extracting it again" in said
+    clean = extract(tmp_path / "clean_cache")
+    assert len(new["frame"]) != len(old["frame"]) or not np.array_equal(new["cubes"], old["cubes"])
+    for k in clean:
+        np.testing.assert_array_equal(new[k], clean[k])
+
+
+# ----------------------------------------------------------------------------------------------- row 3
+class _RunsCode:
+    """Unpickling this calls os.mkdir(marker): the shape of a malicious model file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_files_whose_unpickling_would_run_code_are_refused(tmp_path):
+    from image_od.datasets import load_cifar_pickles
+    from image_od.generative import GenerativeE3Outlier
+    from image_od.operations import image_tasks
+    from image_od.safe_io import UnsafeFileError
+
+    marker = tmp_path / "code-ran"
+    model_pt = tmp_path / "model.pt"
+    torch.save({"tasks": ["flip"], "nets": {}, "normaliser": _RunsCode(marker), "history": []}, model_pt)
+    data = ArrayData({"image": torch.zeros(4, 3, 32, 32)})
+    with pytest.raises(UnsafeFileError, match=f"refusing to load {model_pt}.*could run code"):
+        GenerativeE3Outlier(image_tasks()).load(model_pt, data)
+    (tmp_path / "ckpt").mkdir()
+    shutil.copy(model_pt, tmp_path / "ckpt" / "train_checkpoint.pt")
+    with pytest.raises(UnsafeFileError, match="train_checkpoint.pt"):
+        _fit(ArrayData({"x": torch.zeros(8, 6)}), tmp_path / "ckpt" / "train_checkpoint.pt")
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(pickle.dumps({"data": _RunsCode(marker), "labels": [0]}))
+    with pytest.raises(UnsafeFileError, match="data_batch_1.*not a plain-data pickle"):
+        load_cifar_pickles(cifar)
+    assert not marker.exists()  # nothing was executed
+
+
+# ----------------------------------------------------------------------------------------------- row 4
+@pytest.mark.parametrize("box, problem", [
+    ([np.nan, 2, 8, 9], "NaN or infinite"),
+    ([1, 2, np.inf, 9], "NaN or infinite"),
+    ([8, 2, 1, 9], "inverted box"),
+    ([1, 2, 8, 60], "outside the 24x16 frame"),
+    ([-9, 2, 8, 9], "outside the 24x16 frame"),
+])
+def test_box_file_with_bad_coordinates_names_file_video_and_row(tmp_path, box, problem):
+    from vad.regions import RegionError, load_box_file
+
+    path = tmp_path / "boxes.npz"
+    boxes = np.array([[1, 1, 5, 5], [2, 2, 6, 6], box], np.float32)
+    np.savez(path, boxes_xyxy=boxes, global_frame=np.array([0, 3, 4]), video_lengths=np.array([3, 2]))
+    with pytest.raises(RegionError, match=rf"{path}: row 2 of boxes_xyxy \(video cam2, frame 1 of the video\)"
+                                          rf".*{problem}"):
+        load_box_file(path, [3, 2], [(16, 24), (16, 24)], ["cam1", "cam2"])
+    np.savez(path, boxes_xyxy=np.array([[-1, 0, 25, 16.5]], np.float32), global_frame=np.array([1]),
+             video_lengths=np.array([3, 2]))
+    clipped = load_box_file(path, [3, 2], [(16, 24), (16, 24)])  # within the tolerance: clipped to the frame
+    assert clipped[0][1].tolist() == [[0, 0, 24, 16]]
+
+
+# ----------------------------------------------------------------------------------------------- row 5
+def test_truncated_jpeg_frame_fails_or_is_skipped_per_setting(tmp_path, capsys):
+    video = frames(5, 32, 32)
+    folder = write_frames(tmp_path / "clip", video, ".jpg", 0)
+    data = (folder / "002.jpg").read_bytes()
+    (folder / "002.jpg").write_bytes(data[:len(data) * 2 // 3])  # cut inside the scan: libjpeg would grey-fill it
+    clip = open_videos(folder)[0]
+    with pytest.raises(DatasetError, match=r"truncated JPEG.*clip/002\.jpg.*data\.bad_frames=skip"):
+        clip.read_frames()
+    skipped = clip.read_frames(bad_frames="skip")
+    assert len(skipped) == 5  # one frame per file: labels stay aligned
+    np.testing.assert_array_equal(skipped[2], skipped[1])  # the previous good frame repeated
+    assert str(folder / "002.jpg") in capsys.readouterr().err
+    assert load_config(None, ["data.bad_frames=skip"]).data.bad_frames == "skip"
+    with pytest.raises(ConfigError, match="data.bad_frames"):
+        load_config(None, ["data.bad_frames=ignore"])
+
+
+# ----------------------------------------------------------------------------------------------- row 6
+def test_frame_missing_in_the_middle_is_named(tmp_path):
+    labels = [np.r_[0, 1, 1, 0, 0, 0, 0, 0], np.r_[1, 1, 0, 0, 0, 0]]
+    root = write_ucsd_official(tmp_path / "ucsd", [frames(8), frames(6)], None, masks=labels)  # labels from masks
+    (root / "Test" / "Test001" / "005.tif").unlink()
+    with pytest.raises(DatasetError, match=r"Test001: 1 frame file\(s\) missing .*001\.tif\.\.008\.tif: 005;"):
+        open_dataset(root)
+    (root / "Test" / "Test001" / "008.tif").rename(root / "Test" / "Test001" / "005.tif")  # now the last is missing
+    with pytest.raises(DatasetError, match=r"Test001 .*8 labels .* but 7 frames \(a frame file missing"):
+        open_dataset(root)
+
+
+# ----------------------------------------------------------------------------------------------- row 7
+@pytest.mark.parametrize("override, key", [
+    ("model.epochs=0", "model.epochs"), ("model.epochs=-3", "model.epochs"), ("model.batch_size=0", "model.batch_size"),
+    ("model.normalisation=softmax", "model.normalisation"), ("model.targets=[appearance, colour]", "model.targets"),
+    ("model.widths=[8, 0]", "model.widths"), ("model.lr=.nan", "model.lr"), ("cubes.frames=4", "cubes.frames"),
+    ("cubes.size=30", "cubes.size"), ("flow.method=flownet2", "flow.method"), ("flow.preset=slow", "flow.preset"),
+    ("regions.sources=[]", "regions.sources"), ("regions.sources=[file]", "regions.box_file"),
+    ("regions.motion_blur=4", "regions.motion_blur"), ("data.layout=kitti", "data.layout"),
+    ("data.num_workers=-1", "data.num_workers"), ("score.smooth_window=0", "score.smooth_window"),
+    ("seed=-1", "seed"), ("device=gpu7", "device"),
+])
+def test_invalid_settings_fail_before_any_work(tmp_path, capsys, override, key):
+    with pytest.raises(ConfigError, match=rf"invalid settings: .*{key}="):
+        load_config(DEMO, [override])
+    out = tmp_path / "run"
+    assert vad(["run", "--videos", str(tmp_path / "none"), "--out", str(out), "--set", override, "--quiet"]) == 2
+    assert key in capsys.readouterr().err and not out.exists()  # refused before the videos were even looked for
+
+
+# ----------------------------------------------------------------------------------------------- row 8
+def test_input_errors_are_one_line_with_exit_2_and_bugs_keep_tracebacks(tiny_run, tmp_path, capsys, monkeypatch):
+    from pipelines.image_od_cli import main as image_od
+
+    root, run, cache = tiny_run
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    for cli, argv, named in (
+            (vad, ["run", "--root", str(root), "--out", str(a_file), "--cache", str(cache), *TINY], a_file),  # OSError
+            (image_od, ["score", "--images", str(tmp_path / "empty.npy"), "--out", str(tmp_path / "o")],  # EOFError
+             tmp_path / "empty.npy")):
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(named) in err and "Traceback" not in err, err
+        with pytest.raises((OSError, ValueError)):  # --debug: the same error with its traceback
+            cli([*argv, "--debug"])
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    (out / "train_checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")  # torch raises RuntimeError on it
+    assert vad(["train", "--out", str(out), "--quiet"]) == 0  # documented: discarded aloud, training restarts
+    assert f"discarding training checkpoint: {out / 'train_checkpoint.pt'}: truncated or corrupt" in capsys.readouterr().err
+    monkeypatch.setattr(P, "eval_stage", lambda *args, **kwargs: {}["auc_micro"])  # a bug, not an input error
+    with pytest.raises(KeyError):
+        vad(["eval", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------------------------- row 9
+def test_outputs_are_written_atomically_and_a_rerun_clears_the_previous_ones(tiny_run, tmp_path, capsys,
+                                                                            monkeypatch):
+    root, run, cache = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    before = (out / "cube_scores.npz").read_bytes()
+
+    def fails_half_way(file, **arrays):
+        file.write(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", fails_half_way)
+    with pytest.raises(OSError, match="No space"):
+        P.score_stage(out, progress=False)
+    monkeypatch.undo()
+    assert (out / "cube_scores.npz").read_bytes() == before and not list(out.glob("*.tmp"))
+    (out / "plots" / "Test009.png").write_bytes(b"a video of an earlier run")
+    (out / "model.pt.tmp").write_bytes(b"left by a killed write")
+    (out / "train_checkpoint.pt").write_bytes(b"kept: resumed only if it belongs to the new run")
+    old = [name for name in P.RUN_OUTPUTS if (out / name).exists()]
+    assert {"plots", "metrics.json", "frame_scores.csv", "cube_scores.npz"} <= set(old)
+    P.open_run(out, load_config(out / "config.yaml"), root=str(root), videos_path=None, cache_root=cache)
+    said = capsys.readouterr().out
+    assert f"{out} held a previous run: removed its outputs" in said and "model.pt.tmp" in said
+    assert all(name in said and not (out / name).exists() for name in old), said
+    assert (out / "train_checkpoint.pt").exists() and (out / "config.yaml").is_file() and not list(out.glob("*.tmp"))
+    assert len(list(cache.glob("*/*.h5"))) == 2  # the cache is kept
+
+
+# ----------------------------------------------------------------------------------------------- row 10
+def test_short_video_and_a_root_that_is_one_frame_folder_are_said_aloud(tmp_path, capsys):
+    videos, config = tmp_path / "videos", load_config(DEMO)
+    write_frames(videos / "short", frames(3))
+    write_frames(videos / "long", frames(12))
+    P.open_run(tmp_path / "a", config, root=None, videos_path=str(videos), cache_root=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert f"video short ({videos / 'short'}) has only 3 frames" in err and "video long" not in err
+    P.open_run(tmp_path / "b", config, root=str(videos / "long"), videos_path=None, cache_root=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert f"--root {videos / 'long'} is a single folder of frames: it runs UNLABELED" in err
+    assert f"--videos {videos / 'long'}" in err
+
+
+# ----------------------------------------------------------------------------------------------- row 11
+def test_image_od_skip_bad_scores_the_rest_and_lists_what_it_skipped(tmp_path, capsys):
+    from pipelines.image_od_cli import main as image_od
+
+    folder, out = tmp_path / "images", tmp_path / "out"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    ok, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    (folder / "cut.jpg").write_bytes(jpeg.tobytes()[:400])  # truncated
+    (folder / "junk.png").write_bytes(b"not an image")
+    args = ["score", "--images", str(folder), "--out", str(out), "--epochs", "1", "--widths", "4", "8", "16",
+            "--quiet"]
+    assert image_od(args) == 2 and f"truncated JPEG (no end-of-image marker after its last scan): {folder / 'cut.jpg'}" \
+        in capsys.readouterr().err
+    assert image_od([*args, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert len(rows) == 7 and not any("cut.jpg" in r or "junk.png" in r for r in rows)  # header + 6 images
+    listed = (out / "skipped.txt").read_text().splitlines()
+    assert len(listed) == 2 and "cut.jpg" in listed[0] and "junk.png" in listed[1]
+    assert "skipped 2 bad image file(s)" in err and all(line in err for line in listed)
