@@ -154,7 +154,7 @@ class GenerativeE3Outlier(OutlierDetector):
                              f"or cube size changed since training): {str(err).splitlines()[0]}") from None
         self.nets_.to(resolve_device(self.device))
         norm = state["normaliser"]
-        self.normaliser_ = Normaliser(norm["kind"], np.asarray(norm["shift"].numpy()), np.asarray(norm["scale"].numpy()))
+        self.normaliser_ = Normaliser(norm["kind"], norm["shift"].numpy(), norm["scale"].numpy())
         self.history_ = list(state["history"])
         return self
 

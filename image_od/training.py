@@ -190,7 +190,8 @@ def train(
     optimizer = make_optimizer(model.parameters(), settings)
     history: list[float] = []
     start_epoch = 0
-    state = _resumable_state(checkpoint, fingerprint, device) if checkpoint is not None and checkpoint.exists() else None
+    resumable = checkpoint is not None and checkpoint.exists()
+    state = _resumable_state(checkpoint, fingerprint, device) if resumable else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

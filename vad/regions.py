@@ -205,9 +205,9 @@ def _check_boxes(path: Path, boxes: np.ndarray, frame: np.ndarray, lengths: list
     if frame_shapes is None:
         return boxes
     video = np.repeat(np.arange(len(lengths)), lengths)[frame]
-    h, w = np.array([s[0] for s in frame_shapes], np.float32)[video], np.array([s[1] for s in frame_shapes],
-                                                                               np.float32)[video]
-    tol_x, tol_y = np.maximum(BOX_TOLERANCE[0], BOX_TOLERANCE[1] * w), np.maximum(BOX_TOLERANCE[0], BOX_TOLERANCE[1] * h)
+    shapes = np.array(frame_shapes, np.float32).reshape(-1, 2)[video]
+    h, w = shapes[:, 0], shapes[:, 1]
+    tol_x, tol_y = (np.maximum(BOX_TOLERANCE[0], BOX_TOLERANCE[1] * side) for side in (w, h))
     outside = ((boxes[:, 0] < -tol_x) | (boxes[:, 1] < -tol_y) | (boxes[:, 2] > w + tol_x) | (boxes[:, 3] > h + tol_y))
     bad = np.flatnonzero(outside)
     if len(bad):
