@@ -6,6 +6,7 @@ protocol merges them later): ``images`` uint8 (N,H,W) for grey or (N,H,W,3) RGB,
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (MNIST format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ImageDatasetError(f"{path}: truncated or corrupt file ({err})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise ImageDatasetError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
