@@ -39,18 +39,12 @@ from .data import ArrayData, Batch
 from .detector import OutlierDetector
 from .operations_discriminative import apply_operations, multi_labels, operation_set
 from .precision import PRECISIONS, resolve_precision
+from .refinement import weights_from_scores
 from .training import TrainSettings, resolve_device, seed_everything, train
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")
 CHUNK = 1024  # images per forward pass when scoring
-
-
-def weights_from_scores(normality: np.ndarray) -> np.ndarray:
-    """Min-max normalised normality scores, the re-weighting of the reference code (non-negative; the loss
-    divides by their sum per batch, which equals the paper's sum-to-one normalisation)."""
-    s = np.asarray(normality, np.float64) - np.min(normality)
-    return (s / s.max() if s.max() > 0 else np.ones_like(s)).astype(np.float32)
 
 
 class DiscriminativeE3Outlier(OutlierDetector):

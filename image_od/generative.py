@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .data import Batch, SampleSource, iterate_batches
+from .data import ArrayData, Batch, SampleSource, iterate_batches
 from .detector import OutlierDetector
 from .nets import ConvAutoencoder
 from .safe_io import UnreadableFileError, load_tensors
+from .refinement import SelfPaced
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
 
 Operation = Callable[[Batch], torch.Tensor]
@@ -71,6 +72,10 @@ class GenerativeE3Outlier(OutlierDetector):
     ``X`` is an ``image_od.data.ArrayData`` or a ``Dataset`` of dict samples that the tasks' operations read.
     Scores: ``task_errors`` gives the raw squared error of each pair, ``decision_function`` their normalised sum.
     After ``fit(X)``, ``train_errors_`` and ``decision_scores_`` hold them for X itself (the transductive case).
+
+    Refinement while training on contaminated data (off by default): ``self_paced`` weights every pair's loss by
+    its own current errors (``refinement.SelfPaced``), and ``fit(X, sample_weight)`` weights each sample's loss
+    (E3Outlier's re-weighting; the weighted loss is sum w * error / sum w per batch).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class GenerativeE3Outlier(OutlierDetector):
         device: str = "auto",
         seed: int = 0,
         checkpoint: str | Path | None = None,
+        self_paced: SelfPaced | None = None,
     ):
         self.tasks = list(tasks)
         self.widths = tuple(widths)
@@ -91,6 +97,7 @@ class GenerativeE3Outlier(OutlierDetector):
         self.device = device
         self.seed = seed
         self.checkpoint = checkpoint
+        self.self_paced = self_paced
 
     def _build(self, data: SampleSource) -> nn.ModuleDict:
         """One generator per task (operation pair), sized from a probe batch."""
@@ -103,24 +110,51 @@ class GenerativeE3Outlier(OutlierDetector):
             nets[task.name] = ConvAutoencoder(src.shape[1], tgt.shape[1], self.widths)
         return nn.ModuleDict(nets)
 
-    def _loss(self, nets: nn.ModuleDict, batch: Batch) -> torch.Tensor:
-        """Eq. 16: the sum over pairs of the mean squared generation error (Eq. 14)."""
-        return sum(torch.mean((nets[t.name](t.source(batch)) - t.target(batch)) ** 2) for t in self.tasks)
+    def _sample_losses(self, nets: nn.ModuleDict, batch: Batch) -> torch.Tensor:
+        """Per-sample mean squared generation error of each pair (Eq. 14 before the batch mean), (B, n_tasks)."""
+        return torch.stack([((nets[t.name](t.source(batch)) - t.target(batch)) ** 2).flatten(1).mean(1)
+                            for t in self.tasks], 1)
+
+    def _loss_fn(self, n_samples: int):
+        """Eq. 16, the sum over pairs of the batch-mean error, with the sample and self-paced weights if any; also
+        returns the ``on_epoch_start`` hook that tells the self-paced weighting where training stands."""
+        sp, steps_per_epoch = self.self_paced, -(-n_samples // self.train_settings.batch_size)
+        state = {"epoch": 0, "step": 0}
+
+        def start(epoch: int) -> None:
+            state["epoch"], state["step"] = epoch, 0
+
+        def loss(nets: nn.ModuleDict, batch: Batch) -> torch.Tensor:
+            losses = self._sample_losses(nets, batch)
+            weight = batch.get("weight")
+            if weight is None:
+                weight = torch.ones(len(losses), device=losses.device)
+            if sp is not None and state["epoch"] >= sp.warmup_epochs:
+                t = (state["epoch"] - sp.warmup_epochs) * steps_per_epoch + state["step"]
+                per_task = torch.stack([sp.weights(losses[:, j], t) for j in range(losses.shape[1])], 1)
+                losses = losses * per_task
+            state["step"] += 1
+            return (losses.sum(1) * weight).sum() / weight.sum().clamp_min(1e-12)
+
+        return loss, start
 
     def _errors(self, batch: Batch) -> torch.Tensor:
         """Per-sample squared error of each pair, (B, n_tasks): the negated Eq. 15."""
         cols = [((self.nets_[t.name](t.source(batch)) - t.target(batch)) ** 2).flatten(1).sum(1) for t in self.tasks]
         return torch.stack(cols, 1)
 
-    def fit(self, X: SampleSource) -> "GenerativeE3Outlier":
+    def fit(self, X: SampleSource, sample_weight: np.ndarray | None = None) -> "GenerativeE3Outlier":
+        """Train the generators on ``X``; ``sample_weight`` (N,) weights each sample's loss (re-weighting)."""
         if not self.tasks:
             raise ValueError("GenerativeE3Outlier needs at least one task")
         generator = seed_everything(self.seed)
         device = resolve_device(self.device)
         self.nets_ = self._build(X)
         checkpoint = Path(self.checkpoint) if self.checkpoint else None
-        self.history_ = train(self.nets_, self._loss, X, self.train_settings, device=device, generator=generator,
-                              checkpoint=checkpoint, desc="train " + "+".join(t.name for t in self.tasks))
+        loss, start = self._loss_fn(len(X))
+        self.history_ = train(self.nets_, loss, _with_weights(X, sample_weight), self.train_settings, device=device,
+                              generator=generator, checkpoint=checkpoint, on_epoch_start=start,
+                              desc="train " + "+".join(t.name for t in self.tasks))
         self.train_errors_ = self.task_errors(X)  # as PyOD's decision_scores_: the fitted set's raw errors
         self.normaliser_ = Normaliser(self.normalisation).fit(self.train_errors_)
         self.decision_scores_ = self.normaliser_(self.train_errors_).sum(1)
@@ -172,3 +206,27 @@ class GenerativeE3Outlier(OutlierDetector):
 
     def decision_function(self, X: SampleSource) -> np.ndarray:
         return self.normalised_errors(X).sum(1)
+
+
+class _Weighted(torch.utils.data.Dataset):
+    """A dict-sample dataset with a ``weight`` entry added to every sample."""
+
+    def __init__(self, data: torch.utils.data.Dataset, weight: np.ndarray):
+        self.data, self.weight = data, torch.as_tensor(weight, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Batch:
+        return {**self.data[i], "weight": self.weight[i]}
+
+
+def _with_weights(X: SampleSource, sample_weight: np.ndarray | None) -> SampleSource:
+    """``X`` with each sample's loss weight as a ``weight`` entry (``X`` itself when there are none)."""
+    if sample_weight is None:
+        return X
+    if len(sample_weight) != len(X):
+        raise ValueError(f"sample_weight has {len(sample_weight)} entries for {len(X)} samples")
+    if isinstance(X, ArrayData):
+        return ArrayData({**X.arrays, "weight": torch.as_tensor(sample_weight, dtype=torch.float32)})
+    return _Weighted(X, sample_weight)

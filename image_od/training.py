@@ -169,11 +169,13 @@ def train(
     checkpoint: Path | None = None,
     context: dict | None = None,
     desc: str = "train",
+    on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place; return the mean loss of each epoch.
 
-    ``on_epoch_end(epoch)`` (0-based) runs after every epoch, before the checkpoint is written. Under torchrun,
+    ``on_epoch_start(epoch)`` (0-based) runs before every epoch, a resumed one included (for losses whose weighting
+    depends on the epoch); ``on_epoch_end(epoch)`` runs after every epoch, before the checkpoint is written. Under torchrun,
     ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
     ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
     history is the global mean loss, and all ranks end with the same model.
@@ -204,6 +206,8 @@ def train(
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
                disable=not settings.progress or not distributed.is_main())
     for epoch in range(start_epoch, settings.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         model.train()
         total, count = 0.0, 0
         for batch, weight, n in _epoch_batches(data, settings, generator):

@@ -36,6 +36,7 @@ class DataConfig:
 class RegionConfig:
     sources: list[str] = field(default_factory=lambda: ["motion"])  # any of: motion, detector, file
     box_file: str | None = None  # npz of precomputed boxes (source "file")
+    train_box_file: str | None = None  # the training split's precomputed boxes (semi-supervised mode with "file")
     motion_blur: int = 3  # cloze-test recipe: Gaussian blur kernel
     motion_threshold: int = 18  # foreground if |I(t-1)-I(t)| + |I(t)-I(t+1)| > threshold
     motion_min_area: int = 100  # (w+1)*(h+1) must exceed this
@@ -65,18 +66,70 @@ class FlowConfig:
 
 @dataclass
 class ModelConfig:
-    targets: list[str] = field(default_factory=lambda: ["appearance", "flow"])
+    """The generative E3Outlier cloze generators (one conv autoencoder per target)."""
+
+    targets: list[str] = field(default_factory=lambda: ["appearance", "flow"])  # + flow_hof (a third, motion target)
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     normalisation: str = "zscore"  # zscore | minmax | none
+    train_on: str = "test"  # test: transductive on the scored videos (UVAD) | training: the normal training split
+
+
+@dataclass
+class RefineConfig:
+    """Refinement of the generators on contaminated data (docs/METHOD.md)."""
+
+    self_paced: bool = False  # LBR-SPR's self-paced sample weights after a warm-up
+    sp_warmup_epochs: int = 1
+    sp_shrink: float = 5e-3  # per weighted step: the upper threshold mu + (sp_init_range - t * shrink) sd
+    sp_init_range: float = 4.0
+    reboot_rounds: int = 0  # E3Outlier's reboot re-weighting: retrain from the same init with w = 1 - minmax(score)
+
+
+@dataclass
+class SelfTrainConfig:
+    """Pseudo-label self-training: a cube classifier on the first model's most confident cubes, iterated."""
+
+    rounds: int = 0  # 0 = off
+    normal_fraction: float = 0.5  # lowest-scored share taken as normal
+    abnormal_fraction: float = 0.02  # highest-scored share taken as abnormal
+    epochs: int = 2
+    backbone: str = "wrn-10-1"
+    combine: str = "sum"  # classifier | sum: z(generative) + z(classifier)
+
+
+@dataclass
+class CubeDiscriminativeConfig:
+    """The image core's discriminative E3Outlier on the stacked 5-frame cubes (frames as channels)."""
+
+    use: str = "off"  # off | alone | sum (z(cloze) + z(discriminative))
+    backbone: str = "wrn-10-1"
+    operations: str = "RA+IA+PR"
+    epochs: int = 2
+    ops_per_image: int = 2
+    score_ops: int = 16
+    max_train: int = 20000  # cubes drawn (seeded) to train the classifier; every cube is scored
 
 
 @dataclass
 class ScoreConfig:
     motion_weight: float = 0.0  # frame score = z(model) + motion_weight * z(motion energy) (0 = paper)
-    smooth_window: int = 1  # moving average over frames within a video (1 = off, the default)
+    smoothing: str = "none"  # none | mean | gaussian: temporal smoothing of frame scores within each video
+    smooth_window: float = 1  # mean: window in frames; gaussian: standard deviation in frames
+    per_video: bool = False  # z-score each video's frame scores on their own
+
+
+@dataclass
+class EventConfig:
+    """Where the anomalies are: events.csv and plots/top_events.png."""
+
+    threshold: float | None = None  # frame score above which a frame is abnormal; None: the percentile rule
+    percentile: float = 95.0  # label-free default: frames above this percentile of all frame scores
+    min_length: int = 3  # shorter runs of abnormal frames are dropped
+    merge_gap: int = 5  # runs closer than this many frames are merged
+    top: int = 12  # frames shown in plots/top_events.png
 
 
 @dataclass
@@ -89,7 +142,11 @@ class Config:
     cubes: CubeConfig = field(default_factory=CubeConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    discriminative: CubeDiscriminativeConfig = field(default_factory=CubeDiscriminativeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    events: EventConfig = field(default_factory=EventConfig)
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
@@ -266,6 +323,63 @@ def _check_cubes_flow(checks: _Checks, c: Config) -> None:
                 "must be set when flow.method is raft")
 
 
+def _check_backbone(checks: _Checks, key: str, name: str) -> None:
+    import torch
+
+    from image_od.backbones import make_backbone
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # building a net draws from the global generator
+            make_backbone(name, 1, 2)
+        ok, why = True, ""
+    except ValueError as err:
+        ok, why = False, f" ({err})"
+    checks.need(ok, key, name, f"is not a known backbone{why}")
+
+
+def _check_refinements(checks: _Checks, c: Config) -> None:
+    """The learning modes beside the cloze generators: training split, refinement, self-training, discriminative."""
+    from image_od.operations_discriminative import operation_set
+
+    m, rf, st, d = c.model, c.refine, c.self_train, c.discriminative
+    checks.one_of("model.train_on", m.train_on, ("test", "training"))
+    checks.need(m.train_on != "training" or "file" not in c.regions.sources or bool(c.regions.train_box_file),
+                "regions.train_box_file", c.regions.train_box_file,
+                "must be set (--train-boxes) when model.train_on=training and the boxes come from a file")
+    for key in ("sp_warmup_epochs", "sp_shrink", "reboot_rounds"):
+        checks.non_negative(f"refine.{key}", getattr(rf, key))
+    checks.positive("refine.sp_init_range", rf.sp_init_range)
+    checks.non_negative("self_train.rounds", st.rounds)
+    checks.need(0 < st.normal_fraction < 1, "self_train.normal_fraction", st.normal_fraction, "must be within (0, 1)")
+    checks.need(0 < st.abnormal_fraction < 1 and st.normal_fraction + st.abnormal_fraction <= 1,
+                "self_train.abnormal_fraction", st.abnormal_fraction,
+                "must be within (0, 1), and normal_fraction + abnormal_fraction <= 1")
+    checks.positive("self_train.epochs", st.epochs)
+    checks.one_of("self_train.combine", st.combine, ("classifier", "sum"))
+    checks.one_of("discriminative.use", d.use, ("off", "alone", "sum"))
+    for key in ("epochs", "ops_per_image", "score_ops", "max_train"):
+        checks.positive(f"discriminative.{key}", getattr(d, key))
+    try:
+        operation_set(d.operations)
+    except ValueError as err:
+        checks.need(False, "discriminative.operations", d.operations, f"is not valid ({err})")
+    _check_backbone(checks, "self_train.backbone", st.backbone)
+    _check_backbone(checks, "discriminative.backbone", d.backbone)
+
+
+def _check_events(checks: _Checks, c: Config) -> None:
+    from vad.scoring import SMOOTHING
+
+    s, e = c.score, c.events
+    checks.one_of("score.smoothing", s.smoothing, SMOOTHING)
+    checks.need(e.threshold is None or math.isfinite(e.threshold), "events.threshold", e.threshold,
+                "must be a finite number or null (the percentile rule)")
+    checks.need(0 < e.percentile < 100, "events.percentile", e.percentile, "must be within (0, 100)")
+    checks.positive("events.min_length", e.min_length)
+    checks.non_negative("events.merge_gap", e.merge_gap)
+    checks.non_negative("events.top", e.top)
+
+
 def _check_model_score(checks: _Checks, c: Config) -> None:
     from image_od.generative import NORMALISATIONS
     from vad.cloze import TARGETS
@@ -290,6 +404,8 @@ def validate(config: Config) -> Config:
     _check_data_regions(checks, config)
     _check_cubes_flow(checks, config)
     _check_model_score(checks, config)
+    _check_refinements(checks, config)
+    _check_events(checks, config)
     if checks.problems:
         raise ConfigError("invalid settings: " + "; ".join(checks.problems))
     return config

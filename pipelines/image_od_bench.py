@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData
 from image_od.datasets import LabelledImages, load_dataset
-from image_od.discriminative import DiscriminativeE3Outlier, weights_from_scores
+from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.refinement import weights_from_scores
 from image_od.generative import GenerativeE3Outlier
 from image_od.metrics import mean_std_by_seed, od_metrics
 from image_od.operations import image_tasks

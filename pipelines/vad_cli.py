@@ -33,6 +33,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--videos", help="unlabeled video file, folder of frames or folder of videos")
     p.add_argument("--boxes", help="precomputed boxes (.npz: boxes_xyxy, global_frame, video_lengths); "
                                    "replaces the configured region sources")
+    p.add_argument("--train-boxes", help="the training split's precomputed boxes (with --boxes and --train-on training)")
+    p.add_argument("--train-on", choices=("test", "training"),
+                   help="test: learn from the unlabeled videos that are scored (UVAD, the default); training: learn "
+                        "from the dataset's normal training videos (semi-supervised); same as model.train_on")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.epochs=5 (repeatable)")
     p.add_argument("--cache", default="cache", help="cache root for extracted cubes (default: ./cache)")
@@ -42,13 +46,18 @@ def _config(args):
     overrides = list(args.overrides)
     if args.boxes:
         overrides += [f"regions.box_file={Path(args.boxes).resolve()}", "regions.sources=[file]"]
+    if args.train_boxes:
+        overrides.append(f"regions.train_box_file={Path(args.train_boxes).resolve()}")
+    if args.train_on:
+        overrides.append(f"model.train_on={args.train_on}")
     return load_config(args.config, overrides)
 
 
 def _print_metrics(out: Path, metrics: dict) -> None:
     if "auc_micro" in metrics:
         print(f"frame AUC micro {metrics['auc_micro']:.4f}  macro {metrics['auc_macro']:.4f}  EER {metrics['eer']:.4f}"
-              f"  | motion-energy heuristic AUC {metrics['heuristic_auc_micro']:.4f}")
+              f"  | learned score alone {metrics['model_auc_micro']:.4f}"
+              f"  | motion-energy heuristic {metrics['heuristic_auc_micro']:.4f}")
     else:
         print(metrics.get("note", ""))
     if metrics.get("timings"):
@@ -74,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("train", "train the cloze generators on the run's cubes (transductive)")
     command("score", "score every cube and frame of the run")
     command("eval", "frame-level AUC (micro, macro), EER and the motion-energy baseline")
-    command("plot", "score curves with abnormal frames shaded, and ROC curves")
+    command("plot", "score curves with abnormal frames shaded, ROC curves and the most anomalous frames")
+    render = command("render", "an annotated MP4 of one video: boxes coloured by score, the score curve below")
+    render.add_argument("--video", required=True, help="the video's name, as in frame_scores.csv")
+    render.add_argument("--output", help="the MP4 to write (default: RUN/render/VIDEO.mp4)")
+    render.add_argument("--fps", type=float, default=25.0)
     command("run", "all stages: extract, train, score, plot, eval", source=True)
     demo = command("demo", "generate a small surveillance-like dataset and run all stages on it")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -109,11 +122,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                                       cache_root=args.cache, progress=progress))
         else:
             videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache)
-            cache = P.extract(config, videos, args.cache, progress=progress)
+            cache = P.extract_run(out, config, videos, args.cache, progress=progress)
             print(f"cubes of {len(videos)} videos in {cache.folder}")
     elif args.command == "train":
         model = P.train_stage(out, progress)
-        print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}")
+        print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}; "
+              f"cube errors: {out / 'cube_errors.npz'}")
     elif args.command == "score":
         P.score_stage(out, progress=progress)
         print(f"scores: {out / 'frame_scores.csv'}")
@@ -121,6 +135,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_metrics(out, P.eval_stage(out))
     elif args.command == "plot":
         print(f"plots: {plot_run(out)}")
+    elif args.command == "render":
+        from .vad_render import render_video
+
+        print(f"video: {render_video(out, args.video, args.output, fps=args.fps, progress=progress)}")
     return 0
 
 

@@ -15,6 +15,7 @@ The model is transductive: it is trained on the very cubes it scores (no labels 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -33,12 +34,13 @@ from image_od.generative import GenerativeE3Outlier
 from image_od.training import TrainSettings, resolve_device
 from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
-from vad.cloze import cloze_tasks
+from vad.cube_models import fit_cloze, learned_score
+from vad.events import event_threshold, find_events, peak_box
 from vad.cubes import extract_cubes
 from vad.flow import make_flow
-from vad.metrics import frame_metrics
-from vad.readers import Video, image_files, open_dataset, open_videos
-from vad.scoring import frame_scores, motion_energy, smooth, zscore
+from vad.metrics import auc_micro, frame_metrics
+from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
+from vad.scoring import frame_scores, fuse, motion_energy, postprocess, zscore
 
 from .config import Config, load_config, save_config, to_dict
 from .run_env import environment, peak_rss_mb
@@ -46,7 +48,8 @@ from .vad_plots import plot_run
 
 
 # ----------------------------------------------------------------------------------------------- set-up
-RUN_OUTPUTS = ("plots", "metrics.json", "frame_scores.csv", "cube_scores.npz", "model.pt", "events.csv")
+RUN_OUTPUTS = ("plots", "metrics.json", "frame_scores.csv", "cube_scores.npz", "cube_errors.npz", "model.pt",
+               "events.csv", "events.json")
 
 
 def clear_previous_outputs(out: Path) -> list[str]:
@@ -90,14 +93,31 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
     clear_previous_outputs(out)
     save_config(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
-    cache = cube_cache(config, videos, cache_root)
-    write_json(out / "videos.json", {
-        "source": str(Path(root or videos_path).resolve()),
-        "cache": str(cache.folder.resolve()),
-        "videos": [{"name": v.name, "path": str(v.path), "n_frames": v.frame_count(),
-                    "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos],
-    })
+    info = _video_set(root or videos_path, videos, cube_cache(config, videos, cache_root))
+    if config.model.train_on == "training":
+        if root is None:
+            raise ValueError("model.train_on=training (semi-supervised) needs --root, a dataset with a training split")
+        train_videos = open_training_split(root, config.data.layout)
+        info["training"] = _video_set(root, train_videos, cube_cache(training_config(config), train_videos,
+                                                                     cache_root))
+    write_json(out / "videos.json", info)
     return videos
+
+
+def _video_set(source: str, videos: list[Video], cache: CubeCache) -> dict[str, Any]:
+    return {"source": str(Path(source).resolve()), "cache": str(cache.folder.resolve()),
+            "videos": [{"name": v.name, "path": str(v.path), "n_frames": v.frame_count(),
+                        "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos]}
+
+
+def training_config(config: Config) -> Config:
+    """The extraction settings of the training split: the test split's, with ``regions.train_box_file`` as the box
+    file (precomputed boxes belong to one split)."""
+    r = config.regions
+    if "file" in r.sources and not r.train_box_file:
+        raise ValueError("the test boxes come from a file (--boxes): give the training split's boxes too "
+                         "(--train-boxes, regions.train_box_file), e.g. ped2_train_boxes.npz")
+    return dataclasses.replace(config, regions=dataclasses.replace(r, box_file=r.train_box_file))
 
 
 def load_run(out: str | Path) -> tuple[Config, dict[str, Any]]:
@@ -212,16 +232,18 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
     return cache
 
 
+def extract_run(out: str | Path, config: Config, videos: list[Video], cache_root: str | Path,
+                progress: bool = True) -> CubeCache:
+    """``extract`` the run's videos, and in the semi-supervised mode its training videos too."""
+    cache = extract(config, videos, cache_root, progress)
+    if config.model.train_on == "training":
+        info = json.loads((Path(out) / "videos.json").read_text())["training"]
+        train_videos = [Video(v["name"], Path(v["path"])) for v in info["videos"]]
+        extract(training_config(config), train_videos, cache_root, progress)
+    return cache
+
+
 # ----------------------------------------------------------------------------------------------- train
-def make_model(config: Config, checkpoint: Path | None = None, progress: bool = True) -> GenerativeE3Outlier:
-    m = config.model
-    return GenerativeE3Outlier(
-        cloze_tasks(tuple(m.targets)), widths=m.widths, normalisation=m.normalisation, device=config.device,
-        seed=config.seed, checkpoint=checkpoint,
-        train_settings=TrainSettings(epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, progress=progress,
-                                     num_workers=config.data.num_workers))
-
-
 def _cache_of(info: dict[str, Any]) -> CubeCache:
     folder = Path(info["cache"])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -229,8 +251,8 @@ def _cache_of(info: dict[str, Any]) -> CubeCache:
 
 
 def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
-    """The run's cube metadata (video, frame, boxes, flow) in memory, and the samples the model reads:
-    in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
+    """The cube metadata (video, frame, boxes, flow) of the videos of ``info`` in memory, and the samples the model
+    reads: in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
     cache = _cache_of(info)
     names = [v["name"] for v in info["videos"]]
     missing = [n for n in names if not cache.has(n)]
@@ -246,74 +268,112 @@ def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, 
     return arrays, CubeDataset(cache, names, fields=("cubes", "flow"))
 
 
+def _in_memory_cubes(info: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` with the cubes themselves (read from the cache if the run keeps them on disk)."""
+    if "cubes" in arrays:
+        return arrays
+    return {**arrays, "cubes": _cache_of(info).load([v["name"] for v in info["videos"]], fields=("cubes",))["cubes"]}
+
+
 def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
-    """Fit the cloze generators on every cube of the run (transductive) and save them."""
+    """Fit the learned cube scores and save the generators (``model.pt``) and every scored cube's errors and
+    learned components (``cube_errors.npz``).
+
+    ``model.train_on: test`` (UVAD, the default) fits on the very cubes it scores, with no labels;
+    ``training`` fits on the dataset's normal training videos and scores the test videos (semi-supervised).
+    """
     out = Path(out)
     config, info = load_run(out)
-    _, data = _cube_data(info, config.data.in_memory)
-    model = make_model(config, checkpoint=out / "train_checkpoint.pt", progress=progress).fit(data)
+    arrays, data = _cube_data(info, config.data.in_memory)
+    semi = config.model.train_on == "training"
+    train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
+    model = fit_cloze(config, train_data, out / "train_checkpoint.pt", progress)
     model.save(out / "model.pt")
     (out / "train_checkpoint.pt").unlink(missing_ok=True)
+    errors = model.task_errors(data) if semi else model.train_errors_
+    needs_cubes = config.discriminative.use != "off" or config.self_train.rounds > 0
+    if needs_cubes:
+        arrays = _in_memory_cubes(info, arrays)
+        train_arrays = _in_memory_cubes(info["training"], train_arrays) if semi else None
+    components = learned_score(config, model.normaliser_(errors).sum(1), train_arrays, arrays, progress)
+    with atomic_path(out / "cube_errors.npz") as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, errors=errors, targets=np.array(config.model.targets), history=model.history_,
+                            **{f"component_{k}": v for k, v in components.items()})
     return model
 
 
 # ----------------------------------------------------------------------------------------------- score
-def score_stage(out: str | Path, model: GenerativeE3Outlier | None = None, progress: bool = True) -> None:
-    """Score every cube, then every frame; write cube_scores.npz and frame_scores.csv."""
+def score_stage(out: str | Path, progress: bool = True) -> None:
+    """Cube scores into frame scores (fused with the motion-energy heuristic, smoothed and normalised as
+    configured); write cube_scores.npz, frame_scores.csv and events.csv."""
     out = Path(out)
     config, info = load_run(out)
-    arrays, data = _cube_data(info, config.data.in_memory)
-    if model is None:
-        if not (out / "model.pt").is_file():
-            raise FileNotFoundError(f"{out / 'model.pt'} not found: run `vad train` first")
-        model = make_model(config, progress=progress).load(out / "model.pt", data)
-        errors = model.task_errors(data)
-    else:
-        errors = model.train_errors_  # the model was just fitted on these very cubes
-    normalised = model.normaliser_(errors)
-    energy = motion_energy(arrays["flow"])
-    cube_score = normalised.sum(1)
+    if not (out / "cube_errors.npz").is_file():
+        raise FileNotFoundError(f"{out / 'cube_errors.npz'} not found: run `vad train` first")
+    learned = np.load(out / "cube_errors.npz")
+    arrays, _ = _cube_data(info, in_memory=False)
     n_frames = [v["n_frames"] for v in info["videos"]]
-    model_frames = frame_scores(cube_score, arrays["video"], arrays["frame"], n_frames)
-    heuristic = frame_scores(energy, arrays["video"], arrays["frame"], n_frames)
-    frames = smooth(fuse(model_frames, heuristic, config.score.motion_weight), config.score.smooth_window)
+    energy = motion_energy(arrays["flow"])
+    model_cubes = learned["component_model"]
+    if len(model_cubes) != len(energy):
+        raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
+                         f"{len(energy)}: run `vad train` again")
+    raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
+           "heuristic": frame_scores(energy, arrays["video"], arrays["frame"], n_frames)}
+    final = postprocess(fuse(raw["model"], raw["heuristic"], config.score.motion_weight), config.score)
+    model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
-        np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"], errors=errors,
-                            targets=np.array(config.model.targets), motion_energy=energy, score=cube_score)
+        np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
+                            errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
+                            score=model_cubes, **{k: learned[k] for k in learned.files if k.startswith("component_")})
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["video", "frame", "score", "heuristic", "label"])
-        for v, s, h in zip(info["videos"], frames, heuristic):
+        w.writerow(["video", "frame", "score", "model", "heuristic", "label"])
+        for v, s, m, h in zip(info["videos"], final, model_frames, heuristic):
             labels = v["labels"]
             for t in range(len(s)):
-                w.writerow([v["name"], t, f"{s[t]:.6g}", f"{h[t]:.6g}", "" if labels is None else labels[t]])
+                w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
+                            "" if labels is None else labels[t]])
+    write_events(out, config, info, final, arrays, model_cubes)
 
 
-def fuse(model: list[np.ndarray], heuristic: list[np.ndarray], weight: float) -> list[np.ndarray]:
-    """Frame scores z(model) + weight * z(motion energy), z over all frames; weight 0 leaves the model's as they are."""
-    if weight == 0:
-        return model
-    cuts = np.cumsum([len(m) for m in model])[:-1]
-    fused = zscore(np.concatenate(model)) + weight * zscore(np.concatenate(heuristic))
-    return np.split(fused, cuts)
+def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[np.ndarray],
+                 arrays: dict[str, np.ndarray], cube_score: np.ndarray) -> None:
+    """events.csv: runs of frames above the event threshold, with the box of their most anomalous cube."""
+    threshold = event_threshold(frames, config.events)
+    rows = []
+    for v, (video, s) in enumerate(zip(info["videos"], frames)):
+        for first, last in find_events(s, threshold, config.events.min_length, config.events.merge_gap):
+            peak = first + int(np.argmax(s[first:last + 1]))
+            box = peak_box(arrays["video"], arrays["frame"], arrays["boxes"], cube_score, v, first, last)
+            rows.append([video["name"], first, last, peak, f"{s[peak]:.6g}",
+                         *(["", "", "", ""] if box is None else [f"{c:.1f}" for c in box])])
+    with atomic_path(out / "events.csv") as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "first_frame", "last_frame", "peak_frame", "peak_score", "x1", "y1", "x2", "y2"])
+        w.writerows(rows)
+    write_json(out / "events.json", {"threshold": threshold, "rule": config.events.threshold is None and
+                                     f"percentile {config.events.percentile}" or "given", "n_events": len(rows)})
 
 
 def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    """frame_scores.csv as {video: {"score", "heuristic", "label"}} (label None when unlabeled)."""
+    """frame_scores.csv as {video: {"score", "model", "heuristic", "label"}} (label None when unlabeled)."""
     rows: dict[str, dict[str, list]] = {}
     with (out / "frame_scores.csv").open() as f:
         for r in csv.DictReader(f):
-            d = rows.setdefault(r["video"], {"score": [], "heuristic": [], "label": []})
-            d["score"].append(float(r["score"]))
-            d["heuristic"].append(float(r["heuristic"]))
+            d = rows.setdefault(r["video"], {"score": [], "model": [], "heuristic": [], "label": []})
+            for k in ("score", "model", "heuristic"):
+                d[k].append(float(r[k]))
             d["label"].append(None if r["label"] == "" else int(r["label"]))
-    return {v: {"score": np.array(d["score"]), "heuristic": np.array(d["heuristic"]),
+    return {v: {**{k: np.array(d[k]) for k in ("score", "model", "heuristic")},
                 "label": None if d["label"][0] is None else np.array(d["label"])} for v, d in rows.items()}
 
 
 # ----------------------------------------------------------------------------------------------- eval
 def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Frame-level metrics of the model and of the motion-energy heuristic into metrics.json."""
+    """Frame-level metrics of the final score, of the learned score alone (``model_*``, before any fusion) and of
+    the motion-energy heuristic (``heuristic_*``) into metrics.json, each also without the score's temporal
+    smoothing and per-video normalisation (``unprocessed``), since those change what micro AUC measures."""
     out = Path(out)
     config, info = load_run(out)
     scores = read_frame_scores(out)
@@ -321,13 +381,16 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
                                "n_videos": len(scores)}
     cubes = np.load(out / "cube_scores.npz")
     metrics["n_cubes"] = int(len(cubes["score"]))
+    metrics["train_on"] = config.model.train_on
     labelled = all(d["label"] is not None for d in scores.values())
     if labelled:
         labels = [d["label"] for d in scores.values()]
         metrics.update(frame_metrics([d["score"] for d in scores.values()], labels))
-        heur = frame_metrics([d["heuristic"] for d in scores.values()], labels)
-        metrics.update({f"heuristic_{k}": heur[k] for k in ("auc_micro", "auc_macro", "eer")})
-        metrics["per_target_auc_micro"] = _per_target_auc(cubes, info, labels)
+        for name in ("model", "heuristic"):
+            m = frame_metrics([d[name] for d in scores.values()], labels)
+            metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
+        metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, config)
+        metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
     else:
         metrics["note"] = "unlabeled videos: scores and plots only, no AUC"
     prior = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -338,16 +401,29 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     return metrics
 
 
-def _per_target_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) -> dict[str, float]:
-    """Micro AUC of each cloze target alone and of their sum (z-scored errors, before any fusion)."""
-    from vad.metrics import auc_micro
+def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.ndarray]:
+    return frame_scores(cube_values, cubes["video"], cubes["frame"], [v["n_frames"] for v in info["videos"]])
 
-    n_frames = [v["n_frames"] for v in info["videos"]]
+
+def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], config: Config) -> dict[str, float]:
+    """Micro/macro AUC of the final, model and heuristic scores with no smoothing and no per-video normalisation."""
+    model, heuristic = _frames_of(cubes["score"], cubes, info), _frames_of(cubes["motion_energy"], cubes, info)
+    out = {}
+    for name, frames in (("final", fuse(model, heuristic, config.score.motion_weight)), ("model", model),
+                         ("heuristic", heuristic)):
+        m = frame_metrics(frames, labels)
+        out.update({f"{name}_auc_micro": m["auc_micro"], f"{name}_auc_macro": m["auc_macro"]})
+    return out
+
+
+def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) -> dict[str, float]:
+    """Micro AUC (no post-processing, no fusion) of each cloze target's z-scored error alone, of their sum, and of
+    every learned component."""
     z = np.stack([zscore(e) for e in cubes["errors"].T], 1)
     columns = {str(name): z[:, i] for i, name in enumerate(cubes["targets"])}
     columns["+".join(columns)] = z.sum(1)
-    return {name: auc_micro(frame_scores(s, cubes["video"], cubes["frame"], n_frames), labels)
-            for name, s in columns.items()}
+    columns.update({k[len("component_"):]: cubes[k] for k in cubes.files if k.startswith("component_")})
+    return {name: auc_micro(_frames_of(s, cubes, info), labels) for name, s in columns.items()}
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -356,11 +432,11 @@ def run(config: Config, out: str | Path, *, root: str | None = None, videos_path
     """All stages in order, timed; returns the metrics."""
     t0 = time.perf_counter()
     videos = open_run(out, config, root=root, videos_path=videos_path, cache_root=cache_root)
-    extract(config, videos, cache_root, progress=progress)
+    extract_run(out, config, videos, cache_root, progress=progress)
     t1 = time.perf_counter()
-    model = train_stage(out, progress)
+    train_stage(out, progress)
     t2 = time.perf_counter()
-    score_stage(out, model, progress)
+    score_stage(out, progress)
     t3 = time.perf_counter()
     if make_plots:
         plot_run(out)

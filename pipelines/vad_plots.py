@@ -1,4 +1,5 @@
-"""Plots a person would rather look at than read: per-video score curves with abnormal frames shaded, ROC."""
+"""Plots a person would rather look at than read: per-video score curves with abnormal frames shaded, ROC, and the
+most anomalous frames with their boxes (``vad_render.plot_top_events``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,11 +24,14 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
 
-def plot_video(name: str, score: np.ndarray, heuristic: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+def plot_video(name: str, score: np.ndarray, heuristic: np.ndarray, labels: np.ndarray | None, path: Path,
+               model: np.ndarray | None = None) -> None:
     fig, ax = plt.subplots(figsize=(9, 2.8))
     if labels is not None:
         _shade(ax, labels)
-    ax.plot(_normalise(score), color="tab:blue", lw=1.4, label="E3Outlier score")
+    ax.plot(_normalise(score), color="tab:blue", lw=1.4, label="final score")
+    if model is not None and not np.allclose(model, score):
+        ax.plot(_normalise(model), color="tab:green", lw=0.9, label="learned score alone")
     ax.plot(_normalise(heuristic), color="tab:gray", lw=0.9, ls="--", label="motion energy")
     title = f"video {name}"
     if labels is not None and 0 < labels.sum() < len(labels):
@@ -54,18 +58,21 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
 
 def plot_run(out: str | Path) -> Path:
     """Write plots/<video>.png for every video and plots/roc.png when labels exist; return the folder."""
+    from .config import load_config
     from .vad_pipeline import read_frame_scores
+    from .vad_render import plot_top_events
 
     out = Path(out)
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     scores = read_frame_scores(out)
     for name, d in scores.items():
-        plot_video(name, d["score"], d["heuristic"], d["label"], folder / f"{name}.png")
+        plot_video(name, d["score"], d["heuristic"], d["label"], folder / f"{name}.png", d["model"])
     if all(d["label"] is not None for d in scores.values()):
         y = np.concatenate([d["label"] for d in scores.values()])
         if 0 < y.sum() < len(y):
-            plot_roc({"E3Outlier": (np.concatenate([d["score"] for d in scores.values()]), y),
-                      "motion energy": (np.concatenate([d["heuristic"] for d in scores.values()]), y)},
-                     folder / "roc.png")
+            plot_roc({label: (np.concatenate([d[key] for d in scores.values()]), y)
+                      for label, key in (("final", "score"), ("learned alone", "model"),
+                                         ("motion energy", "heuristic"))}, folder / "roc.png")
+    plot_top_events(out, load_config(out / "config.yaml").events.top)
     return folder

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from image_od.datasets import load_digits
-from image_od.discriminative import DiscriminativeE3Outlier, weights_from_scores
+from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.refinement import weights_from_scores
 from image_od.metrics import od_metrics
 from image_od.protocol import contaminated_set, to_model_input
 

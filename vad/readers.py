@@ -562,3 +562,33 @@ def open_videos(path: str | Path) -> list[Video]:
         raise DatasetError(f"no videos in {path}: expected video files ({', '.join(sorted(VIDEO_EXT))}), "
                            "frame images, or folders of frame images")
     return videos
+
+
+def open_training_split(root: str | Path, layout: str = "auto") -> list[Video]:
+    """The normal training videos of a dataset (unlabeled: every frame is normal by the dataset's definition), for
+    the semi-supervised mode: UCSD ``Train/TrainNNN/``, preprocessed ``training/frames/NN/``, Avenue
+    ``training_videos/*.avi`` or ``training/frames/NN/``."""
+    root = Path(root)
+    if layout == "auto":
+        layout = detect_layout(root)
+    candidates = {
+        "ucsd": [(root / "Train", "ucsd"), (root, "ucsd")],
+        "ucsd_preprocessed": [(root / "training" / "frames", "folders")],
+        "avenue": [(root / "training_videos", "files"), (root / "training" / "frames", "folders")],
+    }.get(layout)
+    if candidates is None:
+        raise DatasetError(f"layout {layout!r} of {root} has no training split (semi-supervised mode needs a "
+                           "UCSD or Avenue dataset root)")
+    for folder, kind in candidates:
+        if not folder.is_dir():
+            continue
+        if kind == "ucsd":
+            videos = [Video(d.name, d) for d in _visible(folder) if d.is_dir() and re.fullmatch(r"Train\d+", d.name)]
+        elif kind == "folders":
+            videos = [Video(d.name, d) for d in _frame_folders(folder)]
+        else:
+            videos = [Video(p.stem, p) for p in _video_files(folder)]
+        if videos:
+            return videos
+    raise DatasetError(f"no training videos under {root}: expected "
+                       + " or ".join(str(f) for f, _ in candidates))

@@ -35,13 +35,50 @@ def frame_scores(cube_scores: np.ndarray, video: np.ndarray, frame: np.ndarray,
     return out
 
 
-def smooth(scores: Sequence[np.ndarray], window: int) -> list[np.ndarray]:
-    """Centred moving average within each video (never across videos); window <= 1 leaves scores as they are."""
-    if window <= 1:
+SMOOTHING = ("none", "mean", "gaussian")
+
+
+def smooth(scores: Sequence[np.ndarray], window: int | float, kind: str = "mean") -> list[np.ndarray]:
+    """Temporal smoothing within each video (never across videos), edges padded by repetition.
+
+    ``kind="mean"``: centred moving average over ``window`` frames (window <= 1 leaves scores as they are);
+    ``kind="gaussian"``: Gaussian of standard deviation ``window`` frames (<= 0 leaves them); ``"none"``: off.
+    """
+    if kind not in SMOOTHING:
+        raise ValueError(f"unknown smoothing {kind!r}; expected one of {SMOOTHING}")
+    if kind == "none" or (kind == "mean" and window <= 1) or (kind == "gaussian" and window <= 0):
         return [np.asarray(s, float) for s in scores]
-    kernel = np.ones(window) / window
-    out = []
-    for s in scores:
-        padded = np.pad(np.asarray(s, float), (window // 2, window - 1 - window // 2), mode="edge")
-        out.append(np.convolve(padded, kernel, mode="valid"))
-    return out
+    if kind == "mean":
+        window = int(window)
+        kernel = np.ones(window) / window
+        left, right = window // 2, window - 1 - window // 2
+    else:
+        half = int(np.ceil(3 * window))
+        x = np.arange(-half, half + 1)
+        kernel = np.exp(-0.5 * (x / window) ** 2)
+        kernel /= kernel.sum()
+        left = right = half
+    return [np.convolve(np.pad(np.asarray(s, float), (left, right), mode="edge"), kernel, mode="valid")
+            for s in scores]
+
+
+def per_video_zscore(scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each video's frame scores z-scored on their own: removes differences in level between videos (cameras,
+    crowd density), and with them part of what micro AUC compares across videos."""
+    return [zscore(np.asarray(s, float)) for s in scores]
+
+
+def fuse(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], weight: float) -> list[np.ndarray]:
+    """Frame scores z(model) + weight * z(motion energy), z over all frames; weight 0 leaves the model's as they are."""
+    if weight == 0:
+        return [np.asarray(m, float) for m in model]
+    cuts = np.cumsum([len(m) for m in model])[:-1]
+    fused = zscore(np.concatenate(model)) + weight * zscore(np.concatenate(heuristic))
+    return np.split(fused, cuts)
+
+
+def postprocess(scores: Sequence[np.ndarray], settings) -> list[np.ndarray]:
+    """The configured temporal smoothing (``settings.smoothing``, ``smooth_window``), then, if
+    ``settings.per_video``, each video z-scored on its own."""
+    out = smooth(scores, settings.smooth_window, settings.smoothing)
+    return per_video_zscore(out) if settings.per_video else out

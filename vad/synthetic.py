@@ -140,11 +140,13 @@ def _draw(img: np.ndarray, m: Mover, t: int) -> None:
             cv2.circle(img, (cx + dx, cy + 9), 4, m.shade, 2)
 
 
-def synthetic_video(background: np.ndarray, n_frames: int, seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """One video on ``background``: frames (T,H,W) uint8 and labels (T,) uint8, 1 = abnormal."""
+def synthetic_video(background: np.ndarray, n_frames: int, seed: int | Sequence[int],
+                    abnormal: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One video on ``background``: frames (T,H,W) uint8 and labels (T,) uint8, 1 = abnormal; ``abnormal=False``
+    draws pedestrians only (a normal training video)."""
     rng = np.random.default_rng(seed)
     height, width = background.shape
-    movers = _walkers(rng, n_frames, width, height) + _events(rng, n_frames, width, height)
+    movers = _walkers(rng, n_frames, width, height) + (_events(rng, n_frames, width, height) if abnormal else [])
     frames = np.empty((n_frames, height, width), np.uint8)
     for t in range(n_frames):
         img = background.copy()
@@ -162,13 +164,14 @@ def label_ranges(labels: np.ndarray) -> list[tuple[int, int]]:
 
 
 def make_synthetic_ucsd(root: str | Path, *, n_videos: int = 4, n_frames: int = 80, size: tuple[int, int] = (160, 120),
-                        seed: int = 0) -> Path:
+                        seed: int = 0, n_train_videos: int = 0) -> Path:
     """Write the set under ``root`` in the official UCSD layout and return ``root``.
 
     ``root/Test/Test001/001.tif ...`` (grey 8-bit) and ``root/Test/UCSDsynth.m`` with one
-    ``TestVideoFile{end+1}.gt_frame = [a:b, c:d];`` line per video. ``size`` is (width, height). The same seed
-    gives identical files. ``Test`` is built in a hidden temporary folder and renamed into place at the end, so a
-    half-written set is never left behind.
+    ``TestVideoFile{end+1}.gt_frame = [a:b, c:d];`` line per video; with ``n_train_videos``, also
+    ``root/Train/Train001/...``, normal videos (pedestrians only) of the same scene. ``size`` is (width, height).
+    The same seed gives identical files. Each split is built in a hidden temporary folder and renamed into place
+    at the end, so a half-written set is never left behind.
     """
     root = Path(root)
     width, height = size
@@ -185,15 +188,26 @@ def make_synthetic_ucsd(root: str | Path, *, n_videos: int = 4, n_frames: int = 
         lines = ["TestVideoFile = {};"]
         for v in range(1, n_videos + 1):
             frames, labels = synthetic_video(background, n_frames, seed=(seed, v))
-            folder = tmp / f"Test{v:03d}"
-            folder.mkdir()
-            for t, frame in enumerate(frames, 1):
-                if not cv2.imwrite(str(folder / f"{t:03d}.tif"), frame):
-                    raise OSError(f"cv2 cannot write {folder / f'{t:03d}.tif'}")
+            _write_frames(frames, tmp / f"Test{v:03d}")
             ranges = ", ".join(f"{a}:{b}" for a, b in label_ranges(labels))
             lines.append(f"TestVideoFile{{end+1}}.gt_frame = [{ranges}];")
         (tmp / "UCSDsynth.m").write_text("\n".join(lines) + "\n")
+        if n_train_videos:
+            train = Path(tempfile.mkdtemp(prefix=".synthetic-train-", dir=root))
+            for v in range(1, n_train_videos + 1):
+                frames, _ = synthetic_video(background, n_frames, seed=(seed, 1000 + v), abnormal=False)
+                _write_frames(frames, train / f"Train{v:03d}")
+            os.replace(train, root / "Train")
         os.replace(tmp, test)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only still there if something failed
+        for left in root.glob(".synthetic-train-*"):
+            shutil.rmtree(left, ignore_errors=True)
     return root
+
+
+def _write_frames(frames: np.ndarray, folder: Path) -> None:
+    folder.mkdir()
+    for t, frame in enumerate(frames, 1):
+        if not cv2.imwrite(str(folder / f"{t:03d}.tif"), frame):
+            raise OSError(f"cv2 cannot write {folder / f'{t:03d}.tif'}")
