@@ -11,7 +11,7 @@ video cubes (four patches -> middle patch, -> its optical flow; see ``vad.cloze`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -152,8 +152,9 @@ class GenerativeE3Outlier(OutlierDetector):
         self.nets_ = self._build(X)
         checkpoint = Path(self.checkpoint) if self.checkpoint else None
         loss, start = self._loss_fn(len(X))
+        context = {"self_paced": None if self.self_paced is None else asdict(self.self_paced)}
         self.history_ = train(self.nets_, loss, _with_weights(X, sample_weight), self.train_settings, device=device,
-                              generator=generator, checkpoint=checkpoint, on_epoch_start=start,
+                              generator=generator, checkpoint=checkpoint, context=context, on_epoch_start=start,
                               desc="train " + "+".join(t.name for t in self.tasks))
         self.train_errors_ = self.task_errors(X)  # as PyOD's decision_scores_: the fitted set's raw errors
         self.normaliser_ = Normaliser(self.normalisation).fit(self.train_errors_)

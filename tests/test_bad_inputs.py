@@ -41,7 +41,8 @@ class _Interrupted(Exception):
     pass
 
 
-def _fit(data: ArrayData, checkpoint: Path | None, *, lr: float = 1e-2, width: int = 4, stop_after: int | None = None):
+def _fit(data: ArrayData, checkpoint: Path | None, *, lr: float = 1e-2, width: int = 4, context: dict | None = None,
+         stop_after: int | None = None):
     """Train a tiny model for 3 epochs; ``stop_after=k`` interrupts once k epochs are checkpointed."""
     generator = seed_everything(0)
     model = nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 6))
@@ -52,7 +53,7 @@ def _fit(data: ArrayData, checkpoint: Path | None, *, lr: float = 1e-2, width: i
 
     return train(model, lambda m, b: ((m(b["x"]) - b["x"]) ** 2).mean(), data,
                  TrainSettings(epochs=3, batch_size=8, lr=lr, progress=False), device=torch.device("cpu"),
-                 generator=generator, checkpoint=checkpoint, on_epoch_end=stop)
+                 generator=generator, checkpoint=checkpoint, context=context, on_epoch_end=stop)
 
 
 def test_checkpoint_of_other_data_or_settings_is_discarded_aloud(tmp_path, capsys):
@@ -68,7 +69,7 @@ def test_checkpoint_of_other_data_or_settings_is_discarded_aloud(tmp_path, capsy
         capsys.readouterr()
 
     for change, kwargs, data in (("data", {}, data_b), ("settings", {"lr": 5e-3}, data_a),
-                                 ("model", {"width": 5}, data_a)):
+                                 ("model", {"width": 5}, data_a), ("context", {"context": {"loss": "other"}}, data_a)):
         interrupted_run_on_a()
         history = _fit(data, ckpt, **kwargs)
         err = capsys.readouterr().err
@@ -204,7 +205,11 @@ def test_frame_missing_in_the_middle_is_named(tmp_path):
     ("regions.sources=[]", "regions.sources"), ("regions.sources=[file]", "regions.box_file"),
     ("regions.motion_blur=4", "regions.motion_blur"), ("data.layout=kitti", "data.layout"),
     ("data.num_workers=-1", "data.num_workers"), ("score.smooth_window=0", "score.smooth_window"),
-    ("seed=-1", "seed"), ("device=gpu7", "device"),
+    ("seed=-1", "seed"), ("device=gpu7", "device"), ("model.train_on=both", "model.train_on"),
+    ("self_train.normal_fraction=1.5", "self_train.normal_fraction"), ("self_train.combine=max", "self_train.combine"),
+    ("discriminative.backbone=vgg16", "discriminative.backbone"), ("discriminative.use=both", "discriminative.use"),
+    ("refine.sp_init_range=0", "refine.sp_init_range"), ("score.smoothing=median", "score.smoothing"),
+    ("events.percentile=100", "events.percentile"), ("events.min_length=0", "events.min_length"),
 ])
 def test_invalid_settings_fail_before_any_work(tmp_path, capsys, override, key):
     with pytest.raises(ConfigError, match=rf"invalid settings: .*{key}="):
