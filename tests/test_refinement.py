@@ -11,7 +11,7 @@ from image_od.metrics import od_metrics
 from image_od.protocol import contaminated_set, to_model_input
 
 SETTINGS = dict(operations="RA", backbone="wrn-10-1", epochs=1, ops_per_image=2, score_ops=12, batch_size=64,
-                optimizer="adam", progress=False)
+                optimizer="adam", precision="fp32", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +28,29 @@ def test_weights_from_scores_are_min_max_normalised():
 
 
 def test_ensemble_equals_merged_members_and_averages_softmax(digits):
-    x, _ = digits
+    x = digits[0][:64]  # an identity of the code, not a quality check: a few images suffice
     ensemble = DiscriminativeE3Outlier(ensemble=2, seed=3, **SETTINGS).fit(x)
     members = [DiscriminativeE3Outlier(seed=s, **SETTINGS).fit(x) for s in (3, 4)]
     merged = DiscriminativeE3Outlier.merged(members)
     assert len(ensemble.nets_) == len(merged.nets_) == 2
-    a, b = ensemble.normality_scores(x), merged.normality_scores(x)
+    a, b = ensemble.normality_scores(x, ssd_if=False), merged.normality_scores(x, ssd_if=False)
     assert np.allclose(a["ne"], b["ne"], atol=1e-5) and np.allclose(a["gtp"], b["gtp"], atol=1e-5)
     # the ensemble's max probability is that of the averaged softmax, never above the members' mean max-prob
-    single = [m.normality_scores(x)["mp"] for m in members]
+    single = [m.normality_scores(x, ssd_if=False)["mp"] for m in members]
     assert np.all(a["mp"] <= (single[0] + single[1]) / 2 + 1e-5)
 
 
 def test_reboot_reweighting_retrains_from_the_same_start_with_the_first_scores(digits):
-    x, _ = digits
+    x = digits[0][:64]
     rrw = DiscriminativeE3Outlier(reweight="reboot", seed=1, **SETTINGS).fit(x)
     base = DiscriminativeE3Outlier(seed=1, **SETTINGS).fit(x)
-    w = weights_from_scores(base.normality_scores(x)["ne"])
+    base_ne = base.normality_scores(x, ssd_if=False)["ne"]
+    w = weights_from_scores(base_ne)
     assert np.allclose(rrw.sample_weight_, w)
     again = DiscriminativeE3Outlier(seed=1, **SETTINGS).fit(x, sample_weight=w)
-    assert np.allclose(rrw.normality_scores(x)["ne"], again.normality_scores(x)["ne"], atol=1e-5)
-    assert not np.allclose(rrw.normality_scores(x)["ne"], base.normality_scores(x)["ne"])
+    rrw_ne = rrw.normality_scores(x, ssd_if=False)["ne"]
+    assert np.allclose(rrw_ne, again.normality_scores(x, ssd_if=False)["ne"], atol=1e-5)
+    assert not np.allclose(rrw_ne, base_ne)
 
 
 def test_online_reweighting_updates_weights_every_epoch(digits):
@@ -66,13 +68,14 @@ def test_online_reweighting_updates_weights_every_epoch(digits):
 
 def test_multi_label_variant_has_five_heads_and_finds_outliers(digits):
     x, y = digits
-    model = DiscriminativeE3Outlier(multi_label=True, **{**SETTINGS, "epochs": 3, "ops_per_image": 8})
+    model = DiscriminativeE3Outlier(multi_label=True, **{**SETTINGS, "epochs": 3, "ops_per_image": 4})
     model.fit(x)
     assert model.heads_ == (4, 9, 9, 2, 24)
     assert model.nets_[0].fc.out_features == 48
-    scores = model.normality_scores(x)
+    scores = model.normality_scores(x, ssd_if=False)
     assert np.all(scores["ne"] <= 0)
-    assert od_metrics(y, -scores["ne"])["auroc"] > 0.65  # 0.75 measured; an untrained net ranks at random
+    # measured 0.87 (seeds 1, 2: 0.92, 0.84); an untrained net ranks at random
+    assert od_metrics(y, -scores["ne"])["auroc"] > 0.75
 
 
 def test_score_subset_is_fixed_by_the_seed(digits):
