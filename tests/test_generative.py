@@ -27,9 +27,9 @@ def _data(n_in=120, n_out=12, seed=0):
     return ArrayData({"image": np.concatenate([left, right], -1)}), labels
 
 
-def _model(**kw):
+def _model(epochs: int = 60, **kw):
     return GenerativeE3Outlier([GenerativeTask("left->right", _left, _right)], widths=(8, 16), seed=0,
-                               train_settings=TrainSettings(epochs=60, batch_size=32, progress=False), **kw)
+                               train_settings=TrainSettings(epochs=epochs, batch_size=32, progress=False), **kw)
 
 
 def test_conv_autoencoder_shapes():
@@ -62,20 +62,20 @@ def test_normaliser_zscore_and_minmax():
 def test_training_resumes_from_checkpoint(tmp_path):
     data, _ = _data()
     ckpt = tmp_path / "ckpt.pt"
-    full = _model().fit(data)
-    interrupted = _model(checkpoint=ckpt)
+    full = _model(epochs=12).fit(data)
+    interrupted = _model(epochs=12, checkpoint=ckpt)
     interrupted.train_settings.epochs = 5
     interrupted.fit(data)  # stops after 5 epochs, as if killed there
-    resumed = _model(checkpoint=ckpt).fit(data)  # continues from epoch 5 to 60
-    assert len(resumed.history_) == 60
+    resumed = _model(epochs=12, checkpoint=ckpt).fit(data)  # continues from epoch 5 to 12
+    assert len(resumed.history_) == 12
     assert np.allclose(resumed.history_, full.history_, rtol=1e-4)
 
 
 def test_save_and_load_reproduce_scores(tmp_path):
     data, _ = _data()
-    model = _model().fit(data)
+    model = _model(epochs=10).fit(data)
     model.save(tmp_path / "m.pt")
-    restored = _model().load(tmp_path / "m.pt", data)
+    restored = _model(epochs=10).load(tmp_path / "m.pt", data)
     np.testing.assert_allclose(restored.decision_function(data), model.decision_function(data), rtol=1e-5, atol=1e-6)
     other = GenerativeE3Outlier([GenerativeTask("other", _left, _right)], widths=(8, 16))
     with pytest.raises(ValueError, match="holds tasks"):
