@@ -1,11 +1,16 @@
 """Benchmark the UVAD pipeline: several configurations side by side, each a fresh process with a cold cache.
 
-Prints a markdown table (AUC micro/macro, EER, the motion-energy heuristic on the same boxes, stage timings,
-peak memory) and writes it with the raw metrics to OUT/bench.json and OUT/bench.md.
+Every variant is one `vad run`; its row shows the final score (``auc_*``), the learned score alone before any
+fusion with the motion-energy heuristic (``model_auc_*``) and the heuristic on the same boxes (``heuristic_*``),
+with stage timings and peak memory. The table goes to OUT/bench.md, the raw metrics and commands to OUT/bench.json.
 
-  python tools/bench_vad.py --root ../shared/data/ucsd_ped2 \
-      --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz \
-      --variant default=configs/ucsd_ped2.yaml --variant paper=configs/ucsd_ped2.yaml+configs/paper.yaml --out runs/bench_ped2
+  python tools/bench_vad.py --root ../shared/data/ucsd_ped2 \\
+      --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz \\
+      --train-boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_train_boxes.npz \\
+      --variant default=configs/ucsd_ped2.yaml --variant paper=configs/ucsd_ped2.yaml+configs/paper.yaml \\
+      --variant 'semi=configs/ucsd_ped2.yaml;model.train_on=training' --out runs/bench_ped2
+
+A variant is NAME=CONFIG[+CONFIG...][;KEY=VALUE...]: '+' layers config files, ';' adds --set overrides.
 """
 from __future__ import annotations
 
@@ -19,27 +24,34 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-COLUMNS = ("auc_micro", "auc_macro", "eer", "heuristic_auc_micro", "extract_s", "train_s", "score_s", "total_s",
-           "peak_rss_mb")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from image_od.precision import cpu_model  # noqa: E402
+
+COLUMNS = ("auc_micro", "auc_macro", "model_auc_micro", "model_auc_macro", "heuristic_auc_micro",
+           "heuristic_auc_macro", "eer", "extract_s", "train_s", "score_s", "total_s", "peak_rss_mb")
 
 
-def run_variant(name: str, config: str, args, out: Path) -> dict:
+def run_variant(name: str, spec: str, args, out: Path) -> dict:
+    configs, *sets = spec.split(";")
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="vad-bench-cache-") as cache:
-        configs = sum((["--config", c] for c in config.split("+")), [])
-        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", *configs, "--root", args.root,
-               "--out", str(run_dir), "--cache", cache, "--quiet", *sum((["--set", s] for s in args.set), [])]
+        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", *sum((["--config", c] for c in configs.split("+")), []),
+               "--root", args.root, "--out", str(run_dir), "--cache", cache, "--quiet",
+               *sum((["--set", s] for s in [*args.set, *sets]), [])]
         if args.boxes:
             cmd += ["--boxes", args.boxes]
+        if args.train_boxes and "model.train_on=training" in sets:
+            cmd += ["--train-boxes", args.train_boxes]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"variant": name, "config": config, "command": " ".join(cmd[1:]), **metrics, **metrics["timings"]}
+    return {"variant": name, "config": spec, "command": " ".join(cmd[1:]), **metrics, **metrics["timings"]}
 
 
 def table(rows: list[dict]) -> str:
     head = "| variant | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+
     def fmt(column: str, v) -> str:
         if not isinstance(v, float):
             return str(v)
@@ -52,16 +64,17 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True)
-    p.add_argument("--boxes")
-    p.add_argument("--variant", action="append", required=True, metavar="NAME=CONFIG[+CONFIG...]",
-                   help="a named configuration; '+' layers several files")
+    p.add_argument("--boxes", help="precomputed boxes of the scored (test) videos, for every variant")
+    p.add_argument("--train-boxes", help="precomputed boxes of the training videos (semi-supervised variants)")
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=CONFIG[+CONFIG...][;KEY=VALUE...]",
+                   help="a named configuration; '+' layers several files, ';' adds overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_variant(*v.split("=", 1), args, out) for v in args.variant]
-    md = (f"{datetime.now().strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({platform.processor() or 'cpu'}), "
+    md = (f"{datetime.now().strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({cpu_model()}), "
           f"root={args.root}, boxes={args.boxes}\n\n" + table(rows))
     (out / "bench.md").write_text(md)
     (out / "bench.json").write_text(json.dumps(rows, indent=2, default=str))

@@ -10,17 +10,23 @@ transfers.
   python tools/vad_sweep.py --out runs/sweep \\
       --dataset ped2=configs/ucsd_ped2.yaml,../shared/data/ucsd_ped2,../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz \\
       --dataset avenue=configs/avenue.yaml,../shared/data/avenue_partial \\
-      --candidate base= --candidate sp=refine.self_paced=true --candidate 'sp_e5=refine.self_paced=true;model.epochs=5'
+      --candidate base= --candidate sp=refine.self_paced=true --candidate 'sp_e5=refine.self_paced=true;model.epochs=5' \
+      --candidate 'base_smooth=@base;score.smoothing=gaussian;score.smooth_window=3'
+
+``@base`` reuses the trained run of candidate ``base`` and only scores it again (post-processing and fusion).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METRICS = ("model_auc_micro", "model_auc_macro", "auc_micro", "auc_macro", "heuristic_auc_micro",
            "heuristic_auc_macro", "train_s")
@@ -39,19 +45,39 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
 
 
 def run_one(out: Path, dataset: str, spec: dict, candidate: str, sets: list[str], extra: list[str]) -> dict:
+    """One `vad run`; a candidate whose first item is ``@OTHER`` instead copies OTHER's trained run and only
+    scores it again with its own (``score.*``/``events.*``) settings."""
     run_dir = out / dataset / candidate
-    cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", "--config", spec["config"], "--root", spec["root"],
-           "--out", str(run_dir), "--cache", str(out / "cache"), "--quiet"]
-    if spec["boxes"]:
-        cmd += ["--boxes", spec["boxes"]]
-    for s in [*extra, *sets]:
-        cmd += ["--set", s]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if sets and sets[0].startswith("@"):
+        rescore(out / dataset / sets[0][1:], run_dir, sets[1:])
+    else:
+        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", "--config", spec["config"], "--root", spec["root"],
+               "--out", str(run_dir), "--cache", str(out / "cache"), "--quiet"]
+        if spec["boxes"]:
+            cmd += ["--boxes", spec["boxes"]]
+        for s in [*extra, *sets]:
+            cmd += ["--set", s]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     m = json.loads((run_dir / "metrics.json").read_text())
     return {"dataset": dataset, "candidate": candidate, "sets": sets, **{k: m.get(k) for k in METRICS[:-1]},
             "train_s": m["timings"]["train_s"], "unprocessed": m.get("unprocessed"),
             "components": m.get("per_component_auc_micro")}
+
+
+def rescore(source: Path, run_dir: Path, sets: list[str]) -> None:
+    """Copy the trained run ``source`` to ``run_dir``, apply the score-stage overrides, score and evaluate it."""
+    from pipelines import vad_pipeline
+    from pipelines.config import load_config, save_config
+
+    if not all(s.startswith(("score.", "events.")) for s in sets):
+        raise SystemExit(f"a rescored candidate may only change score.* and events.* settings, got {sets}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(source, run_dir)
+    save_config(load_config(run_dir / "config.yaml", sets), run_dir / "config.yaml")
+    print(f"rescore {source} -> {run_dir} with {sets}", flush=True)
+    vad_pipeline.score_stage(run_dir, progress=False)
+    vad_pipeline.eval_stage(run_dir)
 
 
 def fmt(v) -> str:

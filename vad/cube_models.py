@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from image_od.data import SampleSource
 from image_od.discriminative import DiscriminativeE3Outlier
@@ -71,22 +70,11 @@ def discriminative_scores(config: Any, train_cubes: np.ndarray, score_cubes: np.
     pick = np.sort(rng.permutation(len(train_cubes))[:d.max_train])
     model = DiscriminativeE3Outlier(
         operations=d.operations, backbone=d.backbone, epochs=d.epochs, ops_per_image=d.ops_per_image,
-        score_ops=d.score_ops, optimizer="adam", lr=1e-3, precision="bf16" if _native_bf16() else "fp32",
+        score_ops=d.score_ops, optimizer="adam", lr=1e-3, precision="auto",
         device=config.device, seed=config.seed, progress=progress)
     model.fit(cube_images(train_cubes[pick]))
     return -np.concatenate([model.normality_scores(cube_images(score_cubes[i:i + 8192]), ssd_if=False)["ne"]
                             for i in range(0, len(score_cubes), 8192)])
-
-
-def _native_bf16() -> bool:
-    """bfloat16 only where this CPU runs it natively (AVX512-BF16 or AMX); emulated bf16 is much slower."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def self_train_scores(config: Any, cubes: np.ndarray, flow: np.ndarray, initial: np.ndarray,
