@@ -51,6 +51,7 @@ def _frame_scores(out: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in ("score", "heuristic")}
 
 
+@pytest.mark.slow  # a subprocess per run (each imports torch): the slow tier
 def test_killed_extraction_reuses_finished_videos_and_ends_as_a_clean_run(tmp_path):
     root = make_synthetic_ucsd(tmp_path / "data", n_videos=3, n_frames=30)
     videos = [f"Test{i:03d}" for i in range(1, 4)]
@@ -81,6 +82,7 @@ def test_killed_extraction_reuses_finished_videos_and_ends_as_a_clean_run(tmp_pa
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, capsys):
     import torch
 

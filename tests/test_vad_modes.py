@@ -121,6 +121,7 @@ def ped2_subset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # real frames, flow and training: 13-17 s each without bf16
 @pytest.mark.parametrize("mode, floor", [("test", 0.80), ("training", 0.80)])
 def test_real_ped2_subset(ped2_subset, tmp_path, mode, floor):
     run = tmp_path / mode
