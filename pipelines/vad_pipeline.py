@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -308,9 +309,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     configured); write cube_scores.npz, frame_scores.csv and events.csv."""
     out = Path(out)
     config, info = load_run(out)
-    if not (out / "cube_errors.npz").is_file():
-        raise FileNotFoundError(f"{out / 'cube_errors.npz'} not found: run `vad train` first")
-    learned = np.load(out / "cube_errors.npz")
+    learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
     arrays, _ = _cube_data(info, in_memory=False)
     n_frames = [v["n_frames"] for v in info["videos"]]
     energy = motion_energy(arrays["flow"])
@@ -325,7 +324,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
-                            score=model_cubes, **{k: learned[k] for k in learned.files if k.startswith("component_")})
+                            score=model_cubes, **{k: learned[k] for k in learned if k.startswith("component_")})
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "frame", "score", "model", "heuristic", "label"])
@@ -356,6 +355,17 @@ def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[n
                                      f"percentile {config.events.percentile}" or "given", "n_events": len(rows)})
 
 
+def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
+    """The arrays of a run's ``.npz`` (no pickled objects), or an error naming the file and the remedy."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: {remedy}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path} is unreadable ({err}): {remedy}") from None
+
+
 def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
     """frame_scores.csv as {video: {"score", "model", "heuristic", "label"}} (label None when unlabeled)."""
     rows: dict[str, dict[str, list]] = {}
@@ -379,7 +389,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     scores = read_frame_scores(out)
     metrics: dict[str, Any] = {"n_frames": int(sum(len(d["score"]) for d in scores.values())),
                                "n_videos": len(scores)}
-    cubes = np.load(out / "cube_scores.npz")
+    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again")
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
     labelled = all(d["label"] is not None for d in scores.values())
@@ -422,7 +432,7 @@ def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) ->
     z = np.stack([zscore(e) for e in cubes["errors"].T], 1)
     columns = {str(name): z[:, i] for i, name in enumerate(cubes["targets"])}
     columns["+".join(columns)] = z.sum(1)
-    columns.update({k[len("component_"):]: cubes[k] for k in cubes.files if k.startswith("component_")})
+    columns.update({k[len("component_"):]: cubes[k] for k in cubes if k.startswith("component_")})
     return {name: auc_micro(_frames_of(s, cubes, info), labels) for name, s in columns.items()}
 
 

@@ -61,10 +61,10 @@ def _score_colour(value: float) -> tuple[int, int, int]:
 
 
 def _run_data(out: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    from .vad_pipeline import read_frame_scores
+    from .vad_pipeline import load_npz, read_frame_scores
 
     info = json.loads((out / "videos.json").read_text())
-    cubes = np.load(out / "cube_scores.npz")
+    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again")
     return info, read_frame_scores(out), {k: cubes[k] for k in ("video", "frame", "boxes", "score")}
 
 
