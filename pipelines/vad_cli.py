@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("extract", "find foreground boxes, cut cubes and flow into the cache", source=True)
     command("train", "train the cloze generators on the run's cubes (transductive)")
-    command("score", "score every cube and frame of the run")
+    score = command("score", "turn the run's cube errors into cube, frame and event scores")
+    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a score.* or events.* setting of the run first (fusion, smoothing, "
+                            "per-video normalisation, event threshold): rescoring needs no retraining")
     command("eval", "frame-level AUC (micro, macro), EER and the motion-energy baseline")
     command("plot", "score curves with abnormal frames shaded, ROC curves and the most anomalous frames")
     render = command("render", "an annotated MP4 of one video: boxes coloured by score, the score curve below")
@@ -129,6 +132,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}; "
               f"cube errors: {out / 'cube_errors.npz'}")
     elif args.command == "score":
+        if args.overrides:
+            P.change_score_settings(out, args.overrides)
         P.score_stage(out, progress=progress)
         print(f"scores: {out / 'frame_scores.csv'}")
     elif args.command == "eval":

@@ -43,7 +43,7 @@ from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
 from vad.scoring import frame_scores, fuse, motion_energy, postprocess, zscore
 
-from .config import Config, load_config, save_config, to_dict
+from .config import Config, ConfigError, load_config, save_config, to_dict
 from .run_env import environment, peak_rss_mb
 from .vad_plots import plot_run
 
@@ -334,6 +334,16 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
                             "" if labels is None else labels[t]])
     write_events(out, config, info, final, arrays, model_cubes)
+
+
+def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
+    """Apply ``score.*``/``events.*`` overrides to a run's config.yaml (the stages after training read them)."""
+    bad = [o for o in overrides if not o.strip().startswith(("score.", "events."))]
+    if bad:
+        raise ConfigError(f"only score.* and events.* settings can change after training, not {bad}")
+    config = load_config(Path(out) / "config.yaml", overrides)
+    save_config(config, Path(out) / "config.yaml")
+    return config
 
 
 def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[np.ndarray],

@@ -3,6 +3,7 @@ scores on the generated set, the semi-supervised mode on the generated set and o
 events.csv, the top-events picture and `vad render`."""
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,51 +29,60 @@ def generated(tmp_path_factory):
     root = make_synthetic_ucsd(tmp_path_factory.mktemp("gen") / "data", n_videos=3, n_frames=60, n_train_videos=2)
     run = root.parent / "run"
     assert main(["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-                 "--set", "model.epochs=4", "--quiet"]) == 0
+                 "--set", "model.epochs=3", "--quiet"]) == 0
     return root, run
 
 
+# floors about 0.05 under the learned score's micro AUC measured on 2026-11-24 (seed 0; the plain model: 0.850)
 @pytest.mark.parametrize("name, sets, floor", [
-    ("self_paced", ["refine.self_paced=true", "refine.sp_warmup_epochs=1"], 0.85),
-    ("reboot", ["refine.reboot_rounds=1"], 0.85),
-    ("flow_hof", ["model.targets=[appearance,flow,flow_hof]"], 0.85),
-    ("self_train", ["self_train.rounds=1", "self_train.epochs=1"], 0.75),
-    ("discriminative", ["discriminative.use=sum", "discriminative.epochs=1", "discriminative.score_ops=4"], 0.75),
-    ("smoothed", ["score.smoothing=gaussian", "score.smooth_window=2"], 0.85),
+    ("self_paced", ["refine.self_paced=true", "refine.sp_warmup_epochs=1"], 0.80),  # measured 0.847
+    ("reboot", ["refine.reboot_rounds=1"], 0.83),  # 0.885
+    ("flow_hof", ["model.targets=[appearance,flow,flow_hof]"], 0.84),  # 0.893
+    ("self_train", ["self_train.rounds=1", "self_train.epochs=1"], 0.83),  # 0.879
+    ("discriminative", ["discriminative.use=sum", "discriminative.epochs=1", "discriminative.score_ops=4"], 0.76),  # 0.814
 ])
 def test_each_option_runs_with_an_auc_floor(generated, tmp_path, name, sets, floor):
     root, _ = generated
     run = tmp_path / name
     args = ["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-            "--set", "model.epochs=4", "--quiet"]
+            "--set", "model.epochs=3", "--quiet"]
     assert main(args + sum((["--set", s] for s in sets), [])) == 0
     m = _metrics(run)
-    assert m["model_auc_micro"] > floor, (name, m["model_auc_micro"])  # see MEASURED below
+    assert m["model_auc_micro"] > floor, (name, m["model_auc_micro"])
     components = m["per_component_auc_micro"]
     assert components["model"] == pytest.approx(m["unprocessed"]["model_auc_micro"])
     if name in ("self_train", "discriminative"):
         assert name in components
 
 
-def test_metrics_separate_learned_score_fusion_and_postprocessing(generated, tmp_path):
-    root, base = generated
-    run = tmp_path / "fused"
-    assert main(["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-                 "--set", "model.epochs=4", "--set", "score.motion_weight=1", "--set", "score.per_video=true",
-                 "--quiet"]) == 0
-    m, b = _metrics(run), _metrics(base)
-    assert m["unprocessed"]["model_auc_micro"] == pytest.approx(b["model_auc_micro"])  # same model, same seed
+def _rescored(base: Path, run: Path, sets: list[str]) -> dict:
+    """``base`` copied to ``run`` and scored again with the score settings ``sets`` (no retraining)."""
+    shutil.copytree(base, run)
+    assert main(["score", "--out", str(run), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    assert main(["eval", "--out", str(run), "--quiet"]) == 0
+    return _metrics(run)
+
+
+def test_rescoring_separates_learned_score_fusion_and_postprocessing(generated, tmp_path):
+    _, base = generated
+    b = _metrics(base)
+    m = _rescored(base, tmp_path / "fused", ["score.motion_weight=1", "score.per_video=true"])
+    assert m["unprocessed"]["model_auc_micro"] == pytest.approx(b["model_auc_micro"])  # same model
     assert m["unprocessed"]["heuristic_auc_micro"] == pytest.approx(b["heuristic_auc_micro"])
     assert m["auc_micro"] != pytest.approx(m["model_auc_micro"])  # fused differs from the learned score alone
+    assert m["model_auc_macro"] == pytest.approx(b["model_auc_macro"])  # per-video z-scores keep each video's order
+    s = _rescored(base, tmp_path / "smoothed", ["score.smoothing=gaussian", "score.smooth_window=2"])
+    assert s["model_auc_micro"] > 0.81 and s["model_auc_micro"] != pytest.approx(b["model_auc_micro"])  # 0.859
+    assert main(["score", "--out", str(tmp_path / "smoothed"), "--set", "model.epochs=1", "--quiet"]) == 2
 
 
 def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
     root, _ = generated
     run = tmp_path / "semi"
     assert main(["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-                 "--train-on", "training", "--set", "model.epochs=4", "--quiet"]) == 0
+                 "--train-on", "training", "--set", "model.epochs=3", "--quiet"]) == 0
     m = _metrics(run)
-    assert m["train_on"] == "training" and m["model_auc_micro"] > 0.85, m["model_auc_micro"]
+    assert m["train_on"] == "training" and m["model_auc_micro"] > 0.89, m["model_auc_micro"]  # measured 0.936
     info = json.loads((run / "videos.json").read_text())
     assert [v["name"] for v in info["training"]["videos"]] == ["Train001", "Train002"]
     assert info["training"]["cache"] != info["cache"]
@@ -122,7 +132,7 @@ def ped2_subset(tmp_path_factory):
 
 
 @pytest.mark.slow  # real frames, flow and training: 13-17 s each without bf16
-@pytest.mark.parametrize("mode, floor", [("test", 0.80), ("training", 0.80)])
+@pytest.mark.parametrize("mode, floor", [("test", 0.80), ("training", 0.89)])  # measured 0.848, 0.937
 def test_real_ped2_subset(ped2_subset, tmp_path, mode, floor):
     run = tmp_path / mode
     assert main(["run", "--config", str(Path(CONFIG).parent / "ucsd_ped2.yaml"), "--root", str(ped2_subset),

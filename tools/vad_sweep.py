@@ -26,8 +26,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 METRICS = ("model_auc_micro", "model_auc_macro", "auc_micro", "auc_macro", "heuristic_auc_micro",
            "heuristic_auc_macro", "train_s")
 DEFAULT_METRIC = {"ped2": "model_auc_micro", "avenue": "model_auc_macro"}
@@ -66,18 +64,13 @@ def run_one(out: Path, dataset: str, spec: dict, candidate: str, sets: list[str]
 
 
 def rescore(source: Path, run_dir: Path, sets: list[str]) -> None:
-    """Copy the trained run ``source`` to ``run_dir``, apply the score-stage overrides, score and evaluate it."""
-    from pipelines import vad_pipeline
-    from pipelines.config import load_config, save_config
-
-    if not all(s.startswith(("score.", "events.")) for s in sets):
-        raise SystemExit(f"a rescored candidate may only change score.* and events.* settings, got {sets}")
+    """Copy the trained run ``source`` to ``run_dir`` and score and evaluate it with the overrides."""
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(source, run_dir)
-    save_config(load_config(run_dir / "config.yaml", sets), run_dir / "config.yaml")
-    print(f"rescore {source} -> {run_dir} with {sets}", flush=True)
-    vad_pipeline.score_stage(run_dir, progress=False)
-    vad_pipeline.eval_stage(run_dir)
+    for stage in (["score", *sum((["--set", s] for s in sets), [])], ["eval"]):
+        cmd = [sys.executable, "-m", "pipelines.vad_cli", *stage, "--out", str(run_dir), "--quiet"]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def fmt(v) -> str:
