@@ -23,7 +23,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score
 from vad.events import event_threshold, find_events, peak_box
-from vad.cubes import extract_cubes
+from vad.cubes import Window, iter_cubes
 from vad.flow import make_flow
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
@@ -169,6 +169,7 @@ def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- extract
+EXTRACT_CHUNK = 64  # frames per extraction step (plus the cube's margins): bounds memory on long videos
 class BoxSource:
     """Per-frame foreground boxes from the configured sources (motion, detector, file), united per frame."""
 
@@ -193,19 +194,37 @@ class BoxSource:
                 r.detector_weights, score_thr=r.detector_score, min_area=r.detector_min_area,
                 cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(resolve_device(config.device)))
 
-    def __call__(self, video: Video, frames: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
+        """The boxes of the frames of ``window``'s chunk."""
         r = self.config.regions
         lists = []
         if self.file_boxes is not None:
-            lists.append(self.file_boxes[video.name])
-        detected = self.detector.detect(frames) if self.detector is not None else None
+            lists.append(self.file_boxes[video.name][window.start:window.stop])
+        detected = self.detector.detect(window.frames[window.chunk]) if self.detector is not None else None
         if detected is not None:
             lists.append(detected)
         if "motion" in r.sources:
             lists.append(regions_mod.video_motion_boxes(
-                frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold, min_area=r.motion_min_area,
-                max_aspect=r.motion_max_aspect, margin=r.motion_margin, exclude=detected))
+                window.frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold, min_area=r.motion_min_area,
+                max_aspect=r.motion_max_aspect, margin=r.motion_margin, exclude=detected,
+                start=window.chunk.start, stop=window.chunk.stop))
         return regions_mod.merge_boxes(*lists)
+
+
+def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: BoxSource, flow,
+                  source: dict[str, Any] | None, progress: bool = True, chunk: int = EXTRACT_CHUNK) -> None:
+    """Stream one video's frames through boxes, flow and cubes into its cache file, ``chunk`` frames at a time:
+    memory holds one window of frames and its cubes, whatever the video's length."""
+    frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
+    parts = iter_cubes(frames, lambda w: boxes_for(video, w), flow, size=config.cubes.size,
+                       n_frames=config.cubes.frames, chunk=chunk)
+    with tqdm(total=video.frame_count(), desc=video.name, unit="frame", leave=False, disable=not progress) as bar:
+        def chunks() -> Iterator[tuple[dict[str, np.ndarray], int]]:
+            for window, arrays in parts:
+                bar.update(window.stop - window.start)
+                yield arrays, window.stop - window.start
+
+        cache.write_chunks(video.name, chunks(), source)
 
 
 def extract(config: Config, videos: list[Video], cache_root: str | Path, progress: bool = True) -> CubeCache:
@@ -226,10 +245,7 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
                      raft_weights=config.flow.raft_weights,
                      raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
     for video, source in tqdm(todo, desc="extract", unit="video", disable=not progress):
-        frames = video.read_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
-        arrays = extract_cubes(frames, boxes_for(video, frames), flow, size=config.cubes.size,
-                               n_frames=config.cubes.frames)
-        cache.write(video.name, arrays, len(frames), source)
+        extract_video(config, video, cache, boxes_for, flow, source, progress)
     return cache
 
 

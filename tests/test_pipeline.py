@@ -1,5 +1,6 @@
 """End to end: the generated surveillance set, unlabeled videos, and bad inputs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import pytest
 from pipelines.vad_cli import main
 from tests.layouts import write_avi, write_ucsd_official
 from vad.synthetic import make_synthetic_ucsd
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +107,59 @@ def test_stage_by_stage_commands(demo_run, tmp_path):
 def test_stage_out_of_order_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5):
+    """The extraction before streaming (issue 8), kept as the reference: every frame, flow and cube of the video
+    computed at once."""
+    import torch
+
+    from vad.cubes import _to_nchw, crop_resize, cube_offsets
+    from vad.flow import flow_pairs
+
+    T = len(frames)
+    flows = torch.from_numpy(flow(frames, flow_pairs(T)).astype(np.float32)).permute(0, 3, 1, 2)
+    ids = [t for t in range(T) if len(boxes_per_frame[t])]
+    boxes = np.concatenate([np.asarray(boxes_per_frame[t], np.float32).reshape(-1, 4) for t in ids])
+    centre = np.concatenate([np.full(len(boxes_per_frame[t]), t) for t in ids])
+    idx = np.clip(centre[:, None] + cube_offsets(n_frames)[None, :], 0, T - 1).reshape(-1)
+    cubes = crop_resize(_to_nchw(frames), idx, np.repeat(boxes, n_frames, 0), size).round().clamp(0, 255)
+    return {"cubes": cubes.to(torch.uint8).numpy().reshape(len(boxes), n_frames, size, size),
+            "flow": crop_resize(flows, centre, boxes, size).numpy().astype(np.float16),
+            "boxes": boxes, "frame": centre.astype(np.int32)}
+
+
+def test_streaming_extraction_equals_the_whole_video_computation(tmp_path):
+    import h5py
+
+    from pipelines.config import load_config
+    from pipelines.vad_pipeline import BoxSource, extract_video
+    from vad.cache import FIELDS, CubeCache
+    from vad.flow import make_flow
+    from vad.readers import open_dataset
+    from vad.regions import load_box_file, merge_boxes, video_motion_boxes
+
+    T = 30
+    root = make_synthetic_ucsd(tmp_path / "syn", n_videos=1, n_frames=T, seed=3)
+    video = open_dataset(root)[0]
+    edge_boxes = np.array([[0, 0, 20, 30], [140.5, 90, 160, 120], [3, 100, 40, 119], [120, 1, 159, 50]], np.float32)
+    np.savez(tmp_path / "boxes.npz", boxes_xyxy=edge_boxes, global_frame=np.array([0, 1, T - 2, T - 1]),
+             video_lengths=np.array([T]))
+    config = load_config(REPO / "configs" / "demo.yaml",
+                         ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}"])
+    frames, r = video.read_frames(), config.regions
+    motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
+                                min_area=r.motion_min_area, max_aspect=r.motion_max_aspect, margin=r.motion_margin)
+    flow = make_flow("dis")
+    want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow)
+    assert {0, 1, T - 2, T - 1} <= set(want["frame"].tolist()) and len(want["frame"]) > 2 * T
+    boxes_for = BoxSource(config, [video])
+    for chunk in (1, 7, 64):  # 7 does not divide 30; 64 holds the whole video in one window
+        cache = CubeCache(tmp_path / f"cache{chunk}", {"chunk": chunk})
+        extract_video(config, video, cache, boxes_for, flow, None, progress=False, chunk=chunk)
+        with h5py.File(cache.path(video.name), "r") as f:
+            assert f.attrs["n_frames"] == T and cache.n_frames(video.name) == T
+            for k in FIELDS:
+                assert f[k].dtype == want[k].dtype, (chunk, k)
+                np.testing.assert_array_equal(f[k][()], want[k], err_msg=f"chunk {chunk}: {k}")
+        assert cache.manifest["videos"][video.name]["n_cubes"] == len(want["frame"])

@@ -258,3 +258,18 @@ def test_real_avenue_partial_masks_and_literature_npy():
     npy = open_dataset(SHARED / "avenue_partial", avenue_labels="npy")
     assert [len(v.labels) for v in npy] == [36, 426, 294, 248, 273, 76]  # split by the 21 masks' lengths
     assert int(npy[0].labels.sum()) == 10  # the literature labels differ from the masks here
+
+
+def test_iter_frames_decodes_lazily_and_repeats_good_frames_over_bad_ones(tmp_path, capsys):
+    video = frames(6)
+    folder = write_frames(tmp_path / "clip", video, ".png")
+    for name in ("001.png", "002.png", "005.png"):
+        (folder / name).write_bytes(b"not a png")
+    stream = open_videos(folder)[0].iter_frames(bad_frames="skip")
+    assert np.array_equal(next(stream), video[2])  # the leading bad frames repeat the first good one
+    assert capsys.readouterr().err == ""  # the warning comes once the last file is read
+    got = [video[2], *stream]
+    assert [int(np.abs(g.astype(int) - video).sum((1, 2)).argmin()) for g in got] == [2, 2, 2, 3, 3, 5]
+    assert "3 unreadable or truncated frame(s)" in capsys.readouterr().err
+    avi = open_videos(write_avi(tmp_path / "cam.avi", video))[0]
+    assert np.array_equal(np.stack(list(avi.iter_frames())), avi.read_frames()) and avi.frame_count() == 6

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -29,6 +29,19 @@ def settings_key(settings: dict[str, Any]) -> str:
     """A short stable hash of JSON-serialisable extraction settings."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _append(f: h5py.File, name: str, rows: np.ndarray) -> None:
+    """Append ``rows`` to the resizable dataset ``name`` of ``f``, created on the first call (about 256 KiB
+    per HDF5 chunk)."""
+    if name not in f:
+        per_row = max(rows[0].nbytes if len(rows) else rows.itemsize * int(np.prod(rows.shape[1:])), 1)
+        f.create_dataset(name, shape=(0, *rows.shape[1:]), maxshape=(None, *rows.shape[1:]), dtype=rows.dtype,
+                         chunks=(max(2 ** 18 // per_row, 1), *rows.shape[1:]))
+    if len(rows):
+        data = f[name]
+        data.resize(len(data) + len(rows), axis=0)
+        data[-len(rows):] = rows
 
 
 class CubeCache:
@@ -70,12 +83,24 @@ class CubeCache:
     def write(self, video: str, arrays: dict[str, np.ndarray], n_frames: int,
               source: dict[str, Any] | None = None) -> None:
         """Store one video's cubes atomically and record it (with its source fingerprint) in the manifest."""
+        self.write_chunks(video, [(arrays, n_frames)], source)
+
+    def write_chunks(self, video: str, chunks: Iterable[tuple[dict[str, np.ndarray], int]],
+                     source: dict[str, Any] | None = None) -> None:
+        """Store one video's cubes as they stream in, as (arrays, frames covered) chunks appended to resizable
+        datasets of the temporary file, which is renamed once the last chunk is in; then record the video (with its
+        source fingerprint) in the manifest. Memory holds one chunk."""
+        n_cubes = n_frames = 0
         with atomic_path(self.path(video)) as tmp, h5py.File(tmp, "w") as f:
-            for name in FIELDS:
-                f.create_dataset(name, data=arrays[name])
+            for arrays, frames in chunks:
+                for name in FIELDS:
+                    _append(f, name, arrays[name])
+                n_cubes, n_frames = n_cubes + len(arrays["frame"]), n_frames + frames
+            if "frame" not in f:
+                raise ValueError(f"no chunk of cubes was given for video {video}")
             f.attrs["n_frames"] = n_frames
             f.attrs["video"] = video
-        entry = {"n_cubes": int(len(arrays["frame"])), "n_frames": int(n_frames)}
+        entry = {"n_cubes": int(n_cubes), "n_frames": int(n_frames)}
         self.manifest["videos"][video] = {**entry, "source": source} if source is not None else entry
         write_json(self.manifest_path, self.manifest)
 

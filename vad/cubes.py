@@ -11,13 +11,14 @@ Cropping and resizing use torchvision's ``roi_align`` (aligned, adaptive samplin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from .flow import iter_flow_chunks
+from .flow import flow_pairs
 
 
 def cube_offsets(n_frames: int = 5) -> np.ndarray:
@@ -47,48 +48,109 @@ def crop_resize(images: torch.Tensor, index: np.ndarray, boxes: np.ndarray, size
     return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
-def extract_cubes(
-    frames: np.ndarray,
-    boxes_per_frame: Sequence[np.ndarray],
-    flow_estimator,
-    *,
-    size: int = 32,
-    n_frames: int = 5,
-    chunk: int = 32,
-) -> dict[str, np.ndarray]:
-    """All cubes of one video.
+@dataclass(frozen=True)
+class Window:
+    """Frames ``lo..lo+len(frames)-1`` of a video around its chunk ``start..stop-1``: the chunk plus up to
+    ``margin`` frames on each side (fewer only at the video's ends)."""
+
+    frames: np.ndarray
+    lo: int
+    start: int
+    stop: int
+
+    @property
+    def hi(self) -> int:
+        return self.lo + len(self.frames)
+
+    @property
+    def chunk(self) -> slice:
+        """The chunk's frames, as a slice of ``frames``."""
+        return slice(self.start - self.lo, self.stop - self.lo)
+
+
+def iter_windows(frames: Iterable[np.ndarray], chunk: int, margin: int) -> Iterator[Window]:
+    """Slide over a stream of frames chunk by chunk, holding at most ``chunk + 2 * margin`` frames.
+
+    A window reaches the video's end exactly when ``hi`` is the video's length, so anything computed from the
+    window with indices clipped to it equals the whole-video computation clipped to the video.
+    """
+    if chunk < 1 or margin < 0:
+        raise ValueError(f"chunk must be positive and margin non-negative, got {chunk} and {margin}")
+    stream, buffer, first, start, ended = iter(frames), [], 0, 0, False
+    while True:
+        while not ended and first + len(buffer) < start + chunk + margin:
+            frame = next(stream, None)
+            ended = frame is None
+            if not ended:
+                buffer.append(frame)
+        stop = min(start + chunk, first + len(buffer))
+        if stop <= start:
+            return
+        lo, hi = max(start - margin, 0), min(stop + margin, first + len(buffer))
+        yield Window(np.stack(buffer[lo - first:hi - first]), lo, start, stop)
+        start = stop
+        drop = max(start - margin - first, 0)
+        del buffer[:drop]
+        first += drop
+
+
+def empty_cubes(colour: bool, size: int = 32, n_frames: int = 5) -> dict[str, np.ndarray]:
+    """The arrays of ``window_cubes`` with no cube."""
+    cube = (0, n_frames, 3, size, size) if colour else (0, n_frames, size, size)
+    return {"cubes": np.zeros(cube, np.uint8), "flow": np.zeros((0, 2, size, size), np.float16),
+            "boxes": np.zeros((0, 4), np.float32), "frame": np.zeros(0, np.int32)}
+
+
+def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
+                 n_frames: int = 5) -> dict[str, np.ndarray]:
+    """The cubes of the chunk of ``window`` (one box list per chunk frame), as ``extract_cubes``. The window needs
+    ``n_frames // 2`` frames on each side of the chunk (and 1 for the flow pair) where the video has them."""
+    frames, colour = window.frames, window.frames.ndim == 4
+    if len(boxes_per_frame) != window.stop - window.start:
+        raise ValueError(f"{len(boxes_per_frame)} box lists for {window.stop - window.start} frames")
+    pairs = [(a - window.lo, b - window.lo) for a, b in flow_pairs(window.hi)[window.start:window.stop]]
+    flows = flow_estimator(frames, pairs).astype(np.float32)
+    frame_ids = [t for t in range(window.start, window.stop) if len(boxes_per_frame[t - window.start])]
+    if not frame_ids:
+        return empty_cubes(colour, size, n_frames)
+    box_lists = [np.asarray(boxes_per_frame[t - window.start], np.float32).reshape(-1, 4) for t in frame_ids]
+    boxes = np.concatenate(box_lists)
+    centre = np.concatenate([np.full(len(b), t) for t, b in zip(frame_ids, box_lists)])
+    idx = (np.clip(centre[:, None] + cube_offsets(n_frames)[None, :], window.lo, window.hi - 1) - window.lo)
+    patches = crop_resize(_to_nchw(frames), idx.reshape(-1), np.repeat(boxes, n_frames, 0), size)
+    patches = patches.round().clamp(0, 255).to(torch.uint8).numpy()
+    shape = (len(boxes), n_frames, 3, size, size) if colour else (len(boxes), n_frames, size, size)
+    flow_patches = crop_resize(torch.from_numpy(flows).permute(0, 3, 1, 2), centre - window.start, boxes, size)
+    return {"cubes": patches.reshape(shape), "flow": flow_patches.numpy().astype(np.float16), "boxes": boxes,
+            "frame": centre.astype(np.int32)}
+
+
+def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,
+               *, size: int = 32, n_frames: int = 5, chunk: int = 64) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
+    """Stream one video's cubes chunk by chunk: (window, ``window_cubes``) per chunk of ``chunk`` frames, ordered
+    by frame. ``boxes_for(window)`` gives the boxes of the window's chunk frames. Memory holds one window."""
+    margin = max(n_frames // 2, 1)  # the cube's frames t-2..t+2, and t-1..t+1 for flow and motion boxes
+    for window in iter_windows(frames, chunk, margin):
+        yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames)
+
+
+def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int = 32,
+                 n_frames: int = 5) -> dict[str, np.ndarray]:
+    """Chunks of cubes joined into one video's arrays."""
+    parts = [empty_cubes(colour, size, n_frames), *parts]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def extract_cubes(frames: np.ndarray, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
+                  n_frames: int = 5, chunk: int = 64) -> dict[str, np.ndarray]:
+    """All cubes of one video held in memory (``iter_cubes`` over its frames).
 
     ``frames``: (T,H,W) grey or (T,H,W,3) uint8. ``boxes_per_frame``: T arrays of (k,4) xyxy boxes.
     Returns ``cubes`` uint8 (N,n_frames,size,size) (or (N,n_frames,3,size,size) for colour), ``flow`` float16
     (N,2,size,size), ``boxes`` float32 (N,4), ``frame`` int32 (N,), ordered by frame.
     """
-    T = len(frames)
-    if len(boxes_per_frame) != T:
-        raise ValueError(f"{len(boxes_per_frame)} box lists for {T} frames")
-    offsets = cube_offsets(n_frames)
-    half = n_frames // 2
-    colour = frames.ndim == 4
-    out: dict[str, list[np.ndarray]] = {"cubes": [], "flow": [], "boxes": [], "frame": []}
-    for start, flows in iter_flow_chunks(flow_estimator, frames, chunk):
-        stop = start + len(flows)
-        frame_ids = [t for t in range(start, stop) if len(boxes_per_frame[t])]
-        if not frame_ids:
-            continue
-        boxes = np.concatenate([np.asarray(boxes_per_frame[t], np.float32).reshape(-1, 4) for t in frame_ids])
-        centre = np.concatenate([np.full(len(boxes_per_frame[t]), t) for t in frame_ids])
-        lo, hi = max(start - half, 0), min(stop + half, T)
-        window = _to_nchw(frames[lo:hi])
-        idx = (np.clip(centre[:, None] + offsets[None, :], 0, T - 1) - lo).reshape(-1)
-        patches = crop_resize(window, idx, np.repeat(boxes, n_frames, 0), size)
-        patches = patches.round().clamp(0, 255).to(torch.uint8).numpy()
-        shape = (len(boxes), n_frames, 3, size, size) if colour else (len(boxes), n_frames, size, size)
-        flow_patches = crop_resize(torch.from_numpy(flows).permute(0, 3, 1, 2), centre - start, boxes, size)
-        out["cubes"].append(patches.reshape(shape))
-        out["flow"].append(flow_patches.numpy().astype(np.float16))
-        out["boxes"].append(boxes)
-        out["frame"].append(centre.astype(np.int32))
-    if not out["frame"]:
-        empty_cube = (0, n_frames, 3, size, size) if colour else (0, n_frames, size, size)
-        return {"cubes": np.zeros(empty_cube, np.uint8), "flow": np.zeros((0, 2, size, size), np.float16),
-                "boxes": np.zeros((0, 4), np.float32), "frame": np.zeros(0, np.int32)}
-    return {k: np.concatenate(v) for k, v in out.items()}
+    if len(boxes_per_frame) != len(frames):
+        raise ValueError(f"{len(boxes_per_frame)} box lists for {len(frames)} frames")
+    parts = iter_cubes(frames, lambda w: boxes_per_frame[w.start:w.stop], flow_estimator, size=size,
+                       n_frames=n_frames, chunk=chunk)
+    return concat_cubes((arrays for _, arrays in parts), frames.ndim == 4, size, n_frames)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -113,10 +112,3 @@ def make_flow(method: str = "dis", *, preset: str = "medium", upscale: float = 1
             raise FlowError("flow.method=raft needs flow.raft_weights: a local torchvision RAFT state-dict file")
         return RaftFlow(raft_weights, small=raft_small, device=device)
     raise FlowError(f"unknown flow method {method!r}; expected dis, farneback or raft")
-
-
-def iter_flow_chunks(estimator, frames: np.ndarray, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first frame index, flows (n,H,W,2) float32) chunk by chunk, to bound memory on long videos."""
-    pairs = flow_pairs(len(frames))
-    for start in range(0, len(frames), chunk):
-        yield start, estimator(frames, pairs[start:start + chunk]).astype(np.float32)

@@ -17,12 +17,13 @@ Every labelled video has exactly one label per frame; ``Video.label_source`` say
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import h5py
@@ -113,47 +114,50 @@ def _read_image(path: Path, grey: bool) -> np.ndarray:
         raise DatasetError(f"unreadable frame image: {err}") from None
 
 
-def read_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> list[np.ndarray]:
-    """Decode frame files. ``bad_frames="error"`` stops at the first unreadable or truncated one; ``"skip"``
-    replaces each by the previous good frame (the first good one at the start), so labels stay aligned, and
-    prints the files it replaced."""
+def iter_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> Iterator[np.ndarray]:
+    """Decode frame files one by one. ``bad_frames="error"`` stops at the first unreadable or truncated one;
+    ``"skip"`` replaces each by the previous good frame (the first good one at the start), so labels stay aligned,
+    and prints the files it replaced once the last file is read."""
     if bad_frames not in BAD_FRAMES:
         raise DatasetError(f"unknown data.bad_frames {bad_frames!r}; expected one of {BAD_FRAMES}")
-    frames: list[np.ndarray | None] = []
     bad: list[str] = []
+    last: np.ndarray | None = None
     for p in files:
         try:
-            frames.append(_read_image(p, grey))
+            frame = _read_image(p, grey)
         except DatasetError as err:
             if bad_frames == "error":
                 raise DatasetError(f"{err} (set data.bad_frames=skip to repeat the previous frame instead)") from None
-            frames.append(None)
             bad.append(str(p))
-    good = [f for f in frames if f is not None]
-    if not good:
+            if last is not None:
+                yield last
+            continue
+        if last is None:  # the leading bad frames repeat the first good one
+            yield from [frame] * len(bad)
+        yield (last := frame)
+    if last is None:
         raise DatasetError(f"video {video}: none of its {len(files)} frame images is readable")
     if bad:
         print(f"warning: video {video}: {len(bad)} unreadable or truncated frame(s) replaced by the previous good "
               f"frame (data.bad_frames=skip): {', '.join(bad)}", file=sys.stderr, flush=True)
-    last = good[0]
-    for i, f in enumerate(frames):
-        frames[i] = last = f if f is not None else last
-    return frames
 
 
-def _decode_opencv(path: Path, grey: bool) -> list[np.ndarray]:
-    """All frames OpenCV can decode ([] when it cannot open the file)."""
+def read_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> list[np.ndarray]:
+    """All frames of ``iter_frame_files`` in a list."""
+    return list(iter_frame_files(files, grey, bad_frames, video))
+
+
+def _iter_opencv(path: Path, grey: bool) -> Iterator[np.ndarray]:
+    """The frames OpenCV can decode, one by one (none when it cannot open the file)."""
     cap = cv2.VideoCapture(str(path))
-    frames = []
     try:
         while cap.isOpened():
             ok, frame = cap.read()
             if not ok:
                 break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if grey else frame)
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if grey else frame
     finally:
         cap.release()
-    return frames
 
 
 def _count_opencv(path: Path) -> int:
@@ -168,27 +172,44 @@ def _count_opencv(path: Path) -> int:
     return n
 
 
-def _decode_ffmpeg(path: Path, grey: bool) -> np.ndarray:
-    """Decode with the ffmpeg binary through ffmpeg-python: the fallback for codecs OpenCV's build lacks."""
+def _ffmpeg_error(path: Path, err: Exception) -> DatasetError:
+    import ffmpeg
+
+    if isinstance(err, ffmpeg.Error):
+        tail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] if err.stderr else []
+        return DatasetError(f"cannot decode video {path} with OpenCV nor ffmpeg: {' '.join(tail)}")
+    if isinstance(err, (StopIteration, KeyError)):
+        return DatasetError(f"cannot decode video {path}: ffmpeg finds no video stream")
+    return DatasetError(f"cannot decode video {path} with OpenCV, and ffmpeg is unavailable: {err}")
+
+
+def _iter_ffmpeg(path: Path, grey: bool) -> Iterator[np.ndarray]:
+    """Decode with the ffmpeg binary through ffmpeg-python, frame by frame from a pipe: the fallback for codecs
+    OpenCV's build lacks."""
     import ffmpeg
 
     try:
         stream = next(s for s in ffmpeg.probe(str(path))["streams"] if s.get("codec_type") == "video")
         w, h = int(stream["width"]), int(stream["height"])
-        raw, _ = (ffmpeg.input(str(path))
-                  .output("pipe:", format="rawvideo", pix_fmt="gray" if grey else "bgr24")
-                  .run(capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as err:
-        tail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] if err.stderr else []
-        raise DatasetError(f"cannot decode video {path} with OpenCV nor ffmpeg: {' '.join(tail)}") from None
-    except (StopIteration, KeyError):
-        raise DatasetError(f"cannot decode video {path}: ffmpeg finds no video stream") from None
-    except OSError as err:
-        raise DatasetError(f"cannot decode video {path} with OpenCV, and ffmpeg is unavailable: {err}") from None
-    frame_bytes = h * w * (1 if grey else 3)
-    if not raw or len(raw) % frame_bytes:
-        raise DatasetError(f"cannot decode video {path}: ffmpeg returned {len(raw)} bytes for {w}x{h} frames")
-    return np.frombuffer(raw, np.uint8).reshape((-1, h, w) if grey else (-1, h, w, 3))
+        proc = (ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="gray" if grey else "bgr24")
+                .global_args("-nostats", "-loglevel", "error")  # a quiet stderr cannot fill its pipe
+                .run_async(pipe_stdout=True, pipe_stderr=True))
+    except (ffmpeg.Error, StopIteration, KeyError, OSError) as err:
+        raise _ffmpeg_error(path, err) from None
+    shape, frame_bytes, n = ((h, w) if grey else (h, w, 3)), h * w * (1 if grey else 3), 0
+    try:
+        while len(raw := proc.stdout.read(frame_bytes)) == frame_bytes:
+            n += 1
+            yield np.frombuffer(raw, np.uint8).reshape(shape)
+    finally:
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0 or raw or not n:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise DatasetError(f"cannot decode video {path} with OpenCV nor ffmpeg ({n} frames of {w}x{h}, then "
+                           f"{len(raw)} stray bytes, exit code {code}): {' '.join(tail)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,12 +226,13 @@ class Video:
     _count: list[int] = field(default_factory=list, repr=False)
 
     def frame_count(self) -> int:
-        """Number of frame images, or of decoded frames of a video file (decoded once, then cached)."""
+        """Number of frame images, or of frames of a video file (counted once with OpenCV's grab, which demuxes
+        without converting; ffmpeg decodes when OpenCV cannot open it), then cached."""
         if not self._count:
             if self.path.is_dir():
                 n = len(frame_files(self.path))
             else:
-                n = _count_opencv(self.path) or len(_decode_ffmpeg(self.path, grey=True))
+                n = _count_opencv(self.path) or sum(1 for _ in _iter_ffmpeg(self.path, grey=True))
             self._count.append(n)
         return self._count[0]
 
@@ -226,7 +248,7 @@ class Video:
             ok, frame = cap.read()
         finally:
             cap.release()
-        return tuple(frame.shape[:2]) if ok else tuple(_decode_ffmpeg(self.path, grey=True).shape[1:3])
+        return tuple(frame.shape[:2]) if ok else tuple(next(_iter_ffmpeg(self.path, grey=True)).shape[:2])
 
     def source_fingerprint(self, n_frames: int | None = None) -> dict[str, int]:
         """What identifies the video's content cheaply: file size, modification time and frame count (for a frame
@@ -240,19 +262,29 @@ class Video:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                 "frames": self.frame_count() if n_frames is None else n_frames}
 
-    def read_frames(self, grey: bool = True, bad_frames: str = "error") -> np.ndarray:
-        """All frames, uint8 (T,H,W) when grey, else (T,H,W,3) BGR. ``bad_frames`` (frame folders): see
-        ``read_frame_files``."""
+    def iter_frames(self, grey: bool = True, bad_frames: str = "error") -> Iterator[np.ndarray]:
+        """The frames one by one, uint8 (H,W) when grey, else (H,W,3) BGR: frame files in order (``bad_frames``:
+        see ``iter_frame_files``), or a video file through OpenCV, through ffmpeg when OpenCV decodes nothing.
+        Raises a DatasetError when there are no frames or their sizes differ."""
         if self.path.is_dir():
-            frames = read_frame_files(frame_files(self.path), grey, bad_frames, self.name)
+            frames = iter_frame_files(frame_files(self.path), grey, bad_frames, self.name)
         else:
-            frames = _decode_opencv(self.path, grey) or list(_decode_ffmpeg(self.path, grey))
-        if not frames:
+            frames = _iter_opencv(self.path, grey)
+            first = next(frames, None)
+            frames = _iter_ffmpeg(self.path, grey) if first is None else itertools.chain([first], frames)
+        size = None
+        for frame in frames:
+            if size is None:
+                size = frame.shape[:2]
+            elif frame.shape[:2] != size:
+                raise DatasetError(f"frames of {self.path} differ in size (HxW): {sorted({size, frame.shape[:2]})}")
+            yield frame
+        if size is None:
             raise DatasetError(f"no frames in {self.path}")
-        sizes = sorted({f.shape[:2] for f in frames})
-        if len(sizes) > 1:
-            raise DatasetError(f"frames of {self.path} differ in size (HxW): {sizes}")
-        return np.stack(frames)
+
+    def read_frames(self, grey: bool = True, bad_frames: str = "error") -> np.ndarray:
+        """All frames of ``iter_frames`` stacked: uint8 (T,H,W) when grey, else (T,H,W,3) BGR."""
+        return np.stack(list(self.iter_frames(grey, bad_frames)))
 
 
 def _labelled(video: Video, labels: np.ndarray, source: str) -> Video:

@@ -70,22 +70,25 @@ def motion_boxes(prev: np.ndarray, cur: np.ndarray, nxt: np.ndarray, *, blur_ksi
 
 
 def video_motion_boxes(frames: np.ndarray, *, blur_ksize: int = 3, threshold: int = 18, min_area: int = 100,
-                       max_aspect: float = 10.0, margin: int = 2,
-                       exclude: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """``motion_boxes`` of every frame t from frames t-1, t, t+1, the end frames repeated at the video borders.
+                       max_aspect: float = 10.0, margin: int = 2, exclude: Sequence[np.ndarray] | None = None,
+                       start: int = 0, stop: int | None = None) -> list[np.ndarray]:
+    """``motion_boxes`` of frames ``start..stop-1`` (default: all) from frames t-1, t, t+1, the end frames of
+    ``frames`` repeated at its borders; a window of a longer video thus needs one frame more on each side.
 
-    ``exclude`` is an optional per-frame list of boxes to blank. Each frame is blurred and differenced only once.
+    ``exclude`` is an optional list of boxes to blank, one per frame start..stop-1. Each frame is blurred and
+    differenced only once.
     """
-    if len(frames) == 0:
+    stop = len(frames) if stop is None else stop
+    if stop <= start:
         return []
     settings = dict(threshold=threshold, min_area=min_area, max_aspect=max_aspect, margin=margin)
     out = []
-    cur = _blur(frames[0], blur_ksize)
-    diff_before = np.zeros_like(cur)  # frame -1 is frame 0 repeated
-    for t in range(len(frames)):
+    cur = _blur(frames[start], blur_ksize)
+    diff_before = np.abs(_blur(frames[start - 1], blur_ksize) - cur) if start > 0 else np.zeros_like(cur)
+    for t in range(start, stop):
         nxt = _blur(frames[t + 1], blur_ksize) if t + 1 < len(frames) else cur
         diff_after = np.abs(cur - nxt)
-        out.append(_change_boxes(diff_before + diff_after, exclude=None if exclude is None else exclude[t],
+        out.append(_change_boxes(diff_before + diff_after, exclude=None if exclude is None else exclude[t - start],
                                  **settings))
         diff_before, cur = diff_after, nxt
     return out
