@@ -170,6 +170,8 @@ def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------------------------- extract
 EXTRACT_CHUNK = 64  # frames per extraction step (plus the cube's margins): bounds memory on long videos
+
+
 class BoxSource:
     """Per-frame foreground boxes from the configured sources (motion, detector, file), united per frame."""
 
