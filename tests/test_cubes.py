@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vad.cubes import cube_offsets, extract_cubes
+from vad.cubes import cube_offsets, extract_cubes, iter_windows
 from vad.flow import DisFlow, FarnebackFlow, flow_pairs
 
 
@@ -88,3 +88,19 @@ def test_raft_loads_local_weights_and_gives_frame_sized_flow(tmp_path):
         RaftFlow(weights, small=False)
     with pytest.raises(FlowError, match="raft_weights"):
         make_flow("raft")
+
+
+def test_windows_read_the_stream_only_as_far_as_the_chunk_and_its_margin():
+    pulled = []
+
+    def stream():
+        for t in range(30):
+            pulled.append(t)
+            yield np.full((4, 4), t, np.uint8)
+
+    spans = []
+    for w in iter_windows(stream(), chunk=7, margin=2):
+        assert len(pulled) == min(w.stop + 2, 30)  # never more than the margin past the chunk
+        assert w.frames[:, 0, 0].tolist() == list(range(w.lo, w.hi))
+        spans.append((w.lo, w.start, w.stop, w.hi))
+    assert spans == [(0, 0, 7, 9), (5, 7, 14, 16), (12, 14, 21, 23), (19, 21, 28, 30), (26, 28, 30, 30)]
