@@ -379,8 +379,8 @@ def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[n
         w = csv.writer(f)
         w.writerow(["video", "first_frame", "last_frame", "peak_frame", "peak_score", "x1", "y1", "x2", "y2"])
         w.writerows(rows)
-    write_json(out / "events.json", {"threshold": threshold, "rule": config.events.threshold is None and
-                                     f"percentile {config.events.percentile}" or "given", "n_events": len(rows)})
+    rule = "given" if config.events.threshold is not None else f"percentile {config.events.percentile}"
+    write_json(out / "events.json", {"threshold": threshold, "rule": rule, "n_events": len(rows)})
 
 
 def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
