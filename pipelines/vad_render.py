@@ -15,38 +15,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from image_od.atomic import atomic_path
-from vad.readers import Video, image_files
+from vad.readers import Video
 
 CURVE_HEIGHT = 90
 
 
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
-    """The BGR frames of a frame folder or a video file, one at a time."""
-    if path.is_dir():
-        for p in image_files(path):
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"unreadable frame image: {p}")
-            yield img
-        return
-    cap = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            yield frame
-    finally:
-        cap.release()
+def _frames(path: Path) -> Iterator[np.ndarray]:
+    """The BGR frames of a frame folder or a video file, one at a time (``vad.readers.Video.iter_frames``)."""
+    return Video(path.stem, path).iter_frames(grey=False)
 
 
 def read_frames_at(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """The BGR frames of ``path`` whose indices are in ``wanted``."""
-    if path.is_dir():
-        files = image_files(path)
-        return {t: cv2.imread(str(files[t]), cv2.IMREAD_COLOR) for t in wanted if t < len(files)}
+    """The BGR frames of ``path`` whose indices are in ``wanted``, reading no further than the last of them."""
     found = {}
-    for t, frame in enumerate(iter_frames(path)):
+    for t, frame in enumerate(_frames(path)):
         if t in wanted:
             found[t] = frame
         if len(found) == len(wanted):
@@ -184,7 +166,7 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
     path = Path(output) if output else out / "render" / f"{video}.mp4"
     path.parent.mkdir(parents=True, exist_ok=True)
     source = Path(info["videos"][v]["path"])
-    first = next(iter_frames(source))
+    first = next(_frames(source))
     h, w = first.shape[:2]
     w_even, h_even = w - w % 2, (h + CURVE_HEIGHT) - (h + CURVE_HEIGHT) % 2  # yuv420p needs even sizes
     with atomic_path(path) as tmp:
@@ -192,7 +174,7 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
                "-r", str(fps), "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            for t, img in enumerate(tqdm(iter_frames(source), total=len(scores), desc=f"render {video}",
+            for t, img in enumerate(tqdm(_frames(source), total=len(scores), desc=f"render {video}",
                                          disable=not progress)):
                 if t >= len(scores):
                     break
