@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -26,13 +25,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData, SampleSource
 from image_od.generative import GenerativeE3Outlier
-from image_od.training import TrainSettings, resolve_device
+from image_od.training import resolve_device
 from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score

@@ -1,6 +1,5 @@
 """Bad inputs (issue 8, "Reliability"): each gets a clear error naming the file and what is wrong, or a documented
 handling. One test per row of the issue, in its order."""
-import json
 import os
 import pickle
 import shutil
