@@ -36,7 +36,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and device.index is None and distributed.launched():
+    if device.type == "cuda" and device.index is None and distributed.shard_count() > 1:
         return torch.device("cuda", distributed.local_rank())
     return device
 

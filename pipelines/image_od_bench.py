@@ -5,6 +5,10 @@ Methods that share trained networks are computed from one fit per (dataset, rati
 ``e3outlier`` network also gives the GTP, MP and SSD+IF rows, and the refinement rows reuse it (BAS is
 ``e3outlier``); each row's ``fit_s`` counts every training its scores needed, so shared fits are counted in
 every row that uses them.
+
+Under ``torchrun`` the cells are shared out between the ranks: each rank fits its own cells alone (no
+data-parallel training) and records its rows in ``results.rank<r>.csv``; rank 0 merges them into ``results.csv``
+at the end (or the next run does, if a rank was killed first) and writes the summary.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData
 from image_od.datasets import LabelledImages, load_dataset
@@ -286,33 +291,54 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     data = load_dataset(dataset, root)
     class_ids = list(range(len(data.classes))) if classes == ["all"] else [_class_index(data, c) for c in classes]
     out.mkdir(parents=True, exist_ok=True)
-    save_config(profile, out / f"profile-{profile.name}.yaml")
     run_device = resolve_device(device)
-    precision = resolve_precision(profile.discriminative.precision, run_device)
-    write_json(out / "env.json", environment(seeds[0], str(run_device), precision=precision))
-    results = out / "results.csv"
-    rows = read_rows(results)
+    if distributed.is_main():
+        save_config(profile, out / f"profile-{profile.name}.yaml")
+        precision = resolve_precision(profile.discriminative.precision, run_device)
+        write_json(out / "env.json", environment(seeds[0], str(run_device), precision=precision))
+        merge_rank_rows(out)
+    distributed.sync()
+    rows = read_rows(out / "results.csv")
     done = {_key(r) for r in rows}
-    cells = [(ratio, c, seed) for seed in seeds for ratio in ratios for c in class_ids]
-    bar = tqdm(cells, desc=f"{dataset} cells", unit="cell", disable=not progress)
-    for ratio, c, seed in bar:
-        todo = [m for m in methods if (dataset, m, float(ratio), data.classes[c], seed) not in done]
-        if not todo:
-            continue
-        bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
-        cell = Cell(data, ratio, c, seed, profile, device, progress)
-        for method in todo:
-            scores, fit_s, score_s = METHODS[method](cell)
-            row = {"dataset": dataset, "method": method, "ratio": float(ratio), "class": data.classes[c],
-                   "seed": seed, **od_metrics(cell.set.is_outlier, scores), "fit_s": fit_s, "score_s": score_s,
-                   "n": len(cell.x), "n_outliers": int(cell.set.is_outlier.sum()), "profile": profile.name}
-            rows.append(row)
-            write_rows(results, rows)
-            tqdm.write(f"{dataset} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
-                       f"AUROC {100 * row['auroc']:.1f}  fit {fit_s:.0f}s  score {score_s:.0f}s")
+    cells = [(ratio, c, seed) for seed in seeds for ratio in ratios for c in class_ids
+             if any((dataset, m, float(ratio), data.classes[c], seed) not in done for m in methods)]
+    sharded = distributed.shard_count() > 1
+    mine = [cells[i] for i in distributed.my_share([1.0] * len(cells))]
+    results = out / (f"results.rank{distributed.shard_index()}.csv" if sharded else "results.csv")
+    written = [] if sharded else rows
+    bar = tqdm(mine, desc=f"{dataset} cells", unit="cell", disable=not progress or not distributed.is_main())
+    with distributed.independent():
+        for ratio, c, seed in bar:
+            bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
+            cell = Cell(data, ratio, c, seed, profile, device, progress)
+            for method in [m for m in methods if (dataset, m, float(ratio), data.classes[c], seed) not in done]:
+                scores, fit_s, score_s = METHODS[method](cell)
+                row = {"dataset": dataset, "method": method, "ratio": float(ratio), "class": data.classes[c],
+                       "seed": seed, **od_metrics(cell.set.is_outlier, scores), "fit_s": fit_s, "score_s": score_s,
+                       "n": len(cell.x), "n_outliers": int(cell.set.is_outlier.sum()), "profile": profile.name}
+                written.append(row)
+                write_rows(results, written)
+                tqdm.write(f"{dataset} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
+                           f"AUROC {100 * row['auroc']:.1f}  fit {fit_s:.0f}s  score {score_s:.0f}s")
+    distributed.sync()
+    if not distributed.is_main():
+        return []
+    rows = merge_rank_rows(out) if sharded else written
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_markdown(rows))
     return rows
+
+
+def merge_rank_rows(out: Path) -> list[dict]:
+    """Fold the ranks' ``results.rank<r>.csv`` into ``results.csv`` (rows of the same cell and method: the later
+    wins), remove them, and return all rows."""
+    parts = sorted(out.glob("results.rank*.csv"))
+    rows = {_key(r): r for path in (out / "results.csv", *parts) for r in read_rows(path)}
+    if parts:
+        write_rows(out / "results.csv", list(rows.values()))
+        for path in parts:
+            path.unlink()
+    return list(rows.values())
 
 
 def _class_index(data: LabelledImages, name: str) -> int:

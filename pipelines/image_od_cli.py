@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData
 from image_od.generative import GenerativeE3Outlier
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run the paper's benchmark protocol",
                        description="Run methods over the transductive protocol; resumable (finished rows are "
-                                   "skipped). Example: image-od bench --dataset fashion-mnist --method e3outlier "
+                                   "skipped); under torchrun the cells are shared out between the processes. "
+                                   "Example: image-od bench --dataset fashion-mnist --method e3outlier "
                                    "--ratios 0.1 --classes all --seeds 0 --profile cpu --out runs/fmnist")
     b.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10, cifar100, svhn or digits")
     b.add_argument("--root", help="dataset folder (not needed for fashion-mnist from its Debian package, digits)")
@@ -71,11 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """The benchmark; under torchrun its cells are shared out between the processes (rank 0 reports)."""
     profile = load_profile(args.profile, args.overrides)
+    distributed.setup(resolve_device(args.device))
     rows = bench(args.dataset, args.method, args.ratios, args.classes, args.seeds, profile, Path(args.out),
                  root=args.root, device=args.device, progress=not args.quiet)
-    print((Path(args.out) / "summary.md").read_text())
-    print(f"{len(rows)} rows in {Path(args.out) / 'results.csv'}")
+    if distributed.is_main():
+        print((Path(args.out) / "summary.md").read_text())
+        print(f"{len(rows)} rows in {Path(args.out) / 'results.csv'}")
+    distributed.shutdown()
     return 0
 
 

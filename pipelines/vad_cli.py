@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from image_od import distributed
+from image_od.training import resolve_device
+
 from . import vad_pipeline as P
 from .cli_errors import report_errors
 from .config import load_config
@@ -22,7 +25,12 @@ EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root DATA --out runs/x --set model.epochs=5 --set score.motion_weight=0
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
   vad demo --out runs/demo                             # generated dataset, no download
+  torchrun --nproc_per_node=8 -m pipelines.vad_cli extract --videos cams/ --out runs/cams   # 8 processes
+
+Under torchrun, extract and score share the videos out between the processes and train trains data-parallel
+(docs/SCALING.md); the other commands run in one process.
 """
+SHARDED = ("extract", "train", "score", "run")
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -104,9 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     return report_errors(f"vad {args.command}", args.debug, lambda: _dispatch(args))
 
 
+def _join_ranks(args: argparse.Namespace) -> None:
+    """Under torchrun, join the process group on the run's device (a sharded command), or refuse the command."""
+    if distributed.shard_count() == 1:
+        return
+    if args.command not in SHARDED:
+        raise ValueError(f"`vad {args.command}` runs in one process: start it without torchrun "
+                         f"(under torchrun: {', '.join(SHARDED)})")
+    device = _config(args).device if args.command in ("extract", "run") else P.load_run(args.out)[0].device
+    distributed.setup(resolve_device(device))
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = not args.quiet
+    _join_ranks(args)
+    code = _command(args, out, progress)
+    distributed.shutdown()  # on an error, no barrier: the rank exits and torchrun stops the others
+    return code
+
+
+def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
+    main = distributed.is_main()
     if args.command == "demo":
         from vad.synthetic import make_synthetic_ucsd
 
@@ -121,21 +148,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command in ("extract", "run"):
         config = _config(args)
         if args.command == "run":
-            _print_metrics(out, P.run(config, out, root=args.root, videos_path=args.videos,
-                                      cache_root=args.cache, progress=progress))
+            metrics = P.run(config, out, root=args.root, videos_path=args.videos, cache_root=args.cache,
+                            progress=progress)
+            if main:
+                _print_metrics(out, metrics)
         else:
             videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache)
             cache = P.extract_run(out, config, videos, args.cache, progress=progress)
-            print(f"cubes of {len(videos)} videos in {cache.folder}")
+            if main:
+                print(f"cubes of {len(videos)} videos in {cache.folder}")
     elif args.command == "train":
         model = P.train_stage(out, progress)
-        print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}; "
-              f"cube errors: {out / 'cube_errors.npz'}")
+        if main:
+            print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}; "
+                  f"cube errors: {out / 'cube_errors.npz'}")
     elif args.command == "score":
-        if args.overrides:
+        if args.overrides and main:
             P.change_score_settings(out, args.overrides)
+        distributed.sync()
         P.score_stage(out, progress=progress)
-        print(f"scores: {out / 'frame_scores.csv'}")
+        if main:
+            print(f"scores: {out / 'frame_scores.csv'}")
     elif args.command == "eval":
         _print_metrics(out, P.eval_stage(out))
     elif args.command == "plot":

@@ -11,6 +11,10 @@ Run folder (``RUN_DIR``):
   plots/             per-video score curves (abnormal frames shaded) and ROC curves
 
 The model is transductive: it is trained on the very cubes it scores (no labels are read before ``eval``).
+
+Under ``torchrun`` (``docs/SCALING.md``): ``extract`` and ``score`` share the videos out between the ranks (each rank
+writes its own cache files; rank 0 merges the manifest parts and writes the run's outputs), ``train`` trains one
+model data-parallel, and rank 0 alone writes the run folder's files.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData, SampleSource
 from image_od.generative import GenerativeE3Outlier
@@ -87,6 +92,9 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
         raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
     videos = (open_dataset(root, config.data.layout, avenue_labels=config.data.avenue_labels) if root
               else open_videos(videos_path))
+    if not distributed.is_main():  # under torchrun rank 0 alone sets the run folder up
+        distributed.sync()
+        return videos
     warn_about_videos(videos, config, root)
     out.mkdir(parents=True, exist_ok=True)
     clear_previous_outputs(out)
@@ -100,6 +108,7 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
         info["training"] = _video_set(root, train_videos, cube_cache(training_config(config), train_videos,
                                                                      cache_root))
     write_json(out / "videos.json", info)
+    distributed.sync()
     return videos
 
 
@@ -134,8 +143,9 @@ def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
     return {"path": str(p), "size": st.st_size, "mtime": int(st.st_mtime)}
 
 
-def cube_cache(config: Config, videos: list[Video], cache_root: str | Path) -> CubeCache:
-    """The cache folder for these videos under these extraction settings."""
+def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
+    """The cache folder for these videos under these extraction settings (``shard``: the rank that writes to it,
+    in a sharded extraction)."""
     r = config.regions
     settings = {
         "videos": [str(Path(v.path).resolve()) for v in videos],
@@ -147,7 +157,7 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path) -> C
     }
     if config.data.bad_frames != "error":  # only then part of the key, so that existing caches stay valid
         settings["bad_frames"] = config.data.bad_frames
-    return CubeCache(cache_root, settings)
+    return CubeCache(cache_root, settings, shard)
 
 
 def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
@@ -228,25 +238,40 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
 
 
 def extract(config: Config, videos: list[Video], cache_root: str | Path, progress: bool = True) -> CubeCache:
-    """Boxes, cubes and flow of every video into the cache; videos already cached are skipped (resume)."""
-    cache = cube_cache(config, videos, cache_root)
+    """Boxes, cubes and flow of every video into the cache; videos already cached are skipped (resume). Under
+    torchrun each rank extracts its share of the videos to be done (balanced by frame count) and rank 0 merges
+    the ranks' manifest parts at the end."""
+    sharded = distributed.shard_count() > 1
+    if distributed.is_main():  # a killed sharded run's parts first, so that every rank sees the same cache
+        cube_cache(config, videos, cache_root).merge_parts()
+    distributed.sync()
+    cache = cube_cache(config, videos, cache_root, shard=distributed.shard_index() if sharded else None)
     todo = []
     for v in videos:
         source = v.source_fingerprint()
         if not cache.has(v.name, source):
             reason = cache.stale_reason(v.name, source)
-            if reason:
+            if reason and distributed.is_main():
                 print(f"video {v.name} ({v.path}): {reason}: extracting it again")
             todo.append((v, source))
-    if not todo:
+    distributed.sync()  # every rank has listed the work before any rank records a finished video
+    mine = [todo[i] for i in distributed.my_share([v.frame_count() for v, _ in todo])]
+    if mine:
+        boxes_for = BoxSource(config, videos)
+        flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
+                         raft_weights=config.flow.raft_weights,
+                         raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
+        show = progress and distributed.is_main()
+        desc = f"extract (rank 0 of {distributed.shard_count()})" if sharded else "extract"
+        for video, source in tqdm(mine, desc=desc, unit="video", disable=not show):
+            extract_video(config, video, cache, boxes_for, flow, source, show)
+    if not sharded:
         return cache
-    boxes_for = BoxSource(config, videos)
-    flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
-                     raft_weights=config.flow.raft_weights,
-                     raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
-    for video, source in tqdm(todo, desc="extract", unit="video", disable=not progress):
-        extract_video(config, video, cache, boxes_for, flow, source, progress)
-    return cache
+    distributed.sync()
+    if distributed.is_main():
+        cache.merge_parts()
+    distributed.sync()
+    return cube_cache(config, videos, cache_root)
 
 
 def extract_run(out: str | Path, config: Config, videos: list[Video], cache_root: str | Path,
@@ -267,15 +292,21 @@ def _cache_of(info: dict[str, Any]) -> CubeCache:
     return CubeCache(folder.parent, manifest["settings"])
 
 
-def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
-    """The cube metadata (video, frame, boxes, flow) of the videos of ``info`` in memory, and the samples the model
-    reads: in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
+def _ready_cache(info: dict[str, Any]) -> CubeCache:
+    """The cache of the videos of ``info``, checked to hold all of them as they are now."""
     cache = _cache_of(info)
-    names = [v["name"] for v in info["videos"]]
-    missing = [n for n in names if not cache.has(n)]
+    missing = [v["name"] for v in info["videos"] if not cache.has(v["name"])]
     if missing:
         raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
     check_cache_matches(cache, info)
+    return cache
+
+
+def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
+    """The cube metadata (video, frame, boxes, flow) of the videos of ``info`` in memory, and the samples the model
+    reads: in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
+    cache = _ready_cache(info)
+    names = [v["name"] for v in info["videos"]]
     arrays = cache.load(names, fields=("flow", "boxes", "frame") if not in_memory else FIELDS)
     if len(arrays["frame"]) == 0:
         raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
@@ -298,6 +329,7 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
 
     ``model.train_on: test`` (UVAD, the default) fits on the very cubes it scores, with no labels;
     ``training`` fits on the dataset's normal training videos and scores the test videos (semi-supervised).
+    Under torchrun the ranks train one model data-parallel and rank 0 writes the files.
     """
     out = Path(out)
     config, info = load_run(out)
@@ -305,30 +337,53 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     semi = config.model.train_on == "training"
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
     model = fit_cloze(config, train_data, out / "train_checkpoint.pt", progress)
-    model.save(out / "model.pt")
-    (out / "train_checkpoint.pt").unlink(missing_ok=True)
+    if distributed.is_main():
+        model.save(out / "model.pt")
+        (out / "train_checkpoint.pt").unlink(missing_ok=True)
     errors = model.task_errors(data) if semi else model.train_errors_
     needs_cubes = config.discriminative.use != "off" or config.self_train.rounds > 0
     if needs_cubes:
         arrays = _in_memory_cubes(info, arrays)
         train_arrays = _in_memory_cubes(info["training"], train_arrays) if semi else None
     components = learned_score(config, model.normaliser_(errors).sum(1), train_arrays, arrays, progress)
-    with atomic_path(out / "cube_errors.npz") as tmp, tmp.open("wb") as f:
-        np.savez_compressed(f, errors=errors, targets=np.array(config.model.targets), history=model.history_,
-                            **{f"component_{k}": v for k, v in components.items()})
+    if distributed.is_main():
+        with atomic_path(out / "cube_errors.npz") as tmp, tmp.open("wb") as f:
+            np.savez_compressed(f, errors=errors, targets=np.array(config.model.targets), history=model.history_,
+                                **{f"component_{k}": v for k, v in components.items()})
+    distributed.sync()
     return model
 
 
 # ----------------------------------------------------------------------------------------------- score
+def cube_motion_energy(cache: CubeCache, names: list[str], progress: bool = True) -> np.ndarray:
+    """Every cube's motion energy, videos in the order of ``names``, read from the cache one slice of flow at a
+    time (memory does not grow with the videos' length). Under torchrun each rank reads its share of the videos;
+    rank 0 receives the result (the other ranks get an empty array)."""
+    mine = distributed.my_share([cache.manifest["videos"][n]["n_cubes"] for n in names])
+    show = progress and distributed.is_main()
+    energy = {i: cache.map_rows(names[i], "flow", motion_energy)
+              for i in tqdm(mine, desc="motion energy", unit="video", disable=not show)}
+    parts = distributed.gather_to_main(energy)
+    if parts is None:
+        return np.zeros(0, np.float32)
+    merged = {i: e for part in parts for i, e in part.items()}
+    return np.concatenate([merged[i] for i in range(len(names))]) if names else np.zeros(0, np.float32)
+
+
 def score_stage(out: str | Path, progress: bool = True) -> None:
     """Cube scores into frame scores (fused with the motion-energy heuristic, smoothed and normalised as
-    configured); write cube_scores.npz, frame_scores.csv and events.csv."""
+    configured); write cube_scores.npz, frame_scores.csv and events.csv. Under torchrun the ranks share the
+    reading of the cached flow, and rank 0 writes."""
     out = Path(out)
     config, info = load_run(out)
     learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
-    arrays, _ = _cube_data(info, in_memory=False)
+    cache = _ready_cache(info)
+    names = [v["name"] for v in info["videos"]]
+    energy = cube_motion_energy(cache, names, progress)
+    if not distributed.is_main():
+        return
+    arrays = cache.load(names, fields=("boxes", "frame"))
     n_frames = [v["n_frames"] for v in info["videos"]]
-    energy = motion_energy(arrays["flow"])
     model_cubes = learned["component_model"]
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
@@ -465,7 +520,7 @@ def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) ->
 # ----------------------------------------------------------------------------------------------- run
 def run(config: Config, out: str | Path, *, root: str | None = None, videos_path: str | None = None,
         cache_root: str | Path = "cache", progress: bool = True, make_plots: bool = True) -> dict[str, Any]:
-    """All stages in order, timed; returns the metrics."""
+    """All stages in order, timed; returns the metrics (under torchrun, on rank 0; the other ranks get {})."""
     t0 = time.perf_counter()
     videos = open_run(out, config, root=root, videos_path=videos_path, cache_root=cache_root)
     extract_run(out, config, videos, cache_root, progress=progress)
@@ -474,6 +529,8 @@ def run(config: Config, out: str | Path, *, root: str | None = None, videos_path
     t2 = time.perf_counter()
     score_stage(out, progress)
     t3 = time.perf_counter()
+    if not distributed.is_main():
+        return {}
     if make_plots:
         plot_run(out)
     timings = {"extract_s": round(t1 - t0, 2), "train_s": round(t2 - t1, 2), "score_s": round(t3 - t2, 2),

@@ -7,13 +7,17 @@ temporary name and renamed, and a video enters the manifest only after its file 
 extraction leaves no half-written video and a rerun skips the finished ones. The key holds the videos' paths;
 their content is checked per video through the fingerprint (size, modification time, frame count), so a video
 replaced by another of the same name is extracted again.
+
+A sharded extraction (several processes, ``shard`` = the rank) has each rank record its finished videos in its
+own ``manifest.rank<r>.json``; readers see ``manifest.json`` and every such part, and ``merge_parts`` folds the
+parts into ``manifest.json`` (rank 0 at the end of the stage, or the next run if a rank was killed first).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -47,17 +51,41 @@ def _append(f: h5py.File, name: str, rows: np.ndarray) -> None:
 class CubeCache:
     """The cache folder of one extraction setting."""
 
-    def __init__(self, root: str | Path, settings: dict[str, Any]):
+    def __init__(self, root: str | Path, settings: dict[str, Any], shard: int | None = None):
         self.settings = settings
         self.key = settings_key(settings)
         self.folder = Path(root) / self.key
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.manifest_path = self.folder / "manifest.json"
-        if self.manifest_path.exists():
-            self.manifest = json.loads(self.manifest_path.read_text())
-        else:
-            self.manifest = {"settings": settings, "videos": {}}
-            write_json(self.manifest_path, self.manifest)
+        main = self.folder / "manifest.json"
+        self.manifest = {"settings": settings, "videos": {}}
+        for path in (main, *self._parts()):
+            if path.exists():
+                self.manifest["videos"].update(json.loads(path.read_text())["videos"])
+        self.shard = shard
+        if shard is None:
+            self.manifest_path, self._recorded = main, self.manifest
+            if not main.exists():
+                write_json(main, self.manifest)
+        else:  # this rank's part: only the videos it extracts (merged into manifest.json by merge_parts)
+            self.manifest_path, self._recorded = self.folder / f"manifest.rank{shard}.json", {"settings": settings,
+                                                                                            "videos": {}}
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob("manifest.rank*.json"))
+
+    def merge_parts(self) -> None:
+        """Fold the ranks' manifest parts into ``manifest.json`` and remove them (one process may do this while no
+        rank extracts)."""
+        parts = self._parts()
+        if parts:
+            merged = json.loads((self.folder / "manifest.json").read_text()) if (self.folder / "manifest.json").exists() \
+                else {"settings": self.settings, "videos": {}}
+            for path in parts:
+                merged["videos"].update(json.loads(path.read_text())["videos"])
+            write_json(self.folder / "manifest.json", merged)
+            for path in parts:
+                path.unlink()
+            self.manifest["videos"].update(merged["videos"])
 
     def path(self, video: str) -> Path:
         return self.folder / f"{video}.h5"
@@ -101,11 +129,19 @@ class CubeCache:
             f.attrs["n_frames"] = n_frames
             f.attrs["video"] = video
         entry = {"n_cubes": int(n_cubes), "n_frames": int(n_frames)}
-        self.manifest["videos"][video] = {**entry, "source": source} if source is not None else entry
-        write_json(self.manifest_path, self.manifest)
+        entry = {**entry, "source": source} if source is not None else entry
+        self.manifest["videos"][video] = self._recorded["videos"][video] = entry
+        write_json(self.manifest_path, self._recorded)
 
     def n_frames(self, video: str) -> int:
         return int(self.manifest["videos"][video]["n_frames"])
+
+    def map_rows(self, video: str, name: str, fn: Callable[[np.ndarray], np.ndarray], rows: int = 8192) -> np.ndarray:
+        """``fn`` of the video's array ``name``, ``rows`` cubes at a time, concatenated: memory holds one slice."""
+        with h5py.File(self.path(video), "r") as f:
+            data = f[name]
+            parts = [fn(data[i:i + rows]) for i in range(0, len(data), rows)] or [fn(data[:0])]
+        return np.concatenate(parts)
 
     def load(self, videos: Sequence[str], fields: Sequence[str] = FIELDS) -> dict[str, np.ndarray]:
         """Concatenate the chosen videos' arrays in memory, adding ``video`` (index into ``videos``)."""

@@ -25,11 +25,13 @@ def frame_scores(cube_scores: np.ndarray, video: np.ndarray, frame: np.ndarray,
                  n_frames: Sequence[int]) -> list[np.ndarray]:
     """Max cube score of every frame of every video; frames without cubes get the global minimum."""
     floor = float(cube_scores.min()) if len(cube_scores) else 0.0
+    order = np.argsort(video, kind="stable")  # cubes grouped by video (they usually are already)
+    bounds = np.searchsorted(video[order], np.arange(len(n_frames) + 1))
     out = []
     for v, n in enumerate(n_frames):
         s = np.full(n, -np.inf)
-        mask = video == v
-        np.maximum.at(s, frame[mask], cube_scores[mask])
+        rows = order[bounds[v]:bounds[v + 1]]
+        np.maximum.at(s, frame[rows], cube_scores[rows])
         s[~np.isfinite(s)] = floor
         out.append(s)
     return out
