@@ -76,6 +76,8 @@ class ModelConfig:
     lr: float = 1e-3
     normalisation: str = "zscore"  # zscore | minmax | none
     train_on: str = "test"  # test: transductive on the scored videos (UVAD) | training: the normal training split
+    # 0: fit on every cube; N: fit on N cubes drawn with the seed, then score every cube (very long footage)
+    max_train_cubes: int = 0
 
 
 @dataclass
@@ -393,6 +395,7 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.positive("model.batch_size", m.batch_size)
     checks.positive("model.lr", m.lr)
     checks.one_of("model.normalisation", m.normalisation, NORMALISATIONS)
+    checks.need(m.max_train_cubes >= 0, "model.max_train_cubes", m.max_train_cubes, "must be 0 (all cubes) or positive")
     checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
     checks.positive("score.smooth_window", s.smooth_window)
 

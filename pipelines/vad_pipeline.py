@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData, SampleSource
-from image_od.generative import GenerativeE3Outlier
+from image_od.generative import GenerativeE3Outlier, Normaliser
 from image_od.training import resolve_device
 from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
@@ -303,11 +304,11 @@ def _ready_cache(info: dict[str, Any]) -> CubeCache:
 
 
 def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
-    """The cube metadata (video, frame, boxes, flow) of the videos of ``info`` in memory, and the samples the model
-    reads: in memory, or lazily from the HDF5 cache when ``in_memory`` is false (sets larger than RAM)."""
+    """The cubes' arrays and the samples the model reads: everything in memory, or, when ``in_memory`` is false
+    (sets larger than RAM), only the cubes' video and frame indices, with samples read lazily from the cache."""
     cache = _ready_cache(info)
     names = [v["name"] for v in info["videos"]]
-    arrays = cache.load(names, fields=("flow", "boxes", "frame") if not in_memory else FIELDS)
+    arrays = cache.load(names, fields=FIELDS if in_memory else ("frame",))
     if len(arrays["frame"]) == 0:
         raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
                          "(check the region settings, e.g. regions.motion_threshold, or give --boxes)")
@@ -317,10 +318,22 @@ def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, 
 
 
 def _in_memory_cubes(info: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``arrays`` with the cubes themselves (read from the cache if the run keeps them on disk)."""
+    """``arrays`` with the cubes and their flow (read from the cache if the run keeps them on disk)."""
     if "cubes" in arrays:
         return arrays
-    return {**arrays, "cubes": _cache_of(info).load([v["name"] for v in info["videos"]], fields=("cubes",))["cubes"]}
+    loaded = _cache_of(info).load([v["name"] for v in info["videos"]], fields=("cubes", "flow"))
+    return {**arrays, "cubes": loaded["cubes"], "flow": loaded["flow"]}
+
+
+def _training_sample(data: SampleSource, n: int, seed: int) -> SampleSource:
+    """``n`` cubes of ``data`` drawn with ``seed`` (in their order), or ``data`` itself when ``n`` is 0 or covers
+    it: on very long footage the generators learn from a sample and then score every cube."""
+    if n == 0 or n >= len(data):
+        return data
+    pick = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
+    if isinstance(data, ArrayData):
+        return ArrayData({k: v[pick] for k, v in data.arrays.items()})
+    return Subset(data, pick.tolist())
 
 
 def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
@@ -336,11 +349,14 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     arrays, data = _cube_data(info, config.data.in_memory)
     semi = config.model.train_on == "training"
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
-    model = fit_cloze(config, train_data, out / "train_checkpoint.pt", progress)
+    sample = _training_sample(train_data, config.model.max_train_cubes, config.seed)
+    model = fit_cloze(config, sample, out / "train_checkpoint.pt", progress)
+    if sample is not train_data and not semi:  # fitted on a sample: the normalisation is the scored cubes'
+        model.normaliser_ = Normaliser(config.model.normalisation).fit(model.task_errors(data))
     if distributed.is_main():
         model.save(out / "model.pt")
         (out / "train_checkpoint.pt").unlink(missing_ok=True)
-    errors = model.task_errors(data) if semi else model.train_errors_
+    errors = model.task_errors(data) if semi or sample is not train_data else model.train_errors_
     needs_cubes = config.discriminative.use != "off" or config.self_train.rounds > 0
     if needs_cubes:
         arrays = _in_memory_cubes(info, arrays)

@@ -91,6 +91,19 @@ def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
     np.testing.assert_allclose(scores(tmp_path / "lazy"), scores(tmp_path / "mem"), rtol=1e-4, atol=1e-5)
 
 
+def test_fit_on_a_sample_of_cubes_then_score_all(demo_run, tmp_path):
+    """model.max_train_cubes: the generators learn from a seeded sample (memory-bounded lazy reading too), every
+    cube is scored, and the error normalisation is that of all scored cubes."""
+    out = tmp_path / "sample"
+    assert main(["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
+                 "configs/demo.yaml", "--set", "model.epochs=1", "--set", "model.max_train_cubes=64",
+                 "--set", "data.in_memory=false", "--out", str(out), "--quiet"]) == 0
+    with np.load(out / "cube_errors.npz") as errors, np.load(demo_run / "cube_scores.npz") as full:
+        assert len(errors["errors"]) == len(full["score"]) > 64
+        normalised = errors["component_cloze"]  # the sum of the z-scored errors over the scored cubes
+        assert abs(normalised.mean()) < 1e-4 and normalised.std() > 0
+
+
 def test_stage_by_stage_commands(demo_run, tmp_path):
     out, cache = tmp_path / "staged", tmp_path / "cache"
     base = ["--out", str(out), "--quiet"]
