@@ -12,7 +12,8 @@ higher = more anomalous):
 - ``mp``: maximum probability;
 - ``ne``: negative entropy, sum_c p log2 p (the paper's default);
 - ``mcd``: MC dropout (needs ``dropout`` > 0; the TPAMI code uses 0.05 and 5 passes): the mean over operations of
-  E[max p] - Std[max p] over stochastic passes, with dropout on and batch norm in eval mode;
+  Mean[max p] - Var[max p] over stochastic passes (Eq. 10), with dropout on and batch norm in eval mode;
+  ``mc_spread="std"`` subtracts the standard deviation instead, as the reference code does;
 - ``ssd_if``: SSD+IF, an Isolation Forest on the penultimate features of the untransformed images.
 
 Score refinement (Sec. 3.5, supplement Algorithms 1-3), as settings:
@@ -44,7 +45,14 @@ from .training import TrainSettings, resolve_device, seed_everything, train
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")
+MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
 CHUNK = 1024  # images per forward pass when scoring
+
+
+def mc_dropout_normality(max_prob: torch.Tensor, spread: str = "var") -> torch.Tensor:
+    """One operation's MC-dropout normality from the max probabilities of the stochastic passes (passes, N): Eq. 10's
+    Mean - Var, or Mean - Std (``spread="std"``, the reference code); unbiased (n - 1) spread estimates."""
+    return max_prob.mean(0) - (max_prob.var(0) if spread == "var" else max_prob.std(0))
 
 
 class DiscriminativeE3Outlier(OutlierDetector):
@@ -57,13 +65,14 @@ class DiscriminativeE3Outlier(OutlierDetector):
     """
 
     def __init__(self, *, operations: str = "RA+IA+PR", score: str = "ne", backbone: str = "wrn-10-4",
-                 dropout: float = 0.0, mc_passes: int = 5, multi_label: bool = False, epochs: int | None = None,
+                 dropout: float = 0.0, mc_passes: int = 5, mc_spread: str = "var", multi_label: bool = False,
+                 epochs: int | None = None,
                  ops_per_image: int | None = None, score_ops: int | None = None, batch_size: int = 128,
                  optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True):
         self.operations, self.score, self.backbone = operations, score, backbone
-        self.dropout, self.mc_passes, self.multi_label = dropout, mc_passes, multi_label
+        self.dropout, self.mc_passes, self.mc_spread, self.multi_label = dropout, mc_passes, mc_spread, multi_label
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
         self.ops_per_image, self.score_ops = ops_per_image, score_ops
         self.batch_size, self.optimizer, self.lr, self.weight_decay = batch_size, optimizer, lr, weight_decay
@@ -95,6 +104,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
             raise ValueError(f"unknown score {self.score!r}; expected one of {SCORES}")
         if self.score == "mcd" and self.dropout <= 0:
             raise ValueError("score 'mcd' needs dropout > 0 (the TPAMI code uses 0.05)")
+        if self.mc_spread not in MC_SPREADS:
+            raise ValueError(f"unknown mc_spread {self.mc_spread!r}; expected one of {MC_SPREADS}")
         if self.reweight not in REWEIGHT:
             raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {REWEIGHT}")
         if self.reweight == "online" and self.ensemble > 1:
@@ -207,8 +218,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
         return [torch.logsumexp(torch.stack(heads), 0) - math.log(len(per_net)) for heads in zip(*per_net)]
 
     def _mc_dropout_max_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Per head, E[max p] - Std[max p] over ``mc_passes`` passes with only the dropout layers in training mode
-        (summed over heads and networks, then divided by the networks)."""
+        """Per head, Mean[max p] - Var[max p] (Eq. 10; ``mc_spread="std"``: - Std) over ``mc_passes`` passes with
+        only the dropout layers in training mode (summed over heads and networks, then divided by the networks)."""
         total = torch.zeros(len(x))
         for net in self.nets_:
             dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
@@ -220,7 +231,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
                 m.eval()
             for head in zip(*passes):
                 maxp = torch.stack(head)
-                total += maxp.mean(0) - maxp.std(0)
+                total += mc_dropout_normality(maxp, self.mc_spread)
         return total / len(self.nets_)
 
     def _isolation_forest(self, images: torch.Tensor) -> np.ndarray:

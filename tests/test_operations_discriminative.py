@@ -2,9 +2,11 @@
 import itertools
 
 import numpy as np
+import pytest
 import scipy.ndimage
 import torch
 
+from image_od.discriminative import DiscriminativeE3Outlier, mc_dropout_normality
 from image_od.operations_discriminative import apply_operations, operation_set
 
 
@@ -152,3 +154,13 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
 
     with pytest.raises(ValueError, match="dropout"):
         DiscriminativeE3Outlier(score="mcd").fit(x[:4])
+
+
+def test_mc_dropout_normality_is_eq10_mean_minus_variance():
+    passes = torch.tensor([[0.9, 0.5], [0.7, 0.5], [0.8, 0.2]])  # 3 passes, 2 samples
+    mean = np.array([0.8, 0.4])
+    var = np.array([0.01, 0.03])  # unbiased: sum of squared deviations / (3 - 1)
+    np.testing.assert_allclose(mc_dropout_normality(passes).numpy(), mean - var, rtol=1e-5)
+    np.testing.assert_allclose(mc_dropout_normality(passes, "std").numpy(), mean - np.sqrt(var), rtol=1e-5)
+    with pytest.raises(ValueError, match="mc_spread"):
+        DiscriminativeE3Outlier(score="mcd", dropout=0.05, mc_spread="iqr").fit(np.zeros((2, 1, 32, 32), np.float32))
