@@ -22,7 +22,7 @@ from torch import nn
 from .atomic import atomic_path
 from .data import ArrayData, Batch, SampleSource, iterate_batches
 from .detector import OutlierDetector
-from .nets import ConvAutoencoder
+from .nets import ConvAutoencoder, DeepCAE, UNet
 from .safe_io import UnreadableFileError, load_tensors
 from .refinement import SelfPaced
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
@@ -40,6 +40,20 @@ class GenerativeTask:
 
 
 NORMALISATIONS = ("zscore", "minmax", "none")
+GENERATORS = ("conv", "deep-cae", "unet")
+
+
+def make_generator(kind: str, in_channels: int, out_channels: int, widths: Sequence[int]) -> nn.Module:
+    """``conv``: the video CAE (``nets.ConvAutoencoder``, one block per width); ``deep-cae``: the supplement's CAE of
+    the image baselines (``nets.DeepCAE``, three widths, 256-d tanh code, tanh output); ``unet``: the supplement's
+    UNet (``nets.UNet``, first block ``widths[0]`` channels)."""
+    if kind == "conv":
+        return ConvAutoencoder(in_channels, out_channels, widths)
+    if kind == "deep-cae":
+        return DeepCAE(in_channels, out_channels, widths)
+    if kind == "unet":
+        return UNet(in_channels, out_channels, widths[0])
+    raise ValueError(f"unknown generator {kind!r}; expected one of {GENERATORS}")
 
 
 @dataclass
@@ -73,6 +87,8 @@ class GenerativeE3Outlier(OutlierDetector):
     Scores: ``task_errors`` gives the raw squared error of each pair, ``decision_function`` their normalised sum.
     After ``fit(X)``, ``train_errors_`` and ``decision_scores_`` hold them for X itself (the transductive case).
 
+    ``generator`` picks the network of every pair (``make_generator``).
+
     Refinement while training on contaminated data (off by default): ``self_paced`` weights every pair's loss by
     its own current errors (``refinement.SelfPaced``), and ``fit(X, sample_weight)`` weights each sample's loss
     (E3Outlier's re-weighting; the weighted loss is sum w * error / sum w per batch).
@@ -89,8 +105,10 @@ class GenerativeE3Outlier(OutlierDetector):
         seed: int = 0,
         checkpoint: str | Path | None = None,
         self_paced: SelfPaced | None = None,
+        generator: str = "conv",
     ):
         self.tasks = list(tasks)
+        self.generator = generator
         self.widths = tuple(widths)
         self.train_settings = train_settings or TrainSettings()
         self.normalisation = normalisation
@@ -107,7 +125,7 @@ class GenerativeE3Outlier(OutlierDetector):
             src, tgt = task.source(probe), task.target(probe)
             if src.shape[-2:] != tgt.shape[-2:]:
                 raise ValueError(f"task {task.name}: source {tuple(src.shape)} and target {tuple(tgt.shape)} differ in size")
-            nets[task.name] = ConvAutoencoder(src.shape[1], tgt.shape[1], self.widths)
+            nets[task.name] = make_generator(self.generator, src.shape[1], tgt.shape[1], self.widths)
         return nn.ModuleDict(nets)
 
     def _sample_losses(self, nets: nn.ModuleDict, batch: Batch) -> torch.Tensor:

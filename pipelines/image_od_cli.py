@@ -1,8 +1,9 @@
 """``image-od``: unsupervised outlier detection on images.
 
-- ``score``: one outlier score per image of a folder with generative E3Outlier. The images are both the training
-  and the scored data (transductive): the detector learns to restore each image from its flipped, grey, rotated
-  views (supplement Sec. 5) and scores each image by its restoration error, higher = more anomalous.
+- ``score``: one outlier score per image of a folder with generative E3Outlier, set up by the ``generative``
+  section of a profile (the same profiles as ``bench``). The images are both the training and the scored data
+  (transductive): the detector learns to restore each image from its flipped, grey, rotated views (supplement
+  Sec. 5) and scores each image by its restoration error, higher = more anomalous.
 - ``bench``: the paper's benchmark protocol (one class as inliers plus a ratio of outliers, all unlabeled) over
   classes, ratios and seeds; writes results.csv and summary.md (Table 1 layout), resumes finished rows.
 """
@@ -17,12 +18,10 @@ import numpy as np
 
 from image_od import distributed
 from image_od.atomic import atomic_path, write_json
-from image_od.data import ArrayData
-from image_od.generative import GenerativeE3Outlier
+from image_od.generative_images import ImageGenerativeE3Outlier
 from image_od.images import load_images
-from image_od.operations import image_tasks
 from image_od.protocol import to_model_input
-from image_od.training import TrainSettings, resolve_device
+from image_od.training import resolve_device
 
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, load_profile
@@ -39,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: scores.csv, env.json, settings.json")
     p.add_argument("--size", type=int, default=32, help="smaller images are zero-padded (as the paper pads 28x28 to 32x32), larger ones resized to SIZE x SIZE (default 32)")
     p.add_argument("--grey", action="store_true", help="treat the images as grey")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--profile", default="cpu", help="profile whose generative section sets the detector up: cpu "
+                   "(default), paper or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile setting, e.g. --set generative.generator=unet (repeatable)")
+    p.add_argument("--epochs", type=int, help="shortcut for --set generative.epochs=N")
+    p.add_argument("--batch-size", type=int, help="shortcut for --set generative.batch_size=N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -105,28 +107,34 @@ def _write_skipped(out: Path, skipped: list[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("size", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not args.widths or min(args.widths) < 1 or args.size % 2 ** len(args.widths):
-        raise ValueError(f"--widths must be positive and --size a multiple of 2 ** (number of widths) = "
-                         f"{2 ** len(args.widths)}; got --widths {args.widths} --size {args.size}")
+def _generative_settings(args: argparse.Namespace) -> dict:
+    """The ``generative`` section of the chosen profile, with the command line's overrides."""
+    overrides = list(args.overrides)
+    for flag, key in ((args.epochs, "epochs"), (args.batch_size, "batch_size")):
+        if flag is not None:
+            overrides.append(f"generative.{key}={flag}")
+    if args.size < 1 or args.size % 16:
+        raise ValueError(f"--size must be a positive multiple of 16 (the generators halve it up to four times), "
+                         f"got {args.size}")
+    settings = load_profile(args.profile, overrides).settings("generative", colour=not args.grey)
+    for key in ("epochs", "batch_size"):
+        if settings.get(key, 1) < 1:
+            raise ValueError(f"generative.{key} must be positive, got {settings[key]}")
+    return settings
 
 
 def run_score(args: argparse.Namespace) -> int:
-    _check_positive(args)
+    settings = _generative_settings(args)
     skipped: list[str] | None = [] if args.skip_bad else None
     images, names = load_images(args.images, args.size, args.grey, skipped=skipped)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_skipped(out, skipped or [])
-    write_json(out / "settings.json", {k: v for k, v in vars(args).items() if k not in ("command", "debug")})
+    write_json(out / "settings.json", {**{k: v for k, v in vars(args).items() if k not in ("command", "debug")},
+                                       "generative": settings})
     write_json(out / "env.json", environment(args.seed, str(resolve_device(args.device))))
-    model = GenerativeE3Outlier(image_tasks(), widths=args.widths, seed=args.seed, device=args.device,
-                                train_settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
-                                                             progress=not args.quiet))
-    scores = model.fit_score(ArrayData({"image": to_model_input(images, args.size)}))
+    model = ImageGenerativeE3Outlier(**settings, seed=args.seed, device=args.device, progress=not args.quiet)
+    scores = model.fit(to_model_input(images, args.size)).decision_scores_
     with atomic_path(out / "scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "score", "rank"])

@@ -302,7 +302,7 @@ def test_image_od_skip_bad_scores_the_rest_and_lists_what_it_skipped(tmp_path, c
     ok, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
     (folder / "cut.jpg").write_bytes(jpeg.tobytes()[:400])  # truncated
     (folder / "junk.png").write_bytes(b"not an image")
-    args = ["score", "--images", str(folder), "--out", str(out), "--epochs", "1", "--widths", "4", "8", "16",
+    args = ["score", "--images", str(folder), "--out", str(out), "--epochs", "1", "--set", "generative.widths=[4,8,16]",
             "--quiet"]
     assert image_od(args) == 2  # stops at the first bad file, named
     assert f"truncated JPEG (no end-of-image marker after its last scan): {folder / 'cut.jpg'}" in \

@@ -5,23 +5,46 @@ import json
 import pytest
 
 from pipelines import image_od_bench
-from pipelines.image_od_bench import COLUMNS, DiscriminativeProfile, bench, load_profile, summary_markdown
+from pipelines.config import ConfigError
+from pipelines.image_od_bench import COLUMNS, bench, load_profile, summary_markdown
+from pipelines.image_od_methods import METHODS, SECTIONS
 from pipelines.image_od_cli import main
 
 TINY = ["discriminative.backbone=wrn-10-1", "discriminative.operations=RA", "discriminative.epochs=2",
         "discriminative.ops_per_image=4", "discriminative.score_ops=8", "discriminative.precision=fp32",
-        "discriminative.ensemble=2"]
+        "e3outlier-ens.ensemble=2"]
 
 
 def test_profiles_load_and_reject_unknown_keys():
     paper, cpu = load_profile("paper"), load_profile("cpu")
-    assert paper.discriminative.backbone == "wrn-10-4" and paper.discriminative.epochs is None
-    assert paper.discriminative.ops_per_image is None and paper.discriminative.score_ops is None
-    assert cpu.name == "cpu" and cpu.discriminative.ops_per_image is not None
-    assert paper.discriminative.precision == cpu.discriminative.precision == DiscriminativeProfile().precision == "auto"
-    assert load_profile("cpu", ["discriminative.ensemble=2"]).discriminative.ensemble == 2
-    with pytest.raises(ValueError, match="unknown config key"):
+    grey = paper.settings("discriminative", colour=False)
+    assert grey["backbone"] == "wrn-10-4" and grey["epochs"] is None and grey["optimizer"] == "sgd"
+    assert paper.settings("discriminative", colour=True)["optimizer"] == "adam"
+    assert grey["ops_per_image"] is None and grey["score_ops"] is None
+    assert cpu.name == "cpu" and cpu.settings("discriminative", False)["ops_per_image"] is not None
+    assert paper.settings("e3outlier-mcd", False, "discriminative")["dropout"] == 0.05
+    assert load_profile("cpu", ["e3outlier-ens.ensemble=2"]).settings("e3outlier-ens", False)["ensemble"] == 2
+    with pytest.raises(ConfigError, match="unknown setting discriminative.widht"):
         load_profile("cpu", ["discriminative.widht=3"])
+    with pytest.raises(ConfigError, match="unknown profile section 'nope'"):
+        load_profile("cpu", ["nope.epochs=3"])
+    with pytest.raises(ConfigError, match="unknown setting cae.grey.lrr"):
+        load_profile("cpu", ["cae.grey.lrr=3"])
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu"])
+def test_every_method_builds_its_detector_from_the_profile(name):
+    """Every registered method's profile sections make valid detectors (the settings reach __init__ unchanged)."""
+    from image_od.datasets import load_digits
+    from pipelines.image_od_methods import Cell
+
+    profile = load_profile(name)
+    cell = Cell(load_digits(), 0.1, 0, 0, profile, "cpu", False)
+    for section in SECTIONS:
+        model = cell.detector(section)
+        for key, value in profile.settings(section, False).items():
+            assert getattr(model, key) == value, (section, key)
+    assert len(METHODS) >= 23
 
 
 def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
@@ -65,3 +88,32 @@ def test_cli_bench_errors_are_clear(tmp_path, capsys):
     assert "unknown methods" in capsys.readouterr().err
     assert main(["bench", "--dataset", "digits", "--classes", "11", "--out", str(tmp_path)]) == 2
     assert "has no class" in capsys.readouterr().err
+
+
+def test_pyod_adapter_flattens_orients_and_names_the_missing_extra(monkeypatch):
+    import sys
+    import types
+
+    import numpy as np
+
+    from pipelines.pyod_methods import PyODDetector
+
+    class FakeGAAL:  # PyOD's MO_GAAL interface: decision_scores_ = D(x) = P(real)
+        def __init__(self, stop_epochs=20, contamination=0.1):
+            self.stop_epochs = stop_epochs
+
+        def fit(self, X):
+            self.decision_scores_ = 1.0 / (1.0 + np.abs(X).sum(1))  # far from 0 = less "real"
+            return self
+
+    fake = types.ModuleType("pyod.models.mo_gaal")
+    fake.MO_GAAL = FakeGAAL
+    monkeypatch.setitem(sys.modules, "pyod.models.mo_gaal", fake)
+    x = np.zeros((5, 1, 4, 4), np.float32)
+    x[4] = 1.0
+    model = PyODDetector(model="mo-gaal", settings={"stop_epochs": 2}).fit(x)
+    assert model.model_.stop_epochs == 2 and np.argmax(model.decision_scores_) == 4  # 1 - D(x): higher = outlier
+    np.testing.assert_array_equal(model.decision_function(x), model.decision_scores_)
+    monkeypatch.setitem(sys.modules, "pyod.models.iforest", None)  # as if PyOD were not installed
+    with pytest.raises(ImportError, match="pip install pyod"):
+        PyODDetector(model="iforest").fit(x)

@@ -41,7 +41,7 @@ def test_image_od_scores_fashion_mnist_outliers_higher(tmp_path):
     outliers = rng.choice(np.flatnonzero(labels != 1), 30, replace=False)
     np.save(tmp_path / "x.npy", images[np.r_[inliers, outliers]])
     assert main(["score", "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "run"), "--grey",
-                 "--epochs", "10", "--batch-size", "32", "--widths", "16", "32", "64", "--quiet"]) == 0
+                 "--epochs", "10", "--batch-size", "32", "--set", "generative.widths=[16,32,64]", "--quiet"]) == 0
     with (tmp_path / "run" / "scores.csv").open() as f:
         scores = np.array([float(r["score"]) for r in csv.DictReader(f)])
     y = np.r_[np.zeros(270), np.ones(30)]

@@ -1,0 +1,222 @@
+"""Two-stage baselines: pre-trained ResNet50 features + LOF or Isolation Forest (E3Outlier supplement Sec. 5,
+competing method (9): "the outputs of penultimate layer of pre-trained ResNet50 model are extracted as features,
+and they are used to train a LoF or IF").
+
+Stage 1: torchvision's ResNet50 with weights from a LOCAL file the user gives (nothing is ever downloaded); the
+2048-d globally average-pooled penultimate activations, in eval mode and without gradients. Stage 2: scikit-learn's
+``LocalOutlierFactor`` (``detector="lof"``) or ``IsolationForest`` (``detector="if"``) on those features.
+
+Choices the paper does not state (ours):
+- input: X in [-1, 1] -> [0, 1]; grey images are replicated to 3 channels; bilinear resize from 32x32 to
+  ``image_size`` (224, ImageNet's size); ImageNet mean/std normalisation; features are not standardised;
+- LOF and IF use scikit-learn's defaults (``n_neighbors=20``, ``n_estimators=100``, ``contamination="auto"``;
+  the contamination only shifts sklearn's offset, never the order of the scores, so AUROC does not depend on it);
+- the weights file may hold a plain state_dict or a dict with a "state_dict"/"model" entry; a "module." prefix
+  (DataParallel) is dropped; the classifier head ``fc.*`` is ignored (unused, so a ResNet50 fine-tuned for any
+  number of classes loads); missing BN ``num_batches_tracked`` counters are tolerated (unused in eval mode).
+
+Transductive protocol and signs. scikit-learn's LOF scores are "larger = more normal"; ours are the negation
+(higher = more anomalous), so scores are the LOF values themselves. The fitted set is scored with
+``negative_outlier_factor_``, which excludes each sample from its own neighbours; scoring the fitted samples as
+new data (``novelty=True``'s ``score_samples``) would count each one as its own nearest neighbour at distance 0,
+which is wrong in the transductive protocol. One estimator serves both: scikit-learn computes
+``negative_outlier_factor_`` in ``fit`` whatever ``novelty`` is, so the model is fitted once with
+``novelty=True`` (the fitted-set scores equal those of a ``novelty=False`` fit exactly; the tests check it) and
+``decision_function`` on new data uses its ``score_samples``. ``decision_function(X)`` on the very array that was
+fitted (same shape and bytes) returns ``decision_scores_``, so ``fit(X).decision_function(X)`` follows the
+transductive protocol too. IF: score = ``-decision_function`` (the same for the fitted set and new data).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ArrayData, Batch
+from .detector import OutlierDetector
+from .safe_io import load_tensors
+from .training import predict, resolve_device, seed_everything
+
+__all__ = ["DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainedFeatureOD", "load_resnet50", "to_imagenet_input"]
+
+DETECTORS = ("lof", "if")
+ARCHS = ("resnet50",)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FEATURE_DIM = 2048
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a plain state_dict or of a checkpoint's "state_dict"/"model" entry."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ValueError(f"{path}: not a ResNet50 state_dict (expected a dict of tensors, or a dict with a "
+                         f"'state_dict' or 'model' entry holding one); got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_resnet50(path: str | Path) -> nn.Module:
+    """torchvision's ResNet50 with the weights of the local file ``path`` and ``fc`` replaced by the identity, so
+    that it returns the 2048-d pooled penultimate features. The file is read with ``weights_only=True``."""
+    import torchvision
+
+    if path is None:
+        raise ValueError("no pre-trained weights: give a local ResNet50 weights file (e.g. torchvision's "
+                         "resnet50-*.pth) with --set pretrained.weights=PATH; nothing is downloaded")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pre-trained weights file {path} not found (give a local ResNet50 state_dict "
+                                f"with --set pretrained.weights=PATH)")
+    given = {k: v for k, v in _state_dict_of(load_tensors(path, map_location="cpu"), path).items()
+             if not k.startswith("fc.")}
+    model = torchvision.models.resnet50(weights=None)
+    model.fc = nn.Identity()
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [f"{k} {tuple(given[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in given and given[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{what} {len(keys)}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+                 for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape mismatches", wrong)) if keys]
+        raise ValueError(f"{path}: not a torchvision ResNet50 state_dict ({'; '.join(parts)})")
+    model.load_state_dict(given, strict=False)
+    return model.eval()
+
+
+def to_imagenet_input(x: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(N,C,H,W) in [-1, 1], C = 1 or 3 -> (N,3,image_size,image_size), ImageNet-normalised."""
+    x = (x.float() + 1) / 2
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _images(X: Any) -> np.ndarray | torch.Tensor:
+    """The image array of ``X``: an (N,C,H,W) array/tensor, or an ArrayData with an "image" (or single) array."""
+    if isinstance(X, ArrayData):
+        arrays = X.arrays
+        if "image" not in arrays and len(arrays) != 1:
+            raise ValueError(f"ArrayData needs an 'image' array, got {sorted(arrays)}")
+        X = arrays["image"] if "image" in arrays else next(iter(arrays.values()))
+    if not isinstance(X, (np.ndarray, torch.Tensor)):
+        X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4 or X.shape[1] not in (1, 3):
+        raise ValueError(f"expected images (N,C,H,W) with C = 1 or 3 in [-1, 1], got shape {tuple(X.shape)}")
+    if len(X) == 0:
+        raise ValueError("no images to score")
+    return X
+
+
+def _fingerprint(X: np.ndarray | torch.Tensor) -> str:
+    a = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+    a = np.ascontiguousarray(a)
+    return f"{a.dtype}:{a.shape}:" + hashlib.sha1(a.view(np.uint8).reshape(-1).data).hexdigest()
+
+
+class PretrainedFeatureOD(OutlierDetector):
+    """Pre-trained ResNet50 penultimate features + LOF (``detector="lof"``) or Isolation Forest (``"if"``).
+
+    ``weights``: a local torchvision ResNet50 state_dict file (required; never downloaded). ``X``: float array
+    (N,C,32,32) in [-1, 1] (``protocol.to_model_input``) or an ArrayData holding it as "image". There is no
+    training of the network, hence no ``epochs`` setting. After ``fit(X)``: ``decision_scores_`` (X's own scores,
+    higher = more anomalous), ``detector_`` (the scikit-learn estimator), ``backbone_``.
+    """
+
+    def __init__(self, *, weights: str | None = None, detector: str = "lof", arch: str = "resnet50",
+                 image_size: int = 224, batch_size: int = 64, n_neighbors: int = 20, n_estimators: int = 100,
+                 contamination: float | str = "auto", seed: int = 0, device: str = "auto", progress: bool = False):
+        self.weights = weights
+        self.detector = detector
+        self.arch = arch
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.n_neighbors = n_neighbors
+        self.n_estimators = n_estimators
+        self.contamination = contamination
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def get_params(self) -> dict:
+        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def _check_settings(self) -> None:
+        if self.weights is None:
+            raise ValueError("PretrainedFeatureOD needs pre-trained ResNet50 weights: give a local weights file "
+                             "with --set pretrained.weights=PATH (weights=PATH); nothing is downloaded")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}; expected one of {DETECTORS}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.image_size < 32 or self.batch_size < 1 or self.n_neighbors < 1 or self.n_estimators < 1:
+            raise ValueError(f"image_size must be >= 32 and batch_size, n_neighbors, n_estimators positive; got "
+                             f"{self.image_size}, {self.batch_size}, {self.n_neighbors}, {self.n_estimators}")
+
+    def features(self, X: Any) -> np.ndarray:
+        """The (N, 2048) penultimate features of the images of ``X`` (needs ``fit`` first, for the backbone)."""
+        self._check_fitted("backbone_")
+        images = _images(X)
+        size = self.image_size
+
+        def fn(batch: Batch) -> torch.Tensor:
+            return self.backbone_(to_imagenet_input(batch["image"], size))
+
+        with torch.no_grad():
+            feats = predict(fn, ArrayData({"image": images}), batch_size=self.batch_size, device=self.device_,
+                            progress=self.progress, desc="features")
+        return feats.astype(np.float64)
+
+    def fit(self, X: Any) -> "PretrainedFeatureOD":
+        from sklearn.ensemble import IsolationForest
+        from sklearn.neighbors import LocalOutlierFactor
+
+        self._check_settings()
+        images = _images(X)
+        seed_everything(self.seed)
+        self.device_ = resolve_device(self.device)
+        self.backbone_ = load_resnet50(self.weights).to(self.device_)
+        feats = self.features(images)
+        if self.detector == "lof":
+            lof = LocalOutlierFactor(n_neighbors=self.n_neighbors, contamination=self.contamination, novelty=True)
+            self.detector_ = lof.fit(feats)
+            self.decision_scores_ = -lof.negative_outlier_factor_  # self-matches excluded; sklearn: larger = normal
+        else:
+            forest = IsolationForest(n_estimators=self.n_estimators, contamination=self.contamination,
+                                     random_state=self.seed)
+            self.detector_ = forest.fit(feats)
+            self.decision_scores_ = -forest.decision_function(feats)
+        self.fit_fingerprint_ = _fingerprint(images)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores of ``X``, higher = more anomalous; the fitted array itself gets ``decision_scores_``."""
+        self._check_fitted("detector_")
+        images = _images(X)
+        if _fingerprint(images) == self.fit_fingerprint_:
+            return self.decision_scores_.copy()
+        feats = self.features(images)
+        if self.detector == "lof":
+            return -self.detector_.score_samples(feats)  # novelty LOF of new data; sklearn: larger = normal
+        return -self.detector_.decision_function(feats)
+
+    def fit_score(self, X: Any) -> np.ndarray:
+        """Fit on ``X`` and return its own scores (the transductive protocol)."""
+        return self.fit(X).decision_scores_.copy()

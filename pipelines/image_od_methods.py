@@ -1,0 +1,192 @@
+"""The methods of ``image-od bench``: one registry line each, every detector built from its profile section.
+
+Discriminative E3Outlier's methods share trained networks within a cell (one ``(dataset, ratio, class, seed)``
+contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the reboot-weighted networks serve RRW
+and JSR, the ensemble members ENS. Every other method fits its own detector: ``own(section, **fixed)`` builds the
+detector of profile section ``section`` (``image_od_profiles``), with ``fixed`` settings that define the method
+(``RATIO`` stands for the cell's outlier ratio), fits it on the cell's images and scores the same images.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from image_od.autoencoders import CAE, CAEIF, DRAE, RDAE, RSRAE
+from image_od.contrastive import ContrastiveE3Outlier
+from image_od.datasets import LabelledImages
+from image_od.density import DAGMM, DSEBM
+from image_od.detector import OutlierDetector
+from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.gaal import MOGAAL
+from image_od.generative_images import ImageGenerativeE3Outlier
+from image_od.pretrained import PretrainedFeatureOD
+from image_od.protocol import contaminated_set, to_model_input
+from image_od.refinement import weights_from_scores
+from image_od.shallow import PixelIsolationForest
+
+from .image_od_profiles import Profile
+from .pyod_methods import PyODDetector
+
+GREY = {"mnist", "fashion-mnist", "digits"}
+FAMILIES: dict[str, type] = {
+    "discriminative": DiscriminativeE3Outlier, "generative": ImageGenerativeE3Outlier,
+    "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
+    "dsebm": DSEBM, "dagmm": DAGMM, "mo-gaal": MOGAAL, "pretrained": PretrainedFeatureOD,
+    "iforest": PixelIsolationForest, "pyod": PyODDetector,
+}
+# method sections that add settings over a family's
+METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
+                   "e3outlier-jsr": "discriminative"}
+SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
+RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
+
+Result = tuple[np.ndarray, float, float]  # outlier scores (higher = more anomalous), fit_s, score_s
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+class Cell:
+    """One (dataset, ratio, class, seed) contaminated set and the fits its methods share (each made once)."""
+
+    def __init__(self, data: LabelledImages, ratio: float, inlier: int, seed: int, profile: Profile, device: str,
+                 progress: bool):
+        images, labels = data.merged()
+        self.set = contaminated_set(images, labels, inlier, ratio, seed, profile.max_size)
+        self.x = to_model_input(self.set.images)
+        self.colour = data.name not in GREY
+        self.ratio, self.profile, self.seed, self.device, self.progress = ratio, profile, seed, device, progress
+        self._fits: dict[str, tuple[Any, float]] = {}
+        self._scores: dict[str, tuple[dict[str, np.ndarray], float]] = {}
+
+    def detector(self, section: str, **fixed) -> OutlierDetector:
+        """The detector of profile ``section`` (over its family's settings) with ``fixed`` settings on top."""
+        family = METHOD_SECTIONS.get(section)
+        settings = self.profile.settings(section, self.colour, family)
+        fixed = {k: self.ratio if v is RATIO else v for k, v in fixed.items()}
+        run = {"seed": self.seed, "device": self.device, "progress": self.progress}
+        return SECTIONS[section](**{**settings, **run, **fixed})
+
+    def fit(self, key: str, make: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
+        """The fitted model ``key`` and its own fit seconds, made by ``make`` on first use."""
+        if key not in self._fits:
+            self._fits[key] = make()
+        return self._fits[key]
+
+    def timed_fit(self, model, **fit_args) -> tuple[Any, float]:
+        return timed(lambda: model.fit(self.x, **fit_args))
+
+    def scores(self, key: str, model: DiscriminativeE3Outlier) -> tuple[dict[str, np.ndarray], float]:
+        """All normality scores of a discriminative model and the seconds they took (computed once)."""
+        if key not in self._scores:
+            self._scores[key] = timed(lambda: model.normality_scores(self.x))
+        return self._scores[key]
+
+    # the discriminative networks the methods share: one network, no refinement, unless a method says so
+    def discriminative(self, section: str = "discriminative", **fixed) -> DiscriminativeE3Outlier:
+        return self.detector(section, **{"ensemble": 1, "reweight": "none", **fixed})
+
+    def base(self):
+        return self.fit("base", lambda: self.timed_fit(self.discriminative()))
+
+    def base_weights(self) -> np.ndarray:
+        return weights_from_scores(self.scores("base", self.base()[0])[0]["ne"])
+
+    def weighted(self, j: int):
+        """The j-th network trained with the base network's scores as weights (reboot re-weighting)."""
+        return self.fit(f"weighted{j}", lambda: self.timed_fit(self.discriminative(seed=self.seed + j),
+                                                               sample_weight=self.base_weights()))
+
+    def member(self, j: int):
+        return self.base() if j == 0 else self.fit(f"member{j}", lambda: self.timed_fit(
+            self.discriminative(seed=self.seed + j)))
+
+    def ensemble_size(self, method: str) -> int:
+        return int(self.profile.settings(method, self.colour, "discriminative").get("ensemble", 5))
+
+
+def shared(name: str) -> Callable[[Cell], Result]:
+    """A score of the shared base network (BAS = NE)."""
+    def run(cell: Cell) -> Result:
+        model, fit_s = cell.base()
+        scores, score_s = cell.scores("base", model)
+        return -scores[name], fit_s, score_s
+    return run
+
+
+def single(key: str, name: str, section: str = "discriminative", **fixed) -> Callable[[Cell], Result]:
+    """A discriminative method with its own network (settings that change training), scored by score ``name``."""
+    def run(cell: Cell) -> Result:
+        model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.discriminative(section, **fixed)))
+        scores, score_s = cell.scores(key, model)
+        return -scores[name], fit_s, score_s
+    return run
+
+
+def _rrw(cell: Cell) -> Result:
+    model, fit_s = cell.weighted(0)
+    scores, score_s = cell.scores("weighted0", model)
+    return -scores["ne"], cell.base()[1] + fit_s, score_s
+
+
+def _ensemble(cell: Cell, method: str, member: Callable[[int], tuple[Any, float]], extra_fit_s: float) -> Result:
+    fits = [member(j) for j in range(cell.ensemble_size(method))]
+    merged = DiscriminativeE3Outlier.merged([m for m, _ in fits])
+    scores, score_s = timed(lambda: merged.normality_scores(cell.x, ssd_if=False)["ne"])
+    return -scores, extra_fit_s + sum(s for _, s in fits), score_s
+
+
+def _ens(cell: Cell) -> Result:
+    return _ensemble(cell, "e3outlier-ens", cell.member, 0.0)
+
+
+def _jsr(cell: Cell) -> Result:
+    return _ensemble(cell, "e3outlier-jsr", cell.weighted, cell.base()[1])
+
+
+def own(section: str, **fixed) -> Callable[[Cell], Result]:
+    """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted and scored on the cell."""
+    def run(cell: Cell) -> Result:
+        model, fit_s = cell.timed_fit(cell.detector(section, **fixed))
+        scores, score_s = timed(lambda: model.decision_function(cell.x))
+        return np.asarray(scores, float), fit_s, score_s
+    return run
+
+
+METHODS: dict[str, Callable[[Cell], Result]] = {
+    "e3outlier": shared("ne"),  # discriminative E3Outlier with the paper's default NE score (BAS)
+    "e3outlier-gtp": shared("gtp"),
+    "e3outlier-mp": shared("mp"),
+    "e3outlier-mcd": single("mcd", "mcd", "e3outlier-mcd", score="mcd"),
+    "ssd-if": shared("ssd_if"),
+    "e3outlier-orw": single("orw", "ne", reweight="online"),
+    "e3outlier-rrw": _rrw,
+    "e3outlier-ens": _ens,
+    "e3outlier-jsr": _jsr,
+    "e3outlier-ml": single("ml", "ne", multi_label=True),
+    "e3outlier-g": own("generative"),
+    "e3outlier-c": own("contrastive"),
+    "cae": own("cae"),
+    "cae-if": own("cae-if", contamination=RATIO),
+    "drae": own("drae"),
+    "dsebm": own("dsebm"),
+    "rdae": own("rdae"),
+    "dagmm": own("dagmm"),
+    "mo-gaal": own("mo-gaal"),
+    "rsrae": own("rsrae"),
+    "res50-lof": own("pretrained", detector="lof"),
+    "res50-if": own("pretrained", detector="if", contamination=RATIO),
+    "iforest": own("iforest"),
+    # independent cross-checks with PyOD's models (a benchmark extra: pip install pyod)
+    "pyod-iforest": own("pyod", model="iforest"),
+    "pyod-lof": own("pyod", model="lof"),
+    "pyod-auto-encoder": own("pyod", model="auto-encoder"),
+    "pyod-deep-svdd": own("pyod", model="deep-svdd"),
+    "pyod-mo-gaal": own("pyod", model="mo-gaal"),
+}
