@@ -327,7 +327,7 @@ class ContrastiveE3Outlier(OutlierDetector):
     normality. Caveat (measured): the raw inner product rewards large feature norms, and an untrained or briefly
     trained net gives high-energy images (noise, unusual patterns) the largest norms, so at tiny budgets ``inner``
     (and ``csi``) can rank such outliers as the most normal while ``cosine`` does not; training makes the norms
-    informative (tests/test_contrastive.py: digits AUROC 0.65 untrained -> 0.98 after 6 epochs).
+    informative (tests/test_contrastive.py: digits AUROC 0.47 untrained -> 0.98 after 6 epochs).
 
     Training loop: our own short loop, not ``image_od.training.train``, because (1) that loop builds its optimizer
     internally and offers no way to set the learning rate per epoch (the warm-up/cosine schedule), and (2) under

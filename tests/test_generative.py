@@ -80,3 +80,57 @@ def test_save_and_load_reproduce_scores(tmp_path):
     other = GenerativeE3Outlier([GenerativeTask("other", _left, _right)], widths=(8, 16))
     with pytest.raises(ValueError, match="holds tasks"):
         other.load(tmp_path / "m.pt", data)
+
+
+# ----------------------------------------------------------------------------------------------- images, paper form
+def test_deep_cae_and_unet_generators_keep_shapes_and_range():
+    from image_od.nets import DeepCAE, UNet
+
+    x = torch.randn(3, 3, 32, 32)
+    cae = DeepCAE(3, 1)
+    assert cae(x).shape == (3, 1, 32, 32) and cae.encode(x).shape == (3, 256)
+    assert cae(x).abs().max() <= 1 and UNet(3, 3, 8)(x).shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="unknown generator"):
+        GenerativeE3Outlier([GenerativeTask("l->r", _left, _right)], generator="gan").fit(_data()[0])
+
+
+def _digits(inlier: int = 0):
+    from image_od.datasets import load_digits
+    from image_od.protocol import contaminated_set, to_model_input
+
+    images, labels = load_digits().merged()
+    data = contaminated_set(images, labels, inlier_class=inlier, ratio=0.1, seed=0, max_size=400)
+    return to_model_input(data.images, size=32), data.is_outlier
+
+
+def test_paper_form_scores_the_plain_sum_of_the_pairs_errors_and_is_deterministic():
+    """Eq. 16 as published: the score is the plain sum over the four pairs of the squared errors (no normalisation);
+    SGD lr 0.1 on the deep CAE by default; the same seed gives the same scores."""
+    from image_od.generative_images import ImageGenerativeE3Outlier
+
+    x, _ = _digits()
+    model = ImageGenerativeE3Outlier(widths=(8, 16, 32), epochs=1, batch_size=64)
+    assert (model.generator, model.optimizer, model.lr, model.normalisation) == ("deep-cae", "sgd", 0.1, "none")
+    model.fit(x[:64])
+    errors = model.task_errors(x[:64])
+    assert errors.shape == (64, 4)
+    np.testing.assert_allclose(model.decision_scores_, errors.sum(1), rtol=1e-5)
+    again = ImageGenerativeE3Outlier(widths=(8, 16, 32), epochs=1, batch_size=64).fit(x[:64])
+    np.testing.assert_array_equal(again.decision_scores_, model.decision_scores_)
+    zscored = ImageGenerativeE3Outlier(widths=(8, 16), epochs=1, batch_size=64, generator="conv", optimizer="adam",
+                                       lr=1e-3, normalisation="zscore").fit(x[:64])
+    assert abs(zscored.decision_scores_.mean()) < 1e-4  # the earlier form: z-scored pairs, summed
+
+
+def test_paper_form_and_adam_option_on_digits():
+    """SGD at lr 0.1 (the paper's) trains the small deep CAE unsteadily on 197 digits: measured 0.657 here (0.934 with
+    widths 64/128/256, 0.765 at lr 0.02); Adam at 1e-3 on the same network: 1.0."""
+    from sklearn.metrics import roc_auc_score
+
+    from image_od.generative_images import ImageGenerativeE3Outlier
+
+    x, is_outlier = _digits()
+    small = {"widths": (16, 32, 64), "epochs": 10, "batch_size": 128}
+    paper = ImageGenerativeE3Outlier(**small).fit(x).decision_scores_
+    adam = ImageGenerativeE3Outlier(**small, optimizer="adam", lr=1e-3).fit(x).decision_scores_
+    assert roc_auc_score(is_outlier, paper) > 0.6 and roc_auc_score(is_outlier, adam) > 0.95
