@@ -29,7 +29,7 @@ from .image_od_profiles import Profile, load_profile, save_profile
 from .run_env import environment
 
 __all__ = ["COLUMNS", "METHODS", "bench", "load_profile", "summary_markdown"]
-COLUMNS = ["dataset", "method", "ratio", "class", "seed", "auroc", "aupr_in", "aupr_out", "ap_out", "fit_s",
+COLUMNS = ["dataset", "protocol", "method", "ratio", "class", "seed", "auroc", "aupr_in", "aupr_out", "ap_out", "fit_s",
            "score_s", "n", "n_outliers", "profile"]
 
 
@@ -40,6 +40,7 @@ def read_rows(path: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r["ratio"], r["seed"], r["class"] = float(r["ratio"]), int(r["seed"]), r["class"]
+        r["protocol"] = r.get("protocol") or "transductive"  # files written before protocols existed
         for k in ("auroc", "aupr_in", "aupr_out", "ap_out", "fit_s", "score_s"):
             r[k] = float(r[k])
     return rows
@@ -54,13 +55,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _key(r: dict) -> tuple:
-    return r["dataset"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"])
+    return r["dataset"], r["protocol"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"])
 
 
 def summary_markdown(rows: list[dict]) -> str:
     """Table 1 layout: one block per ratio, a row per method, ROC / PR-I / PR-O in % per dataset (mean over
-    classes and seeds, with the std over seeds when there are several), plus the mean minutes per class."""
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    classes and seeds, with the std over seeds when there are several), plus the mean minutes per class. A
+    protocol other than the transductive one is a dataset column of its own, e.g. ``cifar10 (one-class)``."""
+    def label(r: dict) -> str:
+        protocol = r.get("protocol", "transductive")
+        return r["dataset"] if protocol == "transductive" else f"{r['dataset']} ({protocol})"
+
+    datasets = list(dict.fromkeys(label(r) for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["| method | " + " | ".join(f"{d} ROC | {d} PR-I | {d} PR-O | {d} min/class" for d in datasets) + " |",
              "|---|" + "---|" * (4 * len(datasets))]
@@ -69,7 +75,7 @@ def summary_markdown(rows: list[dict]) -> str:
         for method in methods:
             cells = []
             for d in datasets:
-                sel = [r for r in rows if r["dataset"] == d and r["method"] == method and r["ratio"] == ratio]
+                sel = [r for r in rows if label(r) == d and r["method"] == method and r["ratio"] == ratio]
                 if not sel:
                     cells += ["-"] * 4
                     continue
@@ -86,9 +92,10 @@ def summary_markdown(rows: list[dict]) -> str:
 
 
 def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[str], seeds: list[int],
-          profile: Profile, out: Path, *, root: str | None = None, device: str = "auto",
-          progress: bool = True) -> list[dict]:
-    """Run every missing row, appending to ``out/results.csv`` after each cell; return all rows."""
+          profile: Profile, out: Path, *, root: str | None = None, device: str = "auto", progress: bool = True,
+          protocol: str = "transductive") -> list[dict]:
+    """Run every missing row, appending to ``out/results.csv`` after each cell; return all rows. ``ratios`` are the
+    outlier ratios rho (transductive) or the pollution shares r_p (polluted); one-class ignores them."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
@@ -105,8 +112,10 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     distributed.sync()
     rows = read_rows(out / "results.csv")
     done = {_key(r) for r in rows}
+    if protocol == "one-class":
+        ratios = [0.0]
     cells = [(ratio, c, seed) for seed in seeds for ratio in ratios for c in class_ids
-             if any((dataset, m, float(ratio), data.classes[c], seed) not in done for m in methods)]
+             if any((dataset, protocol, m, float(ratio), data.classes[c], seed) not in done for m in methods)]
     sharded = distributed.shard_count() > 1
     mine = [cells[i] for i in distributed.my_share([1.0] * len(cells))]
     results = out / (f"results.rank{distributed.shard_index()}.csv" if sharded else "results.csv")
@@ -115,15 +124,17 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     with distributed.independent():
         for ratio, c, seed in bar:
             bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
-            cell = Cell(data, ratio, c, seed, profile, device, progress)
-            for method in [m for m in methods if (dataset, m, float(ratio), data.classes[c], seed) not in done]:
+            cell = Cell(data, ratio, c, seed, profile, device, progress, protocol)
+            for method in [m for m in methods
+                           if (dataset, protocol, m, float(ratio), data.classes[c], seed) not in done]:
                 scores, fit_s, score_s = METHODS[method](cell)
-                row = {"dataset": dataset, "method": method, "ratio": float(ratio), "class": data.classes[c],
-                       "seed": seed, **od_metrics(cell.set.is_outlier, scores), "fit_s": fit_s, "score_s": score_s,
-                       "n": len(cell.x), "n_outliers": int(cell.set.is_outlier.sum()), "profile": profile.name}
+                row = {"dataset": dataset, "protocol": protocol, "method": method, "ratio": float(ratio),
+                       "class": data.classes[c], "seed": seed, **od_metrics(cell.is_outlier, scores), "fit_s": fit_s,
+                       "score_s": score_s, "n": len(cell.eval_x), "n_outliers": int(cell.is_outlier.sum()),
+                       "profile": profile.name}
                 written.append(row)
                 write_rows(results, written)
-                tqdm.write(f"{dataset} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
+                tqdm.write(f"{dataset} {protocol} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
                            f"AUROC {100 * row['auroc']:.1f}  fit {fit_s:.0f}s  score {score_s:.0f}s")
     distributed.sync()
     if not distributed.is_main():

@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--root", help="dataset folder (not needed for fashion-mnist from its Debian package, digits)")
     b.add_argument("--method", nargs="+", default=["e3outlier"], metavar="METHOD",
                    help="one or more of: " + ", ".join(METHODS))
-    b.add_argument("--ratios", type=float, nargs="+", default=[0.1], help="outlier ratios rho (default 0.1)")
+    b.add_argument("--protocol", default="transductive", choices=("transductive", "one-class", "polluted"),
+                   help="transductive (the paper's: one unlabelled set, fitted and scored), one-class (fit on the "
+                        "training split's inliers, score the test split) or polluted (ELITE's: a training pool with "
+                        "a share --ratios of anomalies and a small labelled validation set; score the test split)")
+    b.add_argument("--ratios", type=float, nargs="+", default=[0.1],
+                   help="outlier ratios rho, or the pollution shares r_p of --protocol polluted (default 0.1)")
     b.add_argument("--classes", nargs="+", default=["all"], help="'all', class names or indices")
     b.add_argument("--seeds", type=int, nargs="+", default=[0])
     b.add_argument("--profile", default="cpu", help="paper (the paper's settings, for a GPU), cpu (reduced, chosen "
@@ -79,7 +84,7 @@ def run_bench(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile, args.overrides)
     distributed.setup(resolve_device(args.device))
     rows = bench(args.dataset, args.method, args.ratios, args.classes, args.seeds, profile, Path(args.out),
-                 root=args.root, device=args.device, progress=not args.quiet)
+                 root=args.root, device=args.device, progress=not args.quiet, protocol=args.protocol)
     if distributed.is_main():
         print((Path(args.out) / "summary.md").read_text())
         print(f"{len(rows)} rows in {Path(args.out) / 'results.csv'}")

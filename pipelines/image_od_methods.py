@@ -1,5 +1,10 @@
 """The methods of ``image-od bench``: one registry line each, every detector built from its profile section.
 
+Protocols (``Cell``): ``transductive`` (the paper's: one class plus a ratio of outliers, fitted and scored as one
+unlabelled set), ``one-class`` (fit on the training split's inliers, score the test split) and ``polluted``
+(ELITE's: fit on a training pool with a share ``ratio`` of anomalies, plus a small labelled validation set that only
+methods whose ``fit`` takes ``X_val``/``y_val`` use; score the test split).
+
 Discriminative E3Outlier's methods share trained networks within a cell (one ``(dataset, ratio, class, seed)``
 contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the reboot-weighted networks serve RRW
 and JSR, the ensemble members ENS. Every other method fits its own detector: ``own(section, **fixed)`` builds the
@@ -8,6 +13,7 @@ detector of profile section ``section`` (``image_od_profiles``), with ``fixed`` 
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Callable
 
@@ -22,7 +28,7 @@ from image_od.discriminative import DiscriminativeE3Outlier
 from image_od.gaal import MOGAAL
 from image_od.generative_images import ImageGenerativeE3Outlier
 from image_od.pretrained import PretrainedFeatureOD
-from image_od.protocol import contaminated_set, to_model_input
+from image_od.protocol import contaminated_set, one_class_split, polluted_split, to_model_input
 from image_od.refinement import weights_from_scores
 from image_od.shallow import PixelIsolationForest
 
@@ -41,6 +47,8 @@ METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discrimi
                    "e3outlier-jsr": "discriminative"}
 SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
 RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
+PROTOCOLS = ("transductive", "one-class", "polluted")
+VALIDATION_PER_SIDE = {False: 10, True: 50}  # ELITE's labelled validation set: 10 + 10 grey, 50 + 50 colour images
 
 Result = tuple[np.ndarray, float, float]  # outlier scores (higher = more anomalous), fit_s, score_s
 
@@ -53,15 +61,34 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 class Cell:
-    """One (dataset, ratio, class, seed) contaminated set and the fits its methods share (each made once)."""
+    """One (dataset, protocol, ratio, class, seed) set and the fits its methods share (each made once).
+
+    ``x`` is what the detectors fit, ``eval_x`` what they score (the same array in the transductive protocol) and
+    ``is_outlier`` the ground truth of ``eval_x``; ``fit_data`` holds the other data a protocol gives to ``fit``."""
 
     def __init__(self, data: LabelledImages, ratio: float, inlier: int, seed: int, profile: Profile, device: str,
-                 progress: bool):
-        images, labels = data.merged()
-        self.set = contaminated_set(images, labels, inlier, ratio, seed, profile.max_size)
-        self.x = to_model_input(self.set.images)
+                 progress: bool, protocol: str = "transductive"):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.colour = data.name not in GREY
-        self.ratio, self.profile, self.seed, self.device, self.progress = ratio, profile, seed, device, progress
+        self.fit_data: dict[str, np.ndarray] = {}
+        if protocol == "transductive":
+            images, labels = data.merged()
+            self.set = contaminated_set(images, labels, inlier, ratio, seed, profile.max_size)
+            self.x = self.eval_x = to_model_input(self.set.images)
+            self.is_outlier = self.set.is_outlier
+        else:
+            split = (data.train_images, data.train_labels, data.test_images, data.test_labels, inlier)
+            if protocol == "one-class":
+                self.set = one_class_split(*split, seed, max_train=profile.max_size, max_test=profile.max_size)
+            else:
+                self.set = polluted_split(*split, ratio, min(profile.max_size, 5000), VALIDATION_PER_SIDE[self.colour],
+                                          seed, max_test=profile.max_size)
+                self.fit_data = {"X_val": to_model_input(self.set.val_images), "y_val": self.set.val_is_outlier}
+            self.x, self.eval_x = to_model_input(self.set.train_images), to_model_input(self.set.test_images)
+            self.is_outlier = self.set.test_is_outlier.astype(bool)
+        self.protocol, self.ratio, self.profile, self.seed = protocol, ratio, profile, seed
+        self.device, self.progress = device, progress
         self._fits: dict[str, tuple[Any, float]] = {}
         self._scores: dict[str, tuple[dict[str, np.ndarray], float]] = {}
 
@@ -80,12 +107,15 @@ class Cell:
         return self._fits[key]
 
     def timed_fit(self, model, **fit_args) -> tuple[Any, float]:
-        return timed(lambda: model.fit(self.x, **fit_args))
+        """Fit ``model`` on ``x`` with the protocol's other data where its ``fit`` takes them; the seconds it took."""
+        accepted = inspect.signature(model.fit).parameters
+        extra = {k: v for k, v in self.fit_data.items() if k in accepted}
+        return timed(lambda: model.fit(self.x, **extra, **fit_args))
 
     def scores(self, key: str, model: DiscriminativeE3Outlier) -> tuple[dict[str, np.ndarray], float]:
-        """All normality scores of a discriminative model and the seconds they took (computed once)."""
+        """All normality scores of ``eval_x`` by a discriminative model and the seconds they took (computed once)."""
         if key not in self._scores:
-            self._scores[key] = timed(lambda: model.normality_scores(self.x))
+            self._scores[key] = timed(lambda: model.normality_scores(self.eval_x))
         return self._scores[key]
 
     # the discriminative networks the methods share: one network, no refinement, unless a method says so
@@ -138,7 +168,7 @@ def _rrw(cell: Cell) -> Result:
 def _ensemble(cell: Cell, method: str, member: Callable[[int], tuple[Any, float]], extra_fit_s: float) -> Result:
     fits = [member(j) for j in range(cell.ensemble_size(method))]
     merged = DiscriminativeE3Outlier.merged([m for m, _ in fits])
-    scores, score_s = timed(lambda: merged.normality_scores(cell.x, ssd_if=False)["ne"])
+    scores, score_s = timed(lambda: merged.normality_scores(cell.eval_x, ssd_if=False)["ne"])
     return -scores, extra_fit_s + sum(s for _, s in fits), score_s
 
 
@@ -151,10 +181,11 @@ def _jsr(cell: Cell) -> Result:
 
 
 def own(section: str, **fixed) -> Callable[[Cell], Result]:
-    """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted and scored on the cell."""
+    """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted on the cell's ``x`` and
+    scoring its ``eval_x``."""
     def run(cell: Cell) -> Result:
         model, fit_s = cell.timed_fit(cell.detector(section, **fixed))
-        scores, score_s = timed(lambda: model.decision_function(cell.x))
+        scores, score_s = timed(lambda: model.decision_function(cell.eval_x))
         return np.asarray(scores, float), fit_s, score_s
     return run
 

@@ -117,3 +117,36 @@ def test_pyod_adapter_flattens_orients_and_names_the_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyod.models.iforest", None)  # as if PyOD were not installed
     with pytest.raises(ImportError, match="pip install pyod"):
         PyODDetector(model="iforest").fit(x)
+
+
+def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_test_split(tmp_path, monkeypatch):
+    import numpy as np
+
+    from image_od.detector import OutlierDetector
+    from pipelines.image_od_methods import own
+
+    seen = {}
+
+    class Spy(OutlierDetector):  # records what the protocol gives to fit
+        def __init__(self, *, seed=0, device="auto", progress=False):
+            pass
+
+        def fit(self, X, X_val=None, y_val=None):
+            seen.update(n_fit=len(X), val=None if y_val is None else (len(X_val), int(y_val.sum())))
+            return self
+
+        def decision_function(self, X):
+            return -np.abs(X).mean(axis=(1, 2, 3))
+
+    monkeypatch.setitem(SECTIONS, "spy", Spy)
+    monkeypatch.setitem(image_od_bench.METHODS, "spy", own("spy"))
+    profile = load_profile("cpu", ["max_size=150"], detectors={**SECTIONS, "spy": Spy})
+    rows = bench("digits", ["spy", "iforest"], [0.2], ["3"], [0], profile, tmp_path / "oc", progress=False,
+                 protocol="one-class")
+    assert {r["protocol"] for r in rows} == {"one-class"} and len(rows) == 2
+    assert seen["val"] is None and seen["n_fit"] <= 150 and rows[0]["n"] == 150  # inliers only / test subsample
+    assert 0 < rows[0]["n_outliers"] < 150
+    profile.max_size = 100  # digits has 121 training 3s: 80 in the pool, 10 for validation
+    rows = bench("digits", ["spy"], [0.2], ["3"], [0], profile, tmp_path / "pol", progress=False, protocol="polluted")
+    assert seen["n_fit"] == 100 and seen["val"] == (20, 10)  # the pool; 10 + 10 labelled validation images
+    assert "digits (polluted)" in (tmp_path / "pol" / "summary.md").read_text()
