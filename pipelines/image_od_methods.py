@@ -22,9 +22,11 @@ import numpy as np
 from image_od.autoencoders import CAE, CAEIF, DRAE, RDAE, RSRAE
 from image_od.contrastive import ContrastiveE3Outlier
 from image_od.datasets import LabelledImages
+from image_od.deep_svdd import DeepSVDD
 from image_od.density import DAGMM, DSEBM
 from image_od.detector import OutlierDetector
 from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.elite import ELITE
 from image_od.gaal import MOGAAL
 from image_od.generative_images import ImageGenerativeE3Outlier
 from image_od.pretrained import PretrainedFeatureOD
@@ -40,11 +42,11 @@ FAMILIES: dict[str, type] = {
     "discriminative": DiscriminativeE3Outlier, "generative": ImageGenerativeE3Outlier,
     "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
     "dsebm": DSEBM, "dagmm": DAGMM, "mo-gaal": MOGAAL, "pretrained": PretrainedFeatureOD,
-    "iforest": PixelIsolationForest, "pyod": PyODDetector,
+    "iforest": PixelIsolationForest, "pyod": PyODDetector, "deep-svdd": DeepSVDD, "elite": ELITE,
 }
 # method sections that add settings over a family's
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
-                   "e3outlier-jsr": "discriminative"}
+                   "e3outlier-jsr": "discriminative", "elite-ae": "elite"}
 SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
 RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
 PROTOCOLS = ("transductive", "one-class", "polluted")
@@ -214,6 +216,12 @@ METHODS: dict[str, Callable[[Cell], Result]] = {
     "res50-lof": own("pretrained", detector="lof"),
     "res50-if": own("pretrained", detector="if", contamination=RATIO),
     "iforest": own("iforest"),
+    # ELITE and the baselines its paper compares with (the polluted protocol: ELITE reads the labelled validation set)
+    "deep-svdd": own("deep-svdd"),
+    "elite": own("elite"),  # on Deep SVDD, the public code's form
+    "elite-paper": own("elite", form="paper"),
+    "elite-ae": own("elite-ae", base="ae"),
+    "ae": own("elite-ae", base="ae", form="none"),  # ELITE's autoencoder without re-weighting
     # independent cross-checks with PyOD's models (a benchmark extra: pip install pyod)
     "pyod-iforest": own("pyod", model="iforest"),
     "pyod-lof": own("pyod", model="lof"),
