@@ -3,7 +3,8 @@
 Protocols (``Cell``): ``transductive`` (the paper's: one class plus a ratio of outliers, fitted and scored as one
 unlabelled set), ``one-class`` (fit on the training split's inliers, score the test split) and ``polluted``
 (ELITE's: fit on a training pool with a share ``ratio`` of anomalies, plus a small labelled validation set that only
-methods whose ``fit`` takes ``X_val``/``y_val`` use; score the test split).
+methods whose ``fit`` takes ``X_val``/``y_val`` use; score the test split). Methods whose ``fit`` takes ``exposure``
+(ADIB, ADRA) also get the profile's outlier-exposure corpus.
 
 Discriminative E3Outlier's methods share trained networks within a cell (one ``(dataset, ratio, class, seed)``
 contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the reboot-weighted networks serve RRW
@@ -13,6 +14,7 @@ detector of profile section ``section`` (``image_od_profiles``), with ``fixed`` 
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from typing import Any, Callable
@@ -21,7 +23,7 @@ import numpy as np
 
 from image_od.autoencoders import CAE, CAEIF, DRAE, RDAE, RSRAE
 from image_od.contrastive import ContrastiveE3Outlier
-from image_od.datasets import LabelledImages
+from image_od.datasets import LabelledImages, load_dataset
 from image_od.deep_svdd import DeepSVDD
 from image_od.density import DAGMM, DSEBM
 from image_od.detector import OutlierDetector
@@ -33,6 +35,7 @@ from image_od.pretrained import PretrainedFeatureOD
 from image_od.protocol import contaminated_set, one_class_split, polluted_split, to_model_input
 from image_od.refinement import weights_from_scores
 from image_od.shallow import PixelIsolationForest
+from image_od.transfer import ADIB, ADRA
 
 from .image_od_profiles import Profile
 from .pyod_methods import PyODDetector
@@ -43,6 +46,7 @@ FAMILIES: dict[str, type] = {
     "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
     "dsebm": DSEBM, "dagmm": DAGMM, "mo-gaal": MOGAAL, "pretrained": PretrainedFeatureOD,
     "iforest": PixelIsolationForest, "pyod": PyODDetector, "deep-svdd": DeepSVDD, "elite": ELITE,
+    "adib": ADIB, "adra": ADRA,
 }
 # method sections that add settings over a family's
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
@@ -53,6 +57,17 @@ PROTOCOLS = ("transductive", "one-class", "polluted")
 VALIDATION_PER_SIDE = {False: 10, True: 50}  # ELITE's labelled validation set: 10 + 10 grey, 50 + 50 colour images
 
 Result = tuple[np.ndarray, float, float]  # outlier scores (higher = more anomalous), fit_s, score_s
+
+
+@functools.lru_cache(maxsize=2)
+def exposure_images(dataset: str, root: str | None, split: str, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` images (seeded draw) of a split (train, test or all) of ``dataset``: an outlier-exposure corpus."""
+    data = load_dataset(dataset, root)
+    images = {"train": data.train_images, "test": data.test_images, "all": data.merged()[0]}.get(split)
+    if images is None:
+        raise ValueError(f"exposure split must be train, test or all, got {split!r}")
+    pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    return to_model_input(images[pick])
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -112,6 +127,10 @@ class Cell:
         """Fit ``model`` on ``x`` with the protocol's other data where its ``fit`` takes them; the seconds it took."""
         accepted = inspect.signature(model.fit).parameters
         extra = {k: v for k, v in self.fit_data.items() if k in accepted}
+        source = self.profile.exposure_source(self.colour)
+        if "exposure" in accepted and source is not None:
+            extra["exposure"] = exposure_images(source["dataset"], source.get("root"), source.get("split", "test"),
+                                                self.profile.max_size, self.seed)
         return timed(lambda: model.fit(self.x, **extra, **fit_args))
 
     def scores(self, key: str, model: DiscriminativeE3Outlier) -> tuple[dict[str, np.ndarray], float]:
@@ -222,6 +241,11 @@ METHODS: dict[str, Callable[[Cell], Result]] = {
     "elite-paper": own("elite", form="paper"),
     "elite-ae": own("elite-ae", base="ae"),
     "ae": own("elite-ae", base="ae", form="none"),  # ELITE's autoencoder without re-weighting
+    # transfer from pretrained weights with outlier exposure (the profile's pretrained weights and exposure corpus)
+    "adib": own("adib"),
+    "adib-scratch": own("adib", weights=None),  # the same network trained from scratch
+    "adib-alpha0": own("adib", alpha=0.0),  # fine-tuning without the L2-SP penalty
+    "adra": own("adra"),
     # independent cross-checks with PyOD's models (a benchmark extra: pip install pyod)
     "pyod-iforest": own("pyod", model="iforest"),
     "pyod-lof": own("pyod", model="lof"),

@@ -6,7 +6,9 @@ keyword arguments; a section may hold ``grey:`` and ``colour:`` sub-mappings tha
 only (the paper trains discriminative E3Outlier with SGD on grey sets and Adam on colour ones). A section named
 after a method (``e3outlier-mcd``) adds that method's own settings over its family's. Whatever a profile does not
 set is the detector's default, which is the paper's setting. Every key is checked against the detector's
-signature when the profile is loaded; ``--set section.key=value`` overrides one value.
+signature when the profile is loaded; ``--set section.key=value`` overrides one value. ``exposure`` names the
+outlier-exposure corpus of the methods that train against one (ADIB, ADRA), per kind of dataset:
+``exposure: {grey: {dataset: cifar10, root: ../shared/data/cifar10, split: test}}``.
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ class Profile:
     name: str = "custom"
     max_size: int = 12000
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exposure: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> dataset, root, split
+
+    def exposure_source(self, colour: bool) -> dict[str, Any] | None:
+        """The outlier-exposure corpus for a grey or colour dataset, or None when the profile names none."""
+        return self.exposure.get("colour" if colour else "grey")
 
     def settings(self, section: str, colour: bool, family: str | None = None) -> dict[str, Any]:
         """The keyword arguments of ``section`` (over those of its ``family`` section, if any) for a grey or colour
@@ -44,7 +51,8 @@ class Profile:
         return merged
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "max_size": self.max_size, **self.sections}
+        return {"name": self.name, "max_size": self.max_size, **({"exposure": self.exposure} if self.exposure else {}),
+                **self.sections}
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
@@ -75,7 +83,8 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None,
     data = copy.deepcopy(data)
     for text in overrides or []:
         _merge(data, parse_override(text))
-    profile = Profile(name=data.pop("name", path.stem), max_size=data.pop("max_size", 12000), sections=data)
+    profile = Profile(name=data.pop("name", path.stem), max_size=data.pop("max_size", 12000),
+                      exposure=data.pop("exposure", {}) or {}, sections=data)
     check_profile(profile, detectors, str(path))
     return profile
 
@@ -84,6 +93,11 @@ def check_profile(profile: Profile, detectors: dict[str, type], where: str) -> N
     """Every section names a detector family (or a method of one) and every key one of its arguments."""
     if not isinstance(profile.max_size, int) or profile.max_size < 1:
         raise ConfigError(f"{where}: max_size must be a positive integer, got {profile.max_size!r}")
+    for kind, source in profile.exposure.items():
+        if kind not in KINDS or not isinstance(source, dict) or "dataset" not in source \
+                or set(source) - {"dataset", "root", "split"}:
+            raise ConfigError(f"{where}: exposure.{kind} must be grey: or colour: with dataset, root, split; "
+                              f"got {source!r}")
     for section, values in profile.sections.items():
         cls = detectors.get(section)
         if cls is None:

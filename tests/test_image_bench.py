@@ -150,3 +150,30 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
     rows = bench("digits", ["spy"], [0.2], ["3"], [0], profile, tmp_path / "pol", progress=False, protocol="polluted")
     assert seen["n_fit"] == 100 and seen["val"] == (20, 10)  # the pool; 10 + 10 labelled validation images
     assert "digits (polluted)" in (tmp_path / "pol" / "summary.md").read_text()
+
+
+def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch):
+    """ADIB is fitted against the profile's outlier-exposure corpus (here digits' training split) and theta0 from a
+    local file written by the pretraining function; other methods never load the corpus."""
+    import torch
+
+    from image_od.datasets import load_digits
+    from image_od.protocol import to_model_input
+    from image_od.transfer import pretrain_resnet26
+    from pipelines import image_od_methods
+
+    train = load_digits()
+    keep = train.train_labels >= 5
+    net, _ = pretrain_resnet26(to_model_input(train.train_images[keep]), train.train_labels[keep] - 5, epochs=1,
+                               widths=(8, 16, 32), blocks=1, precision="fp32", device="cpu")
+    torch.save(net.state_dict(), tmp_path / "theta0.pt")
+    profile = load_profile("cpu", ["max_size=120", f"adib.weights={tmp_path / 'theta0.pt'}", "adib.widths=[8,16,32]",
+                                   "adib.blocks=1", "adib.epochs=1", "adib.precision=fp32",
+                                   "exposure.grey.dataset=digits", "exposure.grey.split=train"])
+    loads = []
+    monkeypatch.setattr(image_od_methods, "exposure_images",
+                        lambda *a: loads.append(a) or to_model_input(train.train_images[keep][:120]))
+    rows = bench("digits", ["iforest", "adib"], [0.0], ["1"], [0], profile, tmp_path / "oc", progress=False,
+                 protocol="one-class")
+    assert [r["method"] for r in rows] == ["iforest", "adib"] and len(loads) == 1 and loads[0][0] == "digits"
+    assert 0.5 < rows[1]["auroc"] <= 1.0
