@@ -23,6 +23,7 @@ import numpy as np
 
 from image_od.autoencoders import CAE, CAEIF, DRAE, RDAE, RSRAE
 from image_od.contrastive import ContrastiveE3Outlier
+from image_od.csi import CSI, CSISynth
 from image_od.datasets import LabelledImages, load_dataset
 from image_od.deep_svdd import DeepSVDD
 from image_od.density import DAGMM, DSEBM
@@ -36,6 +37,7 @@ from image_od.protocol import contaminated_set, one_class_split, polluted_split,
 from image_od.refinement import weights_from_scores
 from image_od.shallow import PixelIsolationForest
 from image_od.transfer import ADIB, ADRA
+from image_od.unicon import UniConHA
 
 from .image_od_profiles import Profile
 from .pyod_methods import PyODDetector
@@ -46,7 +48,7 @@ FAMILIES: dict[str, type] = {
     "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
     "dsebm": DSEBM, "dagmm": DAGMM, "mo-gaal": MOGAAL, "pretrained": PretrainedFeatureOD,
     "iforest": PixelIsolationForest, "pyod": PyODDetector, "deep-svdd": DeepSVDD, "elite": ELITE,
-    "adib": ADIB, "adra": ADRA,
+    "adib": ADIB, "adra": ADRA, "unicon-ha": UniConHA, "csi": CSI, "csi-synth": CSISynth,
 }
 # method sections that add settings over a family's
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
@@ -202,10 +204,13 @@ def _jsr(cell: Cell) -> Result:
 
 
 def own(section: str, **fixed) -> Callable[[Cell], Result]:
-    """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted on the cell's ``x`` and
-    scoring its ``eval_x``."""
+    """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted on the cell's ``x``. In
+    the transductive protocol its scores are those of the fitted set (``decision_scores_``, which exclude a sample's
+    match with itself where a score compares samples); otherwise it scores ``eval_x``."""
     def run(cell: Cell) -> Result:
         model, fit_s = cell.timed_fit(cell.detector(section, **fixed))
+        if cell.protocol == "transductive":
+            return np.asarray(model.decision_scores_, float), fit_s, 0.0
         scores, score_s = timed(lambda: model.decision_function(cell.eval_x))
         return np.asarray(scores, float), fit_s, score_s
     return run
@@ -246,6 +251,10 @@ METHODS: dict[str, Callable[[Cell], Result]] = {
     "adib-scratch": own("adib", weights=None),  # the same network trained from scratch
     "adib-alpha0": own("adib", alpha=0.0),  # fine-tuning without the L2-SP penalty
     "adra": own("adra"),
+    # contrastive one-class methods and the plain CSI (SimCLR with rotations) their papers compare with
+    "unicon-ha": own("unicon-ha"),
+    "csi": own("csi"),
+    "csi-synth": own("csi-synth"),
     # independent cross-checks with PyOD's models (a benchmark extra: pip install pyod)
     "pyod-iforest": own("pyod", model="iforest"),
     "pyod-lof": own("pyod", model="lof"),
