@@ -45,12 +45,12 @@ def obvious_outliers(n_in: int = 44, n_out: int = 4) -> tuple[np.ndarray, np.nda
 @pytest.mark.parametrize("name", list(DETECTORS))
 def test_tiny_fit_scores_and_determinism(name):
     x = random_images(64)
-    a = DETECTORS[name](epochs=1, seed=3).fit(x)
+    a = DETECTORS[name](epochs=1, seed=3, widths=(8, 16, 32), code=32).fit(x)
     assert a.decision_scores_.shape == (64,) and np.all(np.isfinite(a.decision_scores_))
     assert np.allclose(a.decision_function(x), a.decision_scores_)
-    b = DETECTORS[name](epochs=1, seed=3).fit(x)
+    b = DETECTORS[name](epochs=1, seed=3, widths=(8, 16, 32), code=32).fit(x)
     assert np.array_equal(a.decision_scores_, b.decision_scores_)  # same seed: identical scores
-    c = DETECTORS[name](epochs=1, seed=4).fit(x)
+    c = DETECTORS[name](epochs=1, seed=4, widths=(8, 16, 32), code=32).fit(x)
     assert not np.array_equal(a.decision_scores_, c.decision_scores_)
     assert a.decision_function(x[:8]).shape == (8,)
 
@@ -62,6 +62,7 @@ def test_score_direction_on_obvious_outliers(name):
     assert scores[outlier].min() > scores[~outlier].max(), name
 
 
+@pytest.mark.slow
 def test_inputs_numpy_tensor_and_arraydata_agree_and_a_one_image_batch_trains():
     x = random_images(33, channels=3)  # 33 = 32 + 1: the last training batch holds one image
     a = CAE(epochs=1, **FAST).fit(x).decision_scores_
@@ -155,6 +156,7 @@ def test_rsr_losses_match_the_direct_formula():
     assert float(pca) < 1e-10 and float(proj) < 1e-10
 
 
+@pytest.mark.slow
 def test_rsr_autoencoder_shapes_and_separate_steps_reduce_the_projection_loss():
     torch.manual_seed(0)
     net = RSRAutoencoder(3, intrinsic=10)
@@ -179,24 +181,28 @@ def digits():
     return to_model_input(data.images, size=32), data.is_outlier
 
 
+@pytest.mark.slow
 def test_cae_digits(digits):
     x, y = digits
     m = CAE(epochs=3, batch_size=64, device="cpu").fit(x)
     assert roc_auc_score(y, m.decision_scores_) > 0.88  # measured 0.960
 
 
+@pytest.mark.slow
 def test_caeif_digits(digits):
     x, y = digits
     m = CAEIF(contamination=0.1, epochs=3, batch_size=64, device="cpu").fit(x)
     assert roc_auc_score(y, m.decision_scores_) > 0.90  # measured 0.978
 
 
+@pytest.mark.slow
 def test_drae_digits(digits):
     x, y = digits
     m = DRAE(epochs=3, batch_size=64, device="cpu").fit(x)
     assert roc_auc_score(y, m.decision_scores_) > 0.90  # measured 0.982
 
 
+@pytest.mark.slow
 def test_rdae_digits(digits):
     x, y = digits
     # 2 outer x 2 inner epochs, batch 16: enough steps before the first S-update that the AE (and its batch-norm
@@ -212,6 +218,7 @@ def test_rdae_digits(digits):
     assert np.all(np.isfinite(m.decision_function(x[:10] * 0.5)))  # other images: one S-update from S = 0
 
 
+@pytest.mark.slow
 def test_rsrae_digits(digits):
     x, y = digits
     m = RSRAE(epochs=3, batch_size=64, device="cpu").fit(x)

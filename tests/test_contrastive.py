@@ -301,6 +301,7 @@ def test_bad_settings():
         ContrastiveE3Outlier().decision_function(_images(8, 1))
 
 
+@pytest.mark.slow
 def test_digits_real_run():
     """Inlier digit 7 (not 0: a 0 stays a 0 under rotation, which defeats L_cls, as the paper notes for SVHN's 0s;
     with inlier 0 we measured inner-product AUROC 0.45-0.59 at 5-15 epochs). A 4-wide ResNet18 for 6 epochs:

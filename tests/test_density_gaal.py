@@ -103,6 +103,7 @@ def test_dsebm_direction_and_determinism():
     assert not np.array_equal(scores, DSEBM(**{**kw, "seed": 1}).fit(x).decision_scores_)
 
 
+@pytest.mark.slow
 def test_dsebm_on_digits():
     x, y = _digits()
     model = DSEBM(epochs=15, batch_size=32, lr=3e-3, code=64, widths=(16, 32, 64), device="cpu").fit(x)
@@ -175,6 +176,7 @@ def test_dagmm_direction_and_determinism():
     assert not np.array_equal(scores, DAGMM(**{**kw, "seed": 1}).fit(x).decision_scores_)
 
 
+@pytest.mark.slow
 def test_dagmm_on_digits():
     x, y = _digits()
     model = DAGMM(epochs=30, batch_size=64, lr=1e-3, widths=(16, 32, 64), device="cpu").fit(x)
@@ -228,6 +230,7 @@ def test_mogaal_direction_and_determinism():
     assert not np.array_equal(scores, MOGAAL(**{**kw, "seed": 1}).fit(x).decision_scores_)
 
 
+@pytest.mark.slow
 def test_mogaal_on_digits():
     x, y = _digits()
     model = MOGAAL(epochs_joint=5, epochs_discriminator=15, width=16, device="cpu").fit(x)

@@ -122,6 +122,7 @@ def test_paper_form_scores_the_plain_sum_of_the_pairs_errors_and_is_deterministi
     assert abs(zscored.decision_scores_.mean()) < 1e-4  # the earlier form: z-scored pairs, summed
 
 
+@pytest.mark.slow
 def test_paper_form_and_adam_option_on_digits():
     """SGD at lr 0.1 (the paper's) trains the small deep CAE unsteadily on 197 digits: measured 0.657 here (0.934 with
     widths 64/128/256, 0.765 at lr 0.02); Adam at 1e-3 on the same network: 1.0."""

@@ -152,6 +152,7 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
     assert "digits (polluted)" in (tmp_path / "pol" / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch):
     """ADIB is fitted against the profile's outlier-exposure corpus (here digits' training split) and theta0 from a
     local file written by the pretraining function; other methods never load the corpus."""

@@ -372,6 +372,7 @@ FLOORS = {
 }
 
 
+@pytest.mark.slow
 def test_real_run_deep_svdd_plain_vs_elite_at_rp_0_2():
     s, x, xv, xt = digits_polluted(0, 0.2)
     plain = roc_auc_score(s.test_is_outlier, DeepSVDD(epochs=20, **SMALL_SVDD).fit(x).decision_function(xt))
@@ -381,6 +382,7 @@ def test_real_run_deep_svdd_plain_vs_elite_at_rp_0_2():
     assert auroc > FLOORS["elite-svdd"], auroc
 
 
+@pytest.mark.slow
 def test_real_run_autoencoder_plain_vs_elite_at_rp_0_2():
     s, x, xv, xt = digits_polluted(0, 0.2)
     plain = roc_auc_score(s.test_is_outlier, ELITE(form="none", epochs=20, **SMALL_AE).fit(x).decision_function(xt))

@@ -404,12 +404,14 @@ def _digits_auroc(detector, path: Path, oe: np.ndarray, normal: int = 2) -> floa
     return roc_auc_score(d.test_labels[test] != normal, model.decision_function(to_model_input(d.test_images[test])))
 
 
+@pytest.mark.slow
 def test_real_digits_run_adib(digits_theta0):
     auc = _digits_auroc(ADIB, *digits_theta0)
     print(f"ADIB digits AUROC {auc:.4f}")
     assert auc > 0.93, auc  # measured 0.9996 (fp32, one core)
 
 
+@pytest.mark.slow
 def test_real_digits_run_adra(digits_theta0):
     auc = _digits_auroc(ADRA, *digits_theta0)
     print(f"ADRA digits AUROC {auc:.4f}")

@@ -409,6 +409,7 @@ def one_class_digits(inlier: int = 7, n_other: int = 10, seed: int = 0):
 DIGITS = {"batch_size": 32, "width": 4, "lr": 10.0, "hflip_p": 0.0, "precision": "fp32", "device": "cpu", "seed": 0}
 
 
+@pytest.mark.slow
 def test_unicon_digits_one_class_run():
     """UniCon-HA with HA on stages 2-3-4 and SA at res4, width 8, 3 epochs (12 steps), no test-time views. Measured
     AUROC for seeds 0/1/2: 0.915/0.732/0.973 (width 4 and 5 epochs: 0.798/0.932/0.958; 8 epochs: 0.850/0.974/
@@ -419,6 +420,7 @@ def test_unicon_digits_one_class_run():
     assert roc_auc_score(y, det.decision_function(x_test)) > 0.82  # 0.915 measured
 
 
+@pytest.mark.slow
 def test_csi_digits_one_class_run():
     """CSI, 10 epochs (40 steps) with a 1-epoch warm-up and CSI's test-time ensemble (4 views at crop area 0.54).
     Measured AUROC (seeds 0/1/2): 0.972/0.952/0.950 (without the ensemble 0.954/0.985/0.968; at 8 epochs without
@@ -429,6 +431,7 @@ def test_csi_digits_one_class_run():
     assert roc_auc_score(y, det.decision_function(x_test)) > 0.88  # 0.972 measured
 
 
+@pytest.mark.slow
 def test_csi_synth_digits_one_class_run():
     """CSI + synthetic images (AAE of width 8, latent 32, every 5 batches), 8 epochs. Measured AUROC (seeds 0/1/2):
     0.976/0.951/0.645 (plain CSI at the same 8 epochs: 0.949/0.809/0.897). About 12 s on one core."""
