@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -135,6 +136,36 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
     table = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))
     return torch.stack([(sector * torch.stack(c, 1)).sum(1) for c in table], 1)
+
+
+def train_epochs(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                 images: torch.Tensor, shuffle: torch.Generator, *, epochs: int, batch_size: int, lr: float,
+                 warmup_epochs: int, device: torch.device, desc: str,
+                 progress: bool) -> tuple[list[float], list[float]]:
+    """The epoch loop of the contrastive detectors: shuffled batches of ``images``, ``loss_fn(batch)``, the learning
+    rate set per epoch by ``warmup_cosine``; returns the mean loss and the learning rate of every epoch. (Their own
+    loop, not ``training.train``: that builds its optimizer itself and, under torchrun, would split each batch
+    between ranks and with it the contrastive negatives.)"""
+    data = ArrayData({"image": images})
+    history, lrs = [], []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        lrs.append(lr * warmup_cosine(epoch, epochs, warmup_epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[-1]
+        net.train()
+        total, count = 0.0, 0
+        for batch in iterate_batches(data, batch_size, shuffle=True, generator=shuffle):
+            x = to_device(batch, device)["image"]
+            loss = loss_fn(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        history.append(total / count)
+        bar.set_postfix(loss=f"{history[-1]:.4g}")
+    return history, lrs
 
 
 @dataclass(frozen=True)
@@ -407,27 +438,10 @@ class ContrastiveE3Outlier(OutlierDetector):
         net.to(self.device_)
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)
-        data = ArrayData({"image": images})
-        history, lrs = [], []
-        bar = tqdm(range(self.epochs), desc=f"train contrastive {self.backbone}", unit="epoch",
-                   disable=not self.progress)
-        for epoch in bar:
-            lr = self.lr * warmup_cosine(epoch, self.epochs, self.warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            net.train()
-            total, count = 0.0, 0
-            for batch in iterate_batches(data, self.batch_size, shuffle=True, generator=shuffle):
-                x = to_device(batch, self.device_)["image"]
-                loss = self._loss(net, x, augment)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(x)
-                count += len(x)
-            history.append(total / count)
-            lrs.append(lr)
-            bar.set_postfix(loss=f"{history[-1]:.4g}")
+        history, lrs = train_epochs(net, optimizer, lambda x: self._loss(net, x, augment), images, shuffle,
+                                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                    warmup_epochs=self.warmup_epochs, device=self.device_,
+                                    desc=f"train contrastive {self.backbone}", progress=self.progress)
         return net, history, lrs
 
     # ----------------------------------------------------------------------------------------------- scoring

@@ -29,7 +29,6 @@ transductive protocol too. IF: score = ``-decision_function`` (the same for the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from torch import nn
 
 from .data import ArrayData, Batch
 from .detector import OutlierDetector
-from .safe_io import load_tensors
+from .safe_io import load_tensors, state_dict_in
 from .training import predict, resolve_device, seed_everything
 
 __all__ = ["DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainedFeatureOD", "load_resnet50", "to_imagenet_input"]
@@ -50,20 +49,6 @@ ARCHS = ("resnet50",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 2048
-
-
-def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a plain state_dict or of a checkpoint's "state_dict"/"model" entry."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path}: not a ResNet50 state_dict (expected a dict of tensors, or a dict with a "
-                         f"'state_dict' or 'model' entry holding one); got {type(obj).__name__}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def load_resnet50(path: str | Path) -> nn.Module:
@@ -78,7 +63,7 @@ def load_resnet50(path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"pre-trained weights file {path} not found (give a local ResNet50 state_dict "
                                 f"with --set pretrained.weights=PATH)")
-    given = {k: v for k, v in _state_dict_of(load_tensors(path, map_location="cpu"), path).items()
+    given = {k: v for k, v in state_dict_in(load_tensors(path, map_location="cpu"), path, "ResNet50").items()
              if not k.startswith("fc.")}
     model = torchvision.models.resnet50(weights=None)
     model.fc = nn.Identity()

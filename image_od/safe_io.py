@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,20 @@ def unpickle_plain(path: str | Path, encoding: str = "latin1") -> Any:
                               "only dicts, lists, strings, numbers and numpy arrays") from None
     except (EOFError, ValueError, TypeError, IndexError) as err:
         raise UnreadableFileError(f"{path}: truncated or corrupt pickle ({type(err).__name__}: {err})") from None
+
+
+def state_dict_in(obj: Any, path: str | Path, what: str) -> dict[str, "torch.Tensor"]:
+    """The tensors of a plain state_dict, or of a checkpoint's ``state_dict``/``model`` entry, with DataParallel's
+    ``module.`` prefix removed; a clear error naming ``path`` and ``what`` it should hold otherwise."""
+    import torch
+
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ValueError(f"{path}: not a {what} state_dict (expected a dict of tensors, or a dict with a "
+                         f"'state_dict' or 'model' entry holding one); got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -75,7 +75,7 @@ from tqdm.auto import tqdm
 from .data import ArrayData
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
-from .safe_io import load_tensors
+from .safe_io import load_tensors, state_dict_in
 from .training import predict, resolve_device, seed_everything
 
 __all__ = ["ADIB", "ADRA", "CIFAR_MEAN", "CIFAR_STD", "PENALTY_SCOPES", "ResNet26", "crop_flip", "l2sp_penalty",
@@ -274,19 +274,6 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
-def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path}: not a ResNet26 state_dict (expected a dict of tensors, or a dict with a "
-                         f"'state_dict' or 'model' entry holding one); got {type(obj).__name__}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
 def _describe(state: Mapping[str, torch.Tensor]) -> str:
     """The widths and blocks a state_dict was made with, where they can be read off."""
     try:
@@ -310,7 +297,7 @@ def load_pretrained(net: ResNet26, path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"pre-trained weights file {path} not found; make one with "
                                 f"'python tools/pretrain_classifier.py --dataset ... --out {path}'")
-    given = {k: v for k, v in _state_dict_of(load_tensors(path, map_location="cpu"), path).items()
+    given = {k: v for k, v in state_dict_in(load_tensors(path, map_location="cpu"), path, "ResNet26").items()
              if not k.startswith(HEAD)}
     expected = net.state_dict()
     missing = [k for k in expected if k not in given and not k.startswith(HEAD) and not _is_adapter(k)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .backbones import _BasicBlock, _init_conv_bn
 from .contrastive import (
@@ -27,7 +26,7 @@ from .contrastive import (
     max_similarity,
     rotation_targets,
     simclr_labels,
-    warmup_cosine,
+    train_epochs,
 )
 from .csi import (
     OPTIMIZERS,
@@ -37,7 +36,6 @@ from .csi import (
     tta_features,
     two_view_batch,
 )
-from .data import ArrayData, iterate_batches, to_device
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
 from .training import resolve_device, seed_everything
@@ -272,26 +270,9 @@ class UniConHA(OutlierDetector):
             net = net.to(memory_format=torch.channels_last)
         net.to(self.device_)
         optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr, self.momentum, self.weight_decay)
-        data = ArrayData({"image": images})
-        history, lrs = [], []
-        bar = tqdm(range(self.epochs), desc="train UniCon-HA", unit="epoch", disable=not self.progress)
-        for epoch in bar:
-            lr = self.lr * warmup_cosine(epoch, self.epochs, 0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            net.train()
-            total, count = 0.0, 0
-            for batch in iterate_batches(data, self.batch_size, shuffle=True, generator=shuffle):
-                x = to_device(batch, self.device_)["image"]
-                loss = self.loss(net, x, augment)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(x)
-                count += len(x)
-            history.append(total / count)
-            lrs.append(lr)
-            bar.set_postfix(loss=f"{history[-1]:.4g}")
+        history, lrs = train_epochs(net, optimizer, lambda x: self.loss(net, x, augment), images, shuffle,
+                                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, warmup_epochs=0,
+                                    device=self.device_, desc="train UniCon-HA", progress=self.progress)
         return net, history, lrs
 
     # -------------------------------------------------------------------------------------------- scoring
