@@ -351,12 +351,12 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
     sample = _training_sample(train_data, config.model.max_train_cubes, config.seed)
     model = fit_cloze(config, sample, out / "train_checkpoint.pt", progress)
+    errors = model.task_errors(data) if semi or sample is not train_data else model.train_errors_
     if sample is not train_data and not semi:  # fitted on a sample: the normalisation is the scored cubes'
-        model.normaliser_ = Normaliser(config.model.normalisation).fit(model.task_errors(data))
+        model.normaliser_ = Normaliser(config.model.normalisation).fit(errors)
     if distributed.is_main():
         model.save(out / "model.pt")
         (out / "train_checkpoint.pt").unlink(missing_ok=True)
-    errors = model.task_errors(data) if semi or sample is not train_data else model.train_errors_
     needs_cubes = config.discriminative.use != "off" or config.self_train.rounds > 0
     if needs_cubes:
         arrays = _in_memory_cubes(info, arrays)
