@@ -336,6 +336,14 @@ def _training_sample(data: SampleSource, n: int, seed: int) -> SampleSource:
     return Subset(data, pick.tolist())
 
 
+def _cube_errors(model: GenerativeE3Outlier, info: dict[str, Any], data: SampleSource) -> np.ndarray:
+    """Every cube's errors under ``model``: from memory, or read from the cache in contiguous slices."""
+    if isinstance(data, ArrayData):
+        return model.task_errors(data)
+    slices = _cache_of(info).iter_slices([v["name"] for v in info["videos"]], ("cubes", "flow"))
+    return np.concatenate([model.task_errors(ArrayData(part)) for part in slices])
+
+
 def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     """Fit the learned cube scores and save the generators (``model.pt``) and every scored cube's errors and
     learned components (``cube_errors.npz``).
@@ -351,7 +359,7 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
     sample = _training_sample(train_data, config.model.max_train_cubes, config.seed)
     model = fit_cloze(config, sample, out / "train_checkpoint.pt", progress)
-    errors = model.task_errors(data) if semi or sample is not train_data else model.train_errors_
+    errors = _cube_errors(model, info, data) if semi or sample is not train_data else model.train_errors_
     if sample is not train_data and not semi:  # fitted on a sample: the normalisation is the scored cubes'
         model.normaliser_ = Normaliser(config.model.normalisation).fit(errors)
     if distributed.is_main():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -136,11 +136,20 @@ class CubeCache:
     def n_frames(self, video: str) -> int:
         return int(self.manifest["videos"][video]["n_frames"])
 
+    def iter_slices(self, videos: Sequence[str], fields: Sequence[str], rows: int = 8192) -> Iterator[dict[str, np.ndarray]]:
+        """The chosen videos' arrays ``fields``, ``rows`` cubes at a time in cache order: contiguous reads, memory
+        holds one slice (reading cube by cube re-reads whole HDF5 chunks)."""
+        for name in videos:
+            with h5py.File(self.path(name), "r") as f:
+                for i in range(0, len(f["frame"]), rows):
+                    yield {k: f[k][i:i + rows] for k in fields}
+
     def map_rows(self, video: str, name: str, fn: Callable[[np.ndarray], np.ndarray], rows: int = 8192) -> np.ndarray:
         """``fn`` of the video's array ``name``, ``rows`` cubes at a time, concatenated: memory holds one slice."""
-        with h5py.File(self.path(video), "r") as f:
-            data = f[name]
-            parts = [fn(data[i:i + rows]) for i in range(0, len(data), rows)] or [fn(data[:0])]
+        parts = [fn(part[name]) for part in self.iter_slices([video], [name], rows)]
+        if not parts:
+            with h5py.File(self.path(video), "r") as f:
+                parts = [fn(f[name][:0])]
         return np.concatenate(parts)
 
     def load(self, videos: Sequence[str], fields: Sequence[str] = FIELDS) -> dict[str, np.ndarray]:
