@@ -410,9 +410,8 @@ class ContrastiveE3Outlier(OutlierDetector):
         return nullcontext()
 
     def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z, rotation logits, f) in float32."""
-        if self.device_.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        """(z, rotation logits, f) in float32. Not channels-last: with it, ResNet18's fp32 backward crashed
+        (SIGSEGV) on AVX2-only PyTorch kernels (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``)."""
         with self._autocast():
             return tuple(t.float() for t in net(x))
 
@@ -433,8 +432,6 @@ class ContrastiveE3Outlier(OutlierDetector):
         shuffle = seed_everything(self.seed)
         augment = torch.Generator().manual_seed(self.seed + 7919)
         net = ContrastiveNet(make_feature_net(self.backbone, images.shape[1], N_ROTATIONS))
-        if self.device_.type == "cpu":
-            net = net.to(memory_format=torch.channels_last)
         net.to(self.device_)
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)

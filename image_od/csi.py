@@ -266,9 +266,8 @@ class CSI(OutlierDetector):
             raise ValueError("fit needs at least 2 images")
 
     def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The net's outputs in float32 (channels-last on the CPU, autocast as ``precision`` says)."""
-        if self.device_.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        """The net's outputs in float32 (autocast as ``precision`` says). Not channels-last: with it, ResNet18's
+        fp32 backward crashed (SIGSEGV) on AVX2-only PyTorch kernels."""
         with autocast_context(self.precision_, self.device_):
             return tuple(t.float() for t in net(x))
 
@@ -292,8 +291,6 @@ class CSI(OutlierDetector):
     def _setup(self, images: torch.Tensor) -> None:
         """Networks and optimizers (the subclass adds its own)."""
         self.net_ = CSINet(images.shape[1], self.width, self.projection_dim)
-        if self.device_.type == "cpu":
-            self.net_ = self.net_.to(memory_format=torch.channels_last)
         self.net_.to(self.device_)
         self.optimizer_ = make_optimizer(self.optimizer, self.net_.parameters(), self.lr, self.momentum,
                                          self.weight_decay)

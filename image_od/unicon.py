@@ -239,7 +239,8 @@ class UniConHA(OutlierDetector):
         return autocast_context(self.precision_, self.device_)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.device_.type == "cpu" else x
+        """Not channels-last: with it, ResNet18's fp32 backward crashed on AVX2-only PyTorch kernels."""
+        return x
 
     def loss(self, net: UniConNet, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """L_all (Eq. 9) of a batch of inlier images x (B, C, H, W), plus ``cls_weight`` x the rotation loss."""
@@ -266,8 +267,6 @@ class UniConHA(OutlierDetector):
         shuffle = seed_everything(self.seed)
         augment = torch.Generator().manual_seed(self.seed + 7919)
         net = UniConNet(images.shape[1], self.width, tuple(self.stages), self.projection_dim)
-        if self.device_.type == "cpu":
-            net = net.to(memory_format=torch.channels_last)
         net.to(self.device_)
         optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr, self.momentum, self.weight_decay)
         history, lrs = train_epochs(net, optimizer, lambda x: self.loss(net, x, augment), images, shuffle,
