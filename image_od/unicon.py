@@ -238,10 +238,6 @@ class UniConHA(OutlierDetector):
     def _autocast(self):
         return autocast_context(self.precision_, self.device_)
 
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """Not channels-last: with it, ResNet18's fp32 backward crashed on AVX2-only PyTorch kernels."""
-        return x
-
     def loss(self, net: UniConNet, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """L_all (Eq. 9) of a batch of inlier images x (B, C, H, W), plus ``cls_weight`` x the rotation loss."""
         b = len(x)
@@ -251,7 +247,7 @@ class UniConHA(OutlierDetector):
         for stage, lam, augmentation in zip(self.stages, self.lambdas, self.augmentations_):
             views = two_view_batch(x, augmentation, generator, self.hflip_p)
             with self._autocast():
-                z, f = net.project(self._input(views), stage)
+                z, f = net.project(views, stage)
             z, f = z.float(), f.float()
             weights = positive_weights = None
             if stage in self.sa_stages and self.soft_aggregation != "none":
@@ -277,7 +273,7 @@ class UniConHA(OutlierDetector):
     # -------------------------------------------------------------------------------------------- scoring
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.net_(self._input(x))[1].float()
+            return self.net_(x)[1].float()
 
     def _score_features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, D): each image's L2-normalised f, averaged over the test-time views (then normalised by the
