@@ -28,7 +28,7 @@ from .image_od_methods import GREY, METHODS, Cell
 from .image_od_profiles import Profile, load_profile, save_profile
 from .run_env import environment
 
-__all__ = ["COLUMNS", "METHODS", "bench", "load_profile", "summary_markdown"]
+__all__ = ["COLUMNS", "METHODS", "bench", "comparison_markdown", "load_profile", "summary_markdown"]
 COLUMNS = ["dataset", "protocol", "method", "ratio", "class", "seed", "auroc", "aupr_in", "aupr_out", "ap_out", "fit_s",
            "score_s", "n", "n_outliers", "profile"]
 
@@ -88,6 +88,32 @@ def summary_markdown(rows: list[dict]) -> str:
                         cells.append("incomplete")
                 cells.append(f"{np.mean([r['fit_s'] + r['score_s'] for r in sel]) / 60:.2f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each):
+    mean AUROC in %, the classes it averages and the mean minutes per class (fit + score), so that methods can be
+    picked by accuracy and cost. Rows of several runs may be mixed; a method missing from a setting shows "-"."""
+    def setting(r: dict) -> tuple:
+        return r["dataset"], r.get("protocol", "transductive"), r["ratio"]
+
+    settings = sorted(dict.fromkeys(setting(r) for r in rows), key=lambda s: (s[0], s[1], s[2]))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    names = [f"{d} {p}" + ("" if p == "one-class" else f" {'r_p' if p == 'polluted' else 'ρ'}={ratio:g}")
+             for d, p, ratio in settings]
+    lines = ["| method | " + " | ".join(f"{n} ROC | classes | min/class" for n in names) + " |",
+             "|---|" + "---|" * (3 * len(settings))]
+    for method in methods:
+        cells = []
+        for s in settings:
+            sel = [r for r in rows if setting(r) == s and r["method"] == method]
+            if not sel:
+                cells += ["-"] * 3
+                continue
+            cells += [f"{100 * np.mean([r['auroc'] for r in sel]):.1f}", str(len({r['class'] for r in sel})),
+                      f"{np.mean([r['fit_s'] + r['score_s'] for r in sel]) / 60:.2f}"]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,8 @@
   Sec. 5) and scores each image by its restoration error, higher = more anomalous.
 - ``bench``: the paper's benchmark protocol (one class as inliers plus a ratio of outliers, all unlabeled) over
   classes, ratios and seeds; writes results.csv and summary.md (Table 1 layout), resumes finished rows.
+- ``table``: every method of one or more bench runs side by side (AUROC, classes, minutes per class per dataset,
+  protocol and ratio), to pick a method by accuracy and cost.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from image_od.protocol import to_model_input
 from image_od.training import resolve_device
 
 from .cli_errors import report_errors
-from .image_od_bench import METHODS, bench, load_profile
+from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows
 from .run_env import environment
 
 
@@ -76,7 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     b.add_argument("--debug", action="store_true", help="show the traceback of any error")
+
+    t = sub.add_parser("table", help="compare the methods of one or more bench runs side by side",
+                       description="Mean AUROC, classes and minutes per class of every method in the given bench "
+                                   "runs, one column group per dataset, protocol and ratio (markdown).")
+    t.add_argument("runs", nargs="+", help="bench output folders (or their results.csv files)")
+    t.add_argument("--method", nargs="+", metavar="METHOD", help="only these methods, in this order")
+    t.add_argument("--out", help="also write the table to this file")
+    t.add_argument("--debug", action="store_true", help="show the traceback of any error")
     return parser
+
+
+def run_table(args: argparse.Namespace) -> int:
+    rows = []
+    for run in args.runs:
+        path = Path(run) / "results.csv" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no bench results here (expected a folder with results.csv)")
+        rows += read_rows(path)
+    if args.method:
+        rows = sorted((r for r in rows if r["method"] in args.method), key=lambda r: args.method.index(r["method"]))
+    if not rows:
+        raise ValueError(f"no result rows in {', '.join(args.runs)}" + (" for those methods" if args.method else ""))
+    table = comparison_markdown(rows)
+    if args.out:
+        with atomic_path(Path(args.out)) as tmp:
+            tmp.write_text(table)
+    print(table, end="")
+    return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -95,8 +124,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Errors about the user's input end as one line on stderr and exit code 2 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
-    return report_errors(f"image-od {args.command}", args.debug,
-                         lambda: run_bench(args) if args.command == "bench" else run_score(args))
+    commands = {"bench": run_bench, "score": run_score, "table": run_table}
+    return report_errors(f"image-od {args.command}", args.debug, lambda: commands[args.command](args))
 
 
 def _write_skipped(out: Path, skipped: list[str]) -> None:

@@ -6,7 +6,8 @@ keyword arguments; a section may hold ``grey:`` and ``colour:`` sub-mappings tha
 only (the paper trains discriminative E3Outlier with SGD on grey sets and Adam on colour ones). A section named
 after a method (``e3outlier-mcd``) adds that method's own settings over its family's. Whatever a profile does not
 set is the detector's default, which is the paper's setting. Every key is checked against the detector's
-signature when the profile is loaded; ``--set section.key=value`` overrides one value. ``exposure`` names the
+signature when the profile is loaded; ``--set section.key=value`` overrides one value on grey and colour datasets
+alike (``--set section.colour.key=value`` on one kind only). ``exposure`` names the
 outlier-exposure corpus of the methods that train against one (ADIB, ADRA), per kind of dataset:
 ``exposure: {grey: {dataset: cifar10, root: ../shared/data/cifar10, split: test}}``.
 """
@@ -63,6 +64,19 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _drop_kind_settings(data: dict[str, Any], override: dict[str, Any]) -> None:
+    """An override of ``section.key`` applies on grey and colour datasets alike: drop ``key`` from the section's
+    ``grey:``/``colour:`` sub-mappings, which would otherwise win over it."""
+    for section, values in override.items():
+        if not isinstance(values, dict) or not isinstance(data.get(section), dict):
+            continue
+        for kind in KINDS:
+            sub = data[section].get(kind)
+            if isinstance(sub, dict):
+                for key in set(values) - set(KINDS):
+                    sub.pop(key, None)
+
+
 def load_profile(name_or_path: str, overrides: list[str] | None = None,
                  detectors: dict[str, type] | None = None) -> Profile:
     """``paper``, ``cpu``, ``colour`` (files in configs/image_od/) or a YAML path, then ``key=value`` overrides,
@@ -82,7 +96,9 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None,
         raise ConfigError(f"{path}: top level must be a mapping")
     data = copy.deepcopy(data)
     for text in overrides or []:
-        _merge(data, parse_override(text))
+        override = parse_override(text)
+        _merge(data, override)
+        _drop_kind_settings(data, override)
     profile = Profile(name=data.pop("name", path.stem), max_size=data.pop("max_size", 12000),
                       exposure=data.pop("exposure", {}) or {}, sections=data)
     check_profile(profile, detectors, str(path))

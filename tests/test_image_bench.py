@@ -24,6 +24,13 @@ def test_profiles_load_and_reject_unknown_keys():
     assert cpu.name == "cpu" and cpu.settings("discriminative", False)["ops_per_image"] is not None
     assert paper.settings("e3outlier-mcd", False, "discriminative")["dropout"] == 0.05
     assert load_profile("cpu", ["e3outlier-ens.ensemble=2"]).settings("e3outlier-ens", False)["ensemble"] == 2
+    # the cpu profile widens the network on colour data only; a plain override applies to both kinds
+    assert (cpu.settings("discriminative", False)["backbone"], cpu.settings("discriminative", True)["backbone"]) \
+        == ("wrn-10-1", "wrn-10-2")
+    small = load_profile("cpu", ["discriminative.backbone=wrn-10-1"])
+    assert small.settings("discriminative", True)["backbone"] == "wrn-10-1"
+    assert load_profile("cpu", ["discriminative.colour.backbone=wrn-10-4"]).settings(
+        "discriminative", True)["backbone"] == "wrn-10-4"
     with pytest.raises(ConfigError, match="unknown setting discriminative.widht"):
         load_profile("cpu", ["discriminative.widht=3"])
     with pytest.raises(ConfigError, match="unknown profile section 'nope'"):
@@ -178,3 +185,27 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
                  protocol="one-class")
     assert [r["method"] for r in rows] == ["iforest", "adib"] and len(loads) == 1 and loads[0][0] == "digits"
     assert 0.5 < rows[1]["auroc"] <= 1.0
+
+
+def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
+    """``image-od table``: one column group per dataset/protocol/ratio, means over classes, "-" where missing."""
+    from pipelines.image_od_bench import write_rows
+
+    def row(dataset, protocol, method, cls, auroc, seconds):
+        return {"dataset": dataset, "protocol": protocol, "method": method, "ratio": 0.1, "class": cls, "seed": 0,
+                "auroc": auroc, "aupr_in": 0.9, "aupr_out": 0.5, "ap_out": 0.5, "fit_s": seconds, "score_s": 0.0,
+                "n": 100, "n_outliers": 10, "profile": "cpu"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_rows(tmp_path / "a" / "results.csv", [row("digits", "transductive", "iforest", "0", 0.8, 0.0),
+                                                row("digits", "transductive", "iforest", "1", 0.9, 0.0),
+                                                row("digits", "transductive", "cae", "0", 0.6, 120.0)])
+    write_rows(tmp_path / "b" / "results.csv", [row("digits", "one-class", "csi", "0", 0.95, 60.0)])
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b" / "results.csv"), "--out", str(tmp_path / "t.md")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("| method | digits one-class ROC | classes | min/class | digits transductive ρ=0.1 ROC | classes "
+                        "| min/class |")
+    assert lines[2:] == ["| iforest | - | - | - | 85.0 | 2 | 0.00 |", "| cae | - | - | - | 60.0 | 1 | 2.00 |",
+                         "| csi | 95.0 | 1 | 1.00 | - | - | - |"]
+    assert (tmp_path / "t.md").read_text().splitlines() == lines
+    assert main(["table", str(tmp_path / "a"), "--method", "nope"]) == 2
