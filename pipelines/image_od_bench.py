@@ -70,8 +70,11 @@ def summary_markdown(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["| method | " + " | ".join(f"{d} ROC | {d} PR-I | {d} PR-O | {d} min/class" for d in datasets) + " |",
              "|---|" + "---|" * (4 * len(datasets))]
+    protocols = {r.get("protocol", "transductive") for r in rows}
+    symbol = "r_p" if protocols == {"polluted"} else "ρ (r_p when polluted)" if "polluted" in protocols else "ρ"
     for ratio in sorted({r["ratio"] for r in rows}):
-        lines.append(f"| **ρ = {ratio:g}** |" + " |" * (4 * len(datasets)))
+        block = "no outliers in training (one-class)" if protocols == {"one-class"} else f"{symbol} = {ratio:g}"
+        lines.append(f"| **{block}** |" + " |" * (4 * len(datasets)))
         for method in methods:
             cells = []
             for d in datasets:

@@ -209,3 +209,8 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
                          "| csi | 95.0 | 1 | 1.00 | - | - | - |"]
     assert (tmp_path / "t.md").read_text().splitlines() == lines
     assert main(["table", str(tmp_path / "a"), "--method", "nope"]) == 2
+    # the Table 1 summary names the ratio r_p when the rows are polluted, and no ratio when they are one-class
+    polluted = [row("digits", "polluted", "elite", "0", 0.9, 1.0)]
+    assert "| **r_p = 0.1** |" in summary_markdown(polluted)
+    assert "| **no outliers in training (one-class)** |" in summary_markdown(
+        [dict(row("digits", "one-class", "csi", "0", 0.9, 1.0), ratio=0.0)])
