@@ -94,15 +94,18 @@ def summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(rows: list[dict]) -> str:
-    """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each):
-    mean AUROC in %, the classes it averages and the mean minutes per class (fit + score), so that methods can be
-    picked by accuracy and cost. Rows of several runs may be mixed; a method missing from a setting shows "-"."""
+def comparison_markdown(rows: list[dict], methods: list[str] | None = None) -> str:
+    """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each,
+    in the order they first appear): mean AUROC in %, the classes it averages and the mean minutes per class (fit +
+    score), so that methods can be picked by accuracy and cost. Rows of several runs may be mixed; a method missing
+    from a setting shows "-". ``methods``: only these rows, in this order (default: all, as they appear)."""
     def setting(r: dict) -> tuple:
         return r["dataset"], r.get("protocol", "transductive"), r["ratio"]
 
-    settings = sorted(dict.fromkeys(setting(r) for r in rows), key=lambda s: (s[0], s[1], s[2]))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    if methods is not None:
+        rows = [r for r in rows if r["method"] in methods]
+    settings = list(dict.fromkeys(setting(r) for r in rows))
+    methods = [m for m in (methods or dict.fromkeys(r["method"] for r in rows)) if any(r["method"] == m for r in rows)]
     names = [f"{d} {p}" + ("" if p == "one-class" else f" {'r_p' if p == 'polluted' else 'ρ'}={ratio:g}")
              for d, p, ratio in settings]
     lines = ["| method | " + " | ".join(f"{n} ROC | classes | min/class" for n in names) + " |",

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="compare the methods of one or more bench runs side by side",
                        description="Mean AUROC, classes and minutes per class of every method in the given bench "
                                    "runs, one column group per dataset, protocol and ratio (markdown).")
-    t.add_argument("runs", nargs="+", help="bench output folders (or their results.csv files)")
+    t.add_argument("runs", nargs="+", help="bench output folders (or their results.csv files); their settings make "
+                   "the column groups in this order")
     t.add_argument("--method", nargs="+", metavar="METHOD", help="only these methods, in this order")
     t.add_argument("--out", help="also write the table to this file")
     t.add_argument("--debug", action="store_true", help="show the traceback of any error")
@@ -96,11 +97,9 @@ def run_table(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no bench results here (expected a folder with results.csv)")
         rows += read_rows(path)
-    if args.method:
-        rows = sorted((r for r in rows if r["method"] in args.method), key=lambda r: args.method.index(r["method"]))
-    if not rows:
+    if not any(r["method"] in (args.method or [r["method"]]) for r in rows):
         raise ValueError(f"no result rows in {', '.join(args.runs)}" + (" for those methods" if args.method else ""))
-    table = comparison_markdown(rows)
+    table = comparison_markdown(rows, args.method)
     if args.out:
         with atomic_path(Path(args.out)) as tmp:
             tmp.write_text(table)

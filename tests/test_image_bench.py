@@ -203,11 +203,13 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     write_rows(tmp_path / "b" / "results.csv", [row("digits", "one-class", "csi", "0", 0.95, 60.0)])
     assert main(["table", str(tmp_path / "a"), str(tmp_path / "b" / "results.csv"), "--out", str(tmp_path / "t.md")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("| method | digits one-class ROC | classes | min/class | digits transductive ρ=0.1 ROC | classes "
+    assert lines[0] == ("| method | digits transductive ρ=0.1 ROC | classes | min/class | digits one-class ROC | classes "
                         "| min/class |")
-    assert lines[2:] == ["| iforest | - | - | - | 85.0 | 2 | 0.00 |", "| cae | - | - | - | 60.0 | 1 | 2.00 |",
-                         "| csi | 95.0 | 1 | 1.00 | - | - | - |"]
+    assert lines[2:] == ["| iforest | 85.0 | 2 | 0.00 | - | - | - |", "| cae | 60.0 | 1 | 2.00 | - | - | - |",
+                         "| csi | - | - | - | 95.0 | 1 | 1.00 |"]
     assert (tmp_path / "t.md").read_text().splitlines() == lines
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--method", "csi", "iforest"]) == 0
+    assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["| csi", "| iforest"]
     assert main(["table", str(tmp_path / "a"), "--method", "nope"]) == 2
     # the Table 1 summary names the ratio r_p when the rows are polluted, and no ratio when they are one-class
     polluted = [row("digits", "polluted", "elite", "0", 0.9, 1.0)]
