@@ -32,7 +32,7 @@ def test_counts_and_label_order():
     assert [o.family for o in ops] == ["RA"] * 72 + ["IA"] * 16 + ["PR"] * 23
     assert ops[0].family == "RA" and not ops[0].flip and (ops[0].tx, ops[0].ty, ops[0].k) == (0, 0, 0)
     flip, tx, ty, k = True, 2, 1, 3  # label = flip*36 + tx_idx*12 + ty_idx*4 + k
-    assert ops[36 + tx * 12 + ty * 4 + k] == operation_set("RA")[36 + 2 * 12 + 1 * 4 + 3]
+    assert ops[36 * flip + tx * 12 + ty * 4 + k] == operation_set("RA")[36 + 2 * 12 + 1 * 4 + 3]
     assert (ops[36 + 2 * 12 + 4 + 3].tx, ops[36 + 2 * 12 + 4 + 3].ty) == (8, -8)
     assert sorted({o.angle for o in ops[72:88]}) == [30, 60, 120, 150, 210, 240, 300, 330]
     assert ops[88].perm == (0, 1, 3, 2) and (0, 1, 2, 3) not in {o.perm for o in ops[88:]}
