@@ -29,6 +29,7 @@ from .image_od_profiles import Profile, load_profile, save_profile
 from .run_env import environment
 
 __all__ = ["COLUMNS", "METHODS", "bench", "comparison_markdown", "load_profile", "summary_markdown"]
+RATIO_SYMBOL = {"transductive": "ρ", "polluted": "r_p"}  # what a row's ratio means in each protocol (none in one-class)
 COLUMNS = ["dataset", "protocol", "method", "ratio", "class", "seed", "auroc", "aupr_in", "aupr_out", "ap_out", "fit_s",
            "score_s", "n", "n_outliers", "profile"]
 
@@ -71,7 +72,8 @@ def summary_markdown(rows: list[dict]) -> str:
     lines = ["| method | " + " | ".join(f"{d} ROC | {d} PR-I | {d} PR-O | {d} min/class" for d in datasets) + " |",
              "|---|" + "---|" * (4 * len(datasets))]
     protocols = {r.get("protocol", "transductive") for r in rows}
-    symbol = "r_p" if protocols == {"polluted"} else "ρ (r_p when polluted)" if "polluted" in protocols else "ρ"
+    symbol = RATIO_SYMBOL["polluted"] if protocols == {"polluted"} else \
+        "ρ (r_p when polluted)" if "polluted" in protocols else RATIO_SYMBOL["transductive"]
     for ratio in sorted({r["ratio"] for r in rows}):
         block = "no outliers in training (one-class)" if protocols == {"one-class"} else f"{symbol} = {ratio:g}"
         lines.append(f"| **{block}** |" + " |" * (4 * len(datasets)))
@@ -100,14 +102,13 @@ def comparison_markdown(rows: list[dict], methods: list[str] | None = None) -> s
     score), so that methods can be picked by accuracy and cost. Rows of several runs may be mixed; a method missing
     from a setting shows "-". ``methods``: only these rows, in this order (default: all, as they appear)."""
     def setting(r: dict) -> tuple:
-        return r["dataset"], r.get("protocol", "transductive"), r["ratio"]
+        return r["dataset"], r["protocol"], r["ratio"]
 
     if methods is not None:
         rows = [r for r in rows if r["method"] in methods]
     settings = list(dict.fromkeys(setting(r) for r in rows))
     methods = [m for m in (methods or dict.fromkeys(r["method"] for r in rows)) if any(r["method"] == m for r in rows)]
-    names = [f"{d} {p}" + ("" if p == "one-class" else f" {'r_p' if p == 'polluted' else 'ρ'}={ratio:g}")
-             for d, p, ratio in settings]
+    names = [f"{d} {p}" + (f" {RATIO_SYMBOL[p]}={ratio:g}" if p in RATIO_SYMBOL else "") for d, p, ratio in settings]
     lines = ["| method | " + " | ".join(f"{n} ROC | classes | min/class" for n in names) + " |",
              "|---|" + "---|" * (3 * len(settings))]
     for method in methods:

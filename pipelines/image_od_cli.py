@@ -97,7 +97,7 @@ def run_table(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no bench results here (expected a folder with results.csv)")
         rows += read_rows(path)
-    if not any(r["method"] in (args.method or [r["method"]]) for r in rows):
+    if not any(not args.method or r["method"] in args.method for r in rows):
         raise ValueError(f"no result rows in {', '.join(args.runs)}" + (" for those methods" if args.method else ""))
     table = comparison_markdown(rows, args.method)
     if args.out:
