@@ -1,9 +1,9 @@
 """Alternative backbones of discriminative E3Outlier for 32x32 inputs, and a factory picking one by name.
 
 The official E3Outlier code offers ``wrn`` (WRN-10-4, the default), ``resnet20``, ``resnet50``, ``densenet22`` and
-``densenet40``. Every network here has the interface of :class:`image_od.nets.WideResNet`:
-``Net(in_channels, n_classes, depth, ..., dropout=0.0)`` and ``forward(x) -> (logits, features)``, where features
-are the globally average-pooled penultimate activations. With ``dropout > 0`` each block holds an ``nn.Dropout``
+``densenet40``; ``resnet18`` is the CIFAR ResNet18 of contrastive E3Outlier, CSI and UniCon-HA. Every network here
+has the interface of :class:`image_od.nets.WideResNet`: ``Net(in_channels, n_classes, depth, ..., dropout=0.0)``
+and ``forward(x) -> (logits, features)``, where features are the globally average-pooled penultimate activations. With ``dropout > 0`` each block holds an ``nn.Dropout``
 (for MC-dropout scoring).
 """
 from __future__ import annotations
@@ -111,6 +111,30 @@ class ResNet(nn.Module):
         return self.fc(f), f
 
 
+class ResNet18(nn.Module):
+    """CIFAR ResNet18 (the common 32x32 variant, e.g. SimCLR/CSI code): stem conv3x3 stride 1 (``width``
+    channels)-BN-ReLU without max-pool, 4 stages of 2 post-activation basic blocks with width/2w/4w/8w channels
+    (strides 1/2/2/2, projection shortcuts), global average pooling (8*width = 512 features) and a linear head.
+    ``forward(x) -> (logits, features)``; He fan-out init. ``width`` < 64 shrinks it (the ``cpu`` profile, tests)."""
+
+    def __init__(self, in_channels: int, n_classes: int, width: int = 64, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(inplace=True)]
+        c = width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
+            for i in range(2):
+                layers.append(_BasicBlock(c, planes, stride if i == 0 else 1, dropout))
+                c = planes
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, n_classes)
+        _init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(f), f
+
+
 class _DenseLayer(nn.Module):
     """DenseNet-BC layer: BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k)-[dropout], concatenated to its input."""
 
@@ -169,15 +193,16 @@ class DenseNet(nn.Module):
 
 
 _FORMS = ("wrn (= wrn-10-4)", "wrn-D-W with D = 6n+4 (e.g. wrn-10-4)",
+          "resnet18 or resnet18-W (the 4-stage CIFAR ResNet18 of SimCLR/CSI, base width W, default 64)",
           "resnetN with N = 6n+2 (basic blocks: resnet20, resnet32, resnet50) or N = 9n+2 (bottleneck: resnet29)",
           "densenetN with N = 6n+4 (DenseNet-BC: densenet22, densenet40)")
 
 
 def make_backbone(name: str, in_channels: int, n_classes: int, dropout: float = 0.0) -> nn.Module:
-    """Build a backbone by name: ``wrn``/``wrn-D-W``, ``resnetN`` or ``densenetN``.
+    """Build a backbone by name: ``wrn``/``wrn-D-W``, ``resnet18``/``resnet18-W``, ``resnetN`` or ``densenetN``.
 
-    ``resnetN`` uses basic blocks when N = 6n+2 (so ``resnet50`` is the official 6*8+2 basic-block net) and
-    bottleneck blocks when only N = 9n+2 fits. Unknown or ill-sized names raise ValueError.
+    ``resnet18`` is the 4-stage CIFAR ResNet18 (:class:`ResNet18`); any other ``resnetN`` uses basic blocks when
+    N = 6n+2 (so ``resnet50`` is the official 6*8+2 basic-block net) and bottleneck blocks when only N = 9n+2 fits. Unknown or ill-sized names raise ValueError.
     """
     key = name.strip().lower()
     if key == "wrn":
@@ -189,6 +214,8 @@ def make_backbone(name: str, in_channels: int, n_classes: int, dropout: float = 
             if depth < 10 or width < 1:
                 raise ValueError(f"WRN needs depth >= 10 and width >= 1, got {depth}-{width}")
             return WideResNet(in_channels, n_classes, depth, width, dropout)
+        if m := re.fullmatch(r"resnet18(?:-(\d+))?", key):
+            return ResNet18(in_channels, n_classes, int(m[1] or 64), dropout)
         if m := re.fullmatch(r"resnet(\d+)", key):
             depth = int(m[1])
             block = "basic" if depth >= 8 and (depth - 2) % 6 == 0 else "bottleneck"

@@ -14,7 +14,6 @@ summed over the rotations. The score is transductive: ``decision_function(X)`` c
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import _BasicBlock, _init_conv_bn, make_backbone
+from .backbones import make_backbone
 from .data import ArrayData, iterate_batches, to_device
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
@@ -244,38 +243,6 @@ class Augmentation:
 
 
 # -------------------------------------------------------------------------------------------------- networks
-class ResNet18(nn.Module):
-    """CIFAR ResNet18 (the common 32x32 variant, e.g. SimCLR/CSI code): stem conv3x3 stride 1 (``width``
-    channels)-BN-ReLU without max-pool, 4 stages of 2 post-activation basic blocks with width/2w/4w/8w channels
-    (strides 1/2/2/2, projection shortcuts), global average pooling (8*width = 512 features) and a linear head.
-    ``forward(x) -> (logits, features)`` as ``image_od.backbones``; He fan-out init. ``width`` < 64 is for tests."""
-
-    def __init__(self, in_channels: int, n_classes: int, width: int = 64):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                   nn.ReLU(inplace=True)]
-        c = width
-        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
-            for i in range(2):
-                layers.append(_BasicBlock(c, planes, stride if i == 0 else 1, 0.0))
-                c = planes
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c, n_classes)
-        _init_conv_bn(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)
-        return self.fc(f), f
-
-
-def make_feature_net(name: str, in_channels: int, n_classes: int) -> nn.Module:
-    """``resnet18`` (or ``resnet18-W``: base width W instead of 64) -> :class:`ResNet18`; any other name ->
-    ``image_od.backbones.make_backbone``. The net's ``fc`` is the rotation classifier on f."""
-    if m := re.fullmatch(r"resnet18(?:-(\d+))?", name.strip().lower()):
-        return ResNet18(in_channels, n_classes, int(m[1] or 64))
-    return make_backbone(name, in_channels, n_classes)
-
-
 class ContrastiveNet(nn.Module):
     """f (a backbone returning (rotation logits, features)) and the projection head g of the supplement: a
     three-layer fully connected net with 128 hidden and 128 output nodes,
@@ -431,7 +398,7 @@ class ContrastiveE3Outlier(OutlierDetector):
     def _train(self, images: torch.Tensor) -> tuple[nn.Module, list[float], list[float]]:
         shuffle = seed_everything(self.seed)
         augment = torch.Generator().manual_seed(self.seed + 7919)
-        net = ContrastiveNet(make_feature_net(self.backbone, images.shape[1], N_ROTATIONS))
+        net = ContrastiveNet(make_backbone(self.backbone, images.shape[1], N_ROTATIONS))
         net.to(self.device_)
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)

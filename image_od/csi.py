@@ -5,7 +5,7 @@ Both are one-class detectors: ``fit(X)`` trains on inliers and keeps a feature b
 scores new images against that bank (one-class protocol), ``decision_scores_`` (and ``fit_score``) score the fitted
 set against itself with the self-match excluded (transductive protocol). The parts reused from
 :mod:`image_od.contrastive`: ``contrastive_loss`` (SimCLR labels), ``simclr_labels``, ``rotation_targets``,
-``rotate_batch``, ``Augmentation``, ``ResNet18``, ``warmup_cosine``, ``max_similarity``. Shared with
+``rotate_batch``, ``Augmentation``, ``warmup_cosine``, ``max_similarity`` (and ``backbones.ResNet18``). Shared with
 :mod:`image_od.unicon`: :func:`two_view_batch` (flip, rotate, augment) and :func:`tta_features` (CSI's test-time
 augmentation ensemble).
 """
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .backbones import ResNet18
 from .contrastive import (
     CHUNK,
     N_ROTATIONS,
     Augmentation,
-    ResNet18,
     contrastive_loss,
     max_similarity,
     rotate_batch,
@@ -161,7 +161,7 @@ def as_images(X: np.ndarray) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------- network
 class CSINet(nn.Module):
-    """CSI's network: the CIFAR ResNet18 f (``contrastive.ResNet18``; its ``fc`` is CSI's shift head, a linear
+    """CSI's network: the CIFAR ResNet18 f (``backbones.ResNet18``; its ``fc`` is CSI's shift head, a linear
     4-way rotation classifier on f) and CSI's projection head Linear(d, d)-ReLU-Linear(d, ``projection_dim``)
     ("simclr" layer, d = 8 * width). ``forward(x) -> (z, rotation logits, f)``."""
 

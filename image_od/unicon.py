@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import _BasicBlock, _init_conv_bn
+from .backbones import ResNet18, _BasicBlock, _init_conv_bn
 from .contrastive import (
     N_ROTATIONS,
     Augmentation,
-    ResNet18,
     contrastive_loss,
     max_similarity,
     rotation_targets,
@@ -115,7 +114,7 @@ def _projection_head(channels: int, stage: int, out: int) -> nn.Module:
 
 
 class UniConNet(nn.Module):
-    """The CIFAR ResNet18 (``contrastive.ResNet18``; its ``fc`` is an optional rotation classifier on f) with a
+    """The CIFAR ResNet18 (``backbones.ResNet18``; its ``fc`` is an optional rotation classifier on f) with a
     projection head g_i after each res_i in ``stages``. ``project(x, i) = g_i(res_i(x))`` runs the network up to
     the end of stage i only; ``forward(x) -> (rotation logits, f)`` is the backbone's (f: res4 pooled)."""
 

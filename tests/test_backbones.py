@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from image_od.backbones import DenseNet, ResNet, make_backbone
+from image_od.backbones import DenseNet, ResNet, ResNet18, make_backbone
 from image_od.nets import WideResNet
 
-NAMES = ["wrn-10-2", "resnet20", "resnet50", "densenet22", "densenet40"]
+NAMES = ["wrn-10-2", "resnet18-4", "resnet20", "resnet50", "densenet22", "densenet40"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -18,7 +18,7 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-FEATURES = {"wrn-10-2": 128, "resnet20": 64, "resnet50": 64, "densenet22": 69, "densenet40": 132}
+FEATURES = {"wrn-10-2": 128, "resnet18-4": 32, "resnet20": 64, "resnet50": 64, "densenet22": 69, "densenet40": 132}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -70,6 +70,16 @@ def test_architectures():
     assert ResNet(1, 4, depth=11, block="bottleneck").fc.in_features == 256
     # DenseNet-BC: one dropout per bottleneck layer, (depth-4)//6 layers per block, 3 blocks
     assert sum(isinstance(m, nn.Dropout) for m in DenseNet(1, 4, depth=40, dropout=0.2).modules()) == 18
+
+
+def test_resnet18_is_the_cifar_variant():
+    net = make_backbone("resnet18", 3, 10)
+    assert isinstance(net, ResNet18)
+    assert sum(p.numel() for p in net.parameters()) == 11_173_962  # the usual CIFAR ResNet18 count
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+    stem = net.features[0]
+    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1)
+    assert isinstance(make_backbone("resnet20", 1, 4), ResNet)  # the 3-stage family, not ResNet18
 
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet", "resnet49", "resnet4", "densenet23", "densenet4", "wrn-12-4",

@@ -14,10 +14,8 @@ from sklearn.metrics import roc_auc_score
 from image_od.contrastive import (
     Augmentation,
     ContrastiveE3Outlier,
-    ResNet18,
     contrastive_loss,
     hsv_to_rgb,
-    make_feature_net,
     max_similarity,
     rgb_to_hsv,
     rotate_batch,
@@ -205,17 +203,6 @@ def test_augmentation_is_seeded_random_and_in_range():
 
 
 # --------------------------------------------------------------------------------------- net, schedule, score
-def test_resnet18_is_the_cifar_variant():
-    net = ResNet18(3, 10)
-    assert sum(p.numel() for p in net.parameters()) == 11_173_962  # the usual CIFAR ResNet18 count
-    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
-    stem = net.features[0]
-    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1)
-    logits, f = make_feature_net("resnet18-4", 1, 4).eval()(torch.randn(2, 1, 32, 32))
-    assert logits.shape == (2, 4) and f.shape == (2, 32)
-    assert make_feature_net("resnet20", 1, 4).fc.in_features == 64
-
-
 def test_warmup_cosine():
     factors = [warmup_cosine(e, 100, 10) for e in range(100)]
     assert factors[:3] == pytest.approx([0.1, 0.2, 0.3]) and factors[9] == 1.0 and factors[10] == 1.0
