@@ -12,9 +12,8 @@ from sklearn.metrics import roc_auc_score
 from image_od.autoencoders import (CAE, CAEIF, DRAE, RDAE, RSRAE, RSRAutoencoder, drae_loss, drae_split, prox_l21,
                                    rsr_losses)
 from image_od.data import ArrayData
-from image_od.datasets import load_digits
-from image_od.protocol import contaminated_set, to_model_input
 from image_od.training import seed_everything
+from tests.image_sets import digits_set
 
 FAST = dict(batch_size=32, device="cpu")
 DETECTORS = {
@@ -176,9 +175,7 @@ def test_rsr_autoencoder_shapes_and_separate_steps_reduce_the_projection_loss():
 # ------------------------------------------------------------------------------- real runs (digits '0')
 @pytest.fixture(scope="module")
 def digits():
-    images, labels = load_digits().merged()
-    data = contaminated_set(images, labels, inlier_class=0, ratio=0.1, seed=0, max_size=400)
-    return to_model_input(data.images, size=32), data.is_outlier
+    return digits_set(0)
 
 
 @pytest.mark.slow

@@ -9,13 +9,7 @@ from image_od.nets import WideResNet
 NAMES = ["wrn-10-2", "resnet18-4", "resnet20", "resnet50", "densenet22", "densenet40"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets on a shared CPU: one intra-op thread avoids oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FEATURES = {"wrn-10-2": 128, "resnet18-4": 32, "resnet20": 64, "resnet50": 64, "densenet22": 69, "densenet40": 132}

@@ -23,19 +23,13 @@ from image_od.contrastive import (
     simclr_labels,
     warmup_cosine,
 )
-from image_od.datasets import load_digits
-from image_od.protocol import contaminated_set, to_model_input
+from tests.image_sets import digits_set
 
 TINY = {"epochs": 1, "batch_size": 32, "backbone": "resnet18-4", "warmup_epochs": 0, "precision": "fp32",
         "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------ loss
@@ -296,11 +290,9 @@ def test_digits_real_run():
     (with channels-last tensors, before 2026-11-24 10:26: inner 0.983/0.897/0.892, cosine 0.995/0.994/0.980: at this
     tiny budget the cosine score swings with float summation order); the untrained net (lr ~ 0) gives inner 0.47,
     so training is what makes the paper's score work. About 8 s on one free core."""
-    images, labels = load_digits().merged()
-    data = contaminated_set(images, labels, inlier_class=7, ratio=0.1, seed=0, max_size=400)
-    x = to_model_input(data.images, size=32)  # 179 sevens + 19 other digits
+    x, is_outlier = digits_set(7)  # 179 sevens + 19 other digits
     det = ContrastiveE3Outlier(epochs=6, batch_size=64, backbone="resnet18-4", warmup_epochs=1, lr=0.1,
                                precision="fp32", device="cpu", seed=0).fit(x)
-    assert roc_auc_score(data.is_outlier, det.decision_scores_) > 0.88  # Eq. 20 inner product: 0.970 measured
+    assert roc_auc_score(is_outlier, det.decision_scores_) > 0.88  # Eq. 20 inner product: 0.970 measured
     det.score_similarity = "cosine"
-    assert roc_auc_score(data.is_outlier, det.decision_function(x)) > 0.65  # 0.732 measured (seeds 1, 2: 0.99, 0.94)
+    assert roc_auc_score(is_outlier, det.decision_function(x)) > 0.65  # 0.732 measured (seeds 1, 2: 0.99, 0.94)

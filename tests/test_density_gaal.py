@@ -8,7 +8,6 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.metrics import roc_auc_score
 
-from image_od.datasets import load_digits
 from image_od.density import (
     DAGMM,
     DSEBM,
@@ -20,6 +19,7 @@ from image_od.density import (
     score_matching_loss,
 )
 from image_od.gaal import MOGAAL, generator_targets, noise_split
+from tests.image_sets import digits_set
 
 CPU = {"device": "cpu"}
 SMALL_CAE = {"widths": (8, 16, 32), **CPU}
@@ -43,11 +43,7 @@ def _obvious(n_in: int = 60, n_out: int = 4, seed: int = 0) -> tuple[np.ndarray,
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from image_od.protocol import contaminated_set, to_model_input
-
-    images, labels = load_digits().merged()
-    data = contaminated_set(images, labels, inlier_class=0, ratio=0.1, seed=0, max_size=400)
-    return to_model_input(data.images, size=32), data.is_outlier  # 178 zeros + 19 other digits
+    return digits_set(0)  # 178 zeros + 19 other digits
 
 
 # ------------------------------------------------------------------------------------------------------------ DSEBM

@@ -7,6 +7,7 @@ from image_od.data import ArrayData
 from image_od.generative import GenerativeE3Outlier, GenerativeTask, Normaliser
 from image_od.nets import ConvAutoencoder
 from image_od.training import TrainSettings
+from tests.image_sets import digits_set
 
 
 def _left(b):
@@ -95,12 +96,7 @@ def test_deep_cae_and_unet_generators_keep_shapes_and_range():
 
 
 def _digits(inlier: int = 0):
-    from image_od.datasets import load_digits
-    from image_od.protocol import contaminated_set, to_model_input
-
-    images, labels = load_digits().merged()
-    data = contaminated_set(images, labels, inlier_class=inlier, ratio=0.1, seed=0, max_size=400)
-    return to_model_input(data.images, size=32), data.is_outlier
+    return digits_set(inlier)
 
 
 def test_paper_form_scores_the_plain_sum_of_the_pairs_errors_and_is_deterministic():

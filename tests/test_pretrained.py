@@ -15,10 +15,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 
 from image_od.data import ArrayData
-from image_od.datasets import load_digits
 from image_od.pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedFeatureOD, load_resnet50, to_imagenet_input
-from image_od.protocol import contaminated_set, to_model_input
 from image_od.safe_io import UnsafeFileError
+from tests.image_sets import digits_set
 
 SIZE = 64  # image_size in the tests (224 by default), to keep them fast
 
@@ -203,8 +202,6 @@ def test_digits_random_resnet50_features(weights, detector, floor):
     # With SEEDED RANDOM (untrained) weights: not the paper's baseline, whose ImageNet weights are unavailable
     # here. Random convolutional features still keep enough of the image for LOF/IF to beat chance on digits;
     # inlier class 1 (class 0 is saturated: 0.999 LOF, 0.993 IF).
-    images, labels = load_digits().merged()
-    data = contaminated_set(images, labels, inlier_class=1, ratio=0.1, seed=0, max_size=400)
-    x = to_model_input(data.images, size=32)
+    x, is_outlier = digits_set(1)
     scores = _od(weights, detector=detector).fit_score(x)
-    assert roc_auc_score(data.is_outlier, scores) > floor
+    assert roc_auc_score(is_outlier, scores) > floor

@@ -29,12 +29,7 @@ TINY_CSI = {**TINY, "warmup_epochs": 0}
 TINY_SYNTH = {**TINY_CSI, "gan_width": 4, "latent_dim": 8, "every": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def positive_pairs(labels: torch.Tensor) -> set[tuple[int, int]]:
