@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .images import IMAGE_EXT
+from .images import IMAGE_EXT, fit_size, read_image_file
 from .safe_io import unpickle_plain
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -31,6 +31,11 @@ class LabelledImages:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: list[str]
+
+    @property
+    def colour(self) -> bool:
+        """RGB images (N,H,W,3) rather than grey ones (N,H,W): the profiles' ``colour`` settings apply."""
+        return self.train_images.ndim == 4
 
     def merged(self) -> tuple[np.ndarray, np.ndarray]:
         """Train and test together, as the paper's protocol uses them."""
@@ -119,26 +124,51 @@ def load_cifar_pickles(root: str | Path, coarse: bool = True) -> LabelledImages:
     return LabelledImages(name, *stack(train), *stack(test), list(classes))
 
 
-def load_class_folders(root: str | Path, name: str = "images", grey: bool = False) -> LabelledImages:
-    """``root/{train,test}/<class>/*.jpg`` (e.g. the shared CIFAR-10 copy); classes in sorted folder order."""
+def _decode(path: Path, grey: bool | None) -> np.ndarray:
+    """One image file as grey (H,W) or RGB (H,W,3) uint8; ``grey=None`` keeps what the file holds (alpha dropped)."""
+    flags = {True: cv2.IMREAD_GRAYSCALE, False: cv2.IMREAD_COLOR, None: cv2.IMREAD_UNCHANGED}[grey]
+    try:
+        img = read_image_file(path, flags)
+    except ValueError as err:
+        raise ImageDatasetError(str(err)) from None
+    if img.dtype != np.uint8:
+        raise ImageDatasetError(f"{path}: expected 8-bit pixels, got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return img
+
+
+def load_class_folders(root: str | Path, name: str = "images", grey: bool | None = False,
+                       size: int = 32) -> LabelledImages:
+    """``root/{train,test}/<class>/*.png|jpg|...`` (e.g. the shared CIFAR-10 copy); classes in sorted folder order.
+
+    Images come out at ``size`` x ``size`` (``images.fit_size``: smaller ones zero-padded, larger ones resized).
+    ``grey=None`` decides from the files: grey when every file is single-channel, else RGB (grey files repeated
+    over the three channels)."""
     root = Path(root)
-    splits = {}
     classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir()) if (root / "train").is_dir() else []
     if not classes:
         raise ImageDatasetError(f"{name}: expected class folders in {root / 'train'} and {root / 'test'}")
+    decoded = {}
     for split in ("train", "test"):
         images, labels = [], []
         for label, cls in enumerate(classes):
             folder = root / split / cls
             if not folder.is_dir():
                 raise ImageDatasetError(f"{name}: class folder {folder} is missing")
-            for f in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
-                img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
-                if img is None:
-                    raise ImageDatasetError(f"unreadable image: {f}")
-                images.append(img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-                labels.append(label)
-        splits[split] = (np.stack(images), np.array(labels, np.int64))
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
+            images += [fit_size(_decode(f, grey), size) for f in files]
+            labels += [label] * len(files)
+        if not images:
+            raise ImageDatasetError(f"{name}: no image files ({sorted(IMAGE_EXT)}) in the class folders of "
+                                    f"{root / split}")
+        decoded[split] = images, np.array(labels, np.int64)
+    if grey is None and any(img.ndim == 3 for images, _ in decoded.values() for img in images):
+        decoded = {k: ([img if img.ndim == 3 else np.repeat(img[..., None], 3, 2) for img in images], y)
+                   for k, (images, y) in decoded.items()}
+    splits = {k: (np.stack(images), y) for k, (images, y) in decoded.items()}
     return LabelledImages(name, *splits["train"], *splits["test"], classes)
 
 
@@ -168,8 +198,13 @@ def load_digits() -> LabelledImages:
     return LabelledImages("digits", x[:cut], d.target[:cut], x[cut:], d.target[cut:], [str(i) for i in range(10)])
 
 
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "digits", "folders")
+
+
 def load_dataset(name: str, root: str | Path | None = None) -> LabelledImages:
-    """Load a benchmark by name: mnist, fashion-mnist, cifar10, cifar100, svhn, digits."""
+    """Load a benchmark by name: one of ``DATASETS``. ``folders`` is any labelled set laid out as
+    ``root/{train,test}/<class>/<image files>`` (grey or colour from the files, brought to 32x32), named after
+    ``root``."""
     if name == "fashion-mnist":
         return load_mnist_like(root or FASHION_MNIST_ROOT, name, FASHION_CLASSES)
     if name == "digits":
@@ -183,4 +218,6 @@ def load_dataset(name: str, root: str | Path | None = None) -> LabelledImages:
         return load_class_folders(root, name) if (root / "train").is_dir() else load_cifar_pickles(root)
     if name == "svhn":
         return load_svhn(root)
-    raise ImageDatasetError(f"unknown dataset {name!r}; expected mnist, fashion-mnist, cifar10, cifar100, svhn, digits")
+    if name == "folders":
+        return load_class_folders(root, Path(root).resolve().name, grey=None)
+    raise ImageDatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

@@ -46,6 +46,14 @@ def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarr
     return img
 
 
+def fit_size(img: np.ndarray, size: int) -> np.ndarray:
+    """An image (H,W[,C]) at size x size: zero-padded around the centre when no larger (the paper pads MNIST's
+    28x28 to 32x32), else resized with area averaging."""
+    if img.shape[0] <= size and img.shape[1] <= size:
+        return zero_pad(img[None], size)[0]
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def _read_folder(path: Path, skipped: list[str] | None) -> tuple[list[np.ndarray], list[str]]:
     """RGB images and names of every image file under ``path``; bad files raise, or go to ``skipped`` if given."""
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
@@ -91,10 +99,7 @@ def load_images(path: str | Path, size: int = 32, grey: bool = False,
         frames, names = _read_folder(path, skipped)
     out = []
     for img in frames:
-        if img.shape[0] <= size and img.shape[1] <= size:
-            img = zero_pad(img[None], size)[0]
-        else:
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        img = fit_size(img, size)
         if grey and img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         elif not grey and img.ndim == 2:

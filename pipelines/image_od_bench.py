@@ -24,7 +24,7 @@ from image_od.metrics import mean_std_by_seed, od_metrics
 from image_od.precision import resolve_precision
 from image_od.training import resolve_device
 
-from .image_od_methods import GREY, METHODS, Cell
+from .image_od_methods import METHODS, Cell
 from .image_od_profiles import Profile, load_profile, save_profile
 from .run_env import environment
 
@@ -133,12 +133,13 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     data = load_dataset(dataset, root)
+    dataset = data.name  # a ``folders`` set is named after its folder
     class_ids = list(range(len(data.classes))) if classes == ["all"] else [_class_index(data, c) for c in classes]
     out.mkdir(parents=True, exist_ok=True)
     run_device = resolve_device(device)
     if distributed.is_main():
         save_profile(profile, out / f"profile-{profile.name}.yaml")
-        precision = resolve_precision(profile.settings("discriminative", data.name not in GREY).get(
+        precision = resolve_precision(profile.settings("discriminative", data.colour).get(
             "precision", "auto"), run_device)
         write_json(out / "env.json", environment(seeds[0], str(run_device), precision=precision))
         merge_rank_rows(out)

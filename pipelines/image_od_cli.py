@@ -20,6 +20,7 @@ import numpy as np
 
 from image_od import distributed
 from image_od.atomic import atomic_path, write_json
+from image_od.datasets import DATASETS
 from image_od.generative_images import ImageGenerativeE3Outlier
 from image_od.images import load_images
 from image_od.protocol import to_model_input
@@ -54,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of any error")
 
     b = sub.add_parser("bench", help="run the paper's benchmark protocol",
-                       description="Run methods over the transductive protocol; resumable (finished rows are "
+                       description="Run methods over a protocol (transductive, one-class or polluted); resumable (finished rows are "
                                    "skipped); under torchrun the cells are shared out between the processes. "
                                    "Example: image-od bench --dataset fashion-mnist --method e3outlier "
                                    "--ratios 0.1 --classes all --seeds 0 --profile cpu --out runs/fmnist")
-    b.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10, cifar100, svhn or digits")
+    b.add_argument("--dataset", required=True, choices=DATASETS, metavar="DATASET",
+                   help="one of: " + ", ".join(DATASETS) + " (folders: any ROOT/{train,test}/CLASS/*.png|jpg set, "
+                        "brought to 32x32, grey or colour from the files)")
     b.add_argument("--root", help="dataset folder (not needed for fashion-mnist from its Debian package, digits)")
     b.add_argument("--method", nargs="+", default=["e3outlier"], metavar="METHOD",
                    help="one or more of: " + ", ".join(METHODS))

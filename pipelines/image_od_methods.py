@@ -42,7 +42,6 @@ from image_od.unicon import UniConHA
 from .image_od_profiles import Profile
 from .pyod_methods import PyODDetector
 
-GREY = {"mnist", "fashion-mnist", "digits"}
 FAMILIES: dict[str, type] = {
     "discriminative": DiscriminativeE3Outlier, "generative": ImageGenerativeE3Outlier,
     "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
@@ -89,7 +88,7 @@ class Cell:
                  progress: bool, protocol: str = "transductive"):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.colour = data.name not in GREY
+        self.colour = data.colour
         self.fit_data: dict[str, np.ndarray] = {}
         if protocol == "transductive":
             images, labels = data.merged()

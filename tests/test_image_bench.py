@@ -216,3 +216,34 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     assert "| **r_p = 0.1** |" in summary_markdown(polluted)
     assert "| **no outliers in training (one-class)** |" in summary_markdown(
         [dict(row("digits", "one-class", "csi", "0", 0.9, 1.0), ratio=0.0)])
+
+
+def test_a_labelled_folder_set_runs_with_the_settings_of_its_kind(tmp_path, capsys):
+    """``--dataset folders``: grey or colour settings follow the images, not the dataset's name."""
+    import cv2
+    import numpy as np
+
+    from image_od.datasets import load_dataset
+    from pipelines.image_od_methods import Cell
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("test", 10)):
+        for cls, level in (("dark", 60), ("light", 190)):
+            (tmp_path / "set" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(tmp_path / "set" / split / cls / f"{i}.png"),
+                            np.clip(rng.normal(level, 20, (28, 28)), 0, 255).astype(np.uint8))
+    out = tmp_path / "run"
+    assert main(["bench", "--dataset", "folders", "--root", str(tmp_path / "set"), "--method", "iforest",
+                 "--classes", "dark", "--out", str(out), "--quiet"]) == 0
+    (row,) = list(csv.DictReader((out / "results.csv").open()))
+    assert row["dataset"] == "set" and row["class"] == "dark" and float(row["auroc"]) > 0.95
+    cpu = load_profile("cpu")
+    grey = Cell(load_dataset("folders", tmp_path / "set"), 0.1, 0, 0, cpu, "cpu", False)
+    assert grey.detector("discriminative").backbone == "wrn-10-1"
+    cv2.imwrite(str(tmp_path / "set" / "test" / "dark" / "rgb.png"), np.zeros((28, 28, 3), np.uint8) + [0, 0, 90])
+    colour = Cell(load_dataset("folders", tmp_path / "set"), 0.1, 0, 0, cpu, "cpu", False)
+    assert colour.x.shape[1] == 3 and colour.detector("discriminative").backbone == "wrn-10-2"
+    with pytest.raises(SystemExit):
+        main(["bench", "--dataset", "nope", "--out", str(out)])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -84,6 +84,55 @@ def test_svhn_mat_and_digits(tmp_path):
     assert g.merged()[0].shape == (1797, 8, 8) and g.merged()[0].max() == 255
 
 
+def _write_class_folders(root: Path, images: dict[tuple[str, str], list[np.ndarray]], ext: str = ".png") -> None:
+    for (split, cls), arrays in images.items():
+        (root / split / cls).mkdir(parents=True)
+        for i, a in enumerate(arrays):
+            cv2.imwrite(str(root / split / cls / f"{i}{ext}"), a)
+
+
+def test_any_labelled_folder_set_is_brought_to_32x32_and_keeps_grey_or_colour(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = lambda h, w: rng.integers(0, 255, (h, w), dtype=np.uint8)
+    _write_class_folders(tmp_path / "shapes", {("train", "a"): [grey(28, 28), grey(64, 48)],
+                                               ("train", "b"): [grey(32, 32)], ("test", "a"): [grey(20, 20)],
+                                               ("test", "b"): [grey(40, 40)]})
+    d = load_dataset("folders", tmp_path / "shapes")
+    assert d.name == "shapes" and d.classes == ["a", "b"] and not d.colour
+    assert d.train_images.shape == (3, 32, 32) and d.test_images.shape == (2, 32, 32)
+    assert d.train_labels.tolist() == [0, 0, 1] and d.test_labels.tolist() == [0, 1]
+    small = cv2.imread(str(tmp_path / "shapes" / "train" / "a" / "0.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(d.train_images[0, 2:30, 2:30], small)  # 28x28: zero-padded around the centre
+    assert d.train_images[0, :2].max() == 0
+    # one colour file makes the set colour, grey files repeated over the channels
+    cv2.imwrite(str(tmp_path / "shapes" / "test" / "b" / "1.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    c = load_dataset("folders", tmp_path / "shapes")
+    assert c.colour and c.train_images.shape == (3, 32, 32, 3) and c.test_images.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(c.train_images[2, ..., 0], c.train_images[2, ..., 2])
+
+
+@pytest.mark.parametrize("damage", ["missing test class", "truncated", "no images"])
+def test_folder_set_errors_name_the_folder_or_file(tmp_path, damage):
+    root = tmp_path / "set"
+    img = np.zeros((8, 8, 3), np.uint8)
+    _write_class_folders(root, {("train", "a"): [img], ("train", "b"): [img], ("test", "a"): [img],
+                                ("test", "b"): [img]}, ext=".jpg")
+    if damage == "missing test class":
+        (root / "test" / "b" / "0.jpg").unlink()
+        (root / "test" / "b").rmdir()
+        expected = "class folder .*test/b is missing"
+    elif damage == "truncated":
+        bad = root / "train" / "b" / "0.jpg"
+        bad.write_bytes(bad.read_bytes()[:-40])
+        expected = "truncated JPEG.*train/b/0.jpg"
+    else:
+        for f in (root / "test").rglob("*.jpg"):
+            f.unlink()
+        expected = "no image files .* of .*test"
+    with pytest.raises(ImageDatasetError, match=expected):
+        load_dataset("folders", root)
+
+
 def test_real_cifar10_folder_class():
     root = SHARED / "cifar10" / "test" / "airplane"
     assert len(list(root.glob("*.jpg"))) == 1000
