@@ -76,7 +76,31 @@ class _Bottleneck(nn.Module):
         return torch.relu(self.body(x) + skip)
 
 
-class ResNet(nn.Module):
+class _StagedResNet(nn.Module):
+    """Stem conv3x3 stride 1 (``stem`` channels)-BN-ReLU, stages of blocks given as (planes, stride, count) (the
+    stride on a stage's first block, projection shortcuts where the shape changes), global average pooling and a
+    linear head; He fan-out init. ``forward(x) -> (logits, features)``."""
+
+    def __init__(self, in_channels: int, n_classes: int, stem: int, stages: list[tuple[int, int, int]],
+                 block: type[nn.Module], dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
+                                   nn.ReLU(inplace=True)]
+        c = stem
+        for planes, stride, count in stages:
+            for i in range(count):
+                layers.append(block(c, planes, stride if i == 0 else 1, dropout))
+                c = planes * block.expansion
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, n_classes)
+        _init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(f), f
+
+
+class ResNet(_StagedResNet):
     """He et al. CIFAR ResNet (post-activation, as ported to the official E3Outlier code).
 
     Stem conv3x3 (16 channels)-BN-ReLU, then 3 stages of n blocks with 16/32/64 planes (strides 1/2/2, projection
@@ -87,7 +111,6 @@ class ResNet(nn.Module):
 
     def __init__(self, in_channels: int, n_classes: int, depth: int = 20, block: str = "basic",
                  dropout: float = 0.0):
-        super().__init__()
         kinds = {"basic": (_BasicBlock, 6), "bottleneck": (_Bottleneck, 9)}
         if block not in kinds:
             raise ValueError(f"ResNet block must be 'basic' or 'bottleneck', got {block!r}")
@@ -95,44 +118,19 @@ class ResNet(nn.Module):
         if depth < per + 2 or (depth - 2) % per:
             raise ValueError(f"ResNet depth with {block} blocks must be {per}n+2 with n >= 1, got {depth}")
         n = (depth - 2) // per
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                   nn.ReLU(inplace=True)]
-        c = 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(n):
-                layers.append(cls(c, planes, stride if i == 0 else 1, dropout))
-                c = planes * cls.expansion
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c, n_classes)
-        _init_conv_bn(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)
-        return self.fc(f), f
+        super().__init__(in_channels, n_classes, 16, [(16, 1, n), (32, 2, n), (64, 2, n)], cls, dropout)
 
 
-class ResNet18(nn.Module):
+class ResNet18(_StagedResNet):
     """CIFAR ResNet18 (the common 32x32 variant, e.g. SimCLR/CSI code): stem conv3x3 stride 1 (``width``
     channels)-BN-ReLU without max-pool, 4 stages of 2 post-activation basic blocks with width/2w/4w/8w channels
     (strides 1/2/2/2, projection shortcuts), global average pooling (8*width = 512 features) and a linear head.
-    ``forward(x) -> (logits, features)``; He fan-out init. ``width`` < 64 shrinks it (the ``cpu`` profile, tests)."""
+    ``width`` < 64 shrinks it (the ``cpu`` profile, tests)."""
 
     def __init__(self, in_channels: int, n_classes: int, width: int = 64, dropout: float = 0.0):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                   nn.ReLU(inplace=True)]
-        c = width
-        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
-            for i in range(2):
-                layers.append(_BasicBlock(c, planes, stride if i == 0 else 1, dropout))
-                c = planes
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c, n_classes)
-        _init_conv_bn(self)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)
-        return self.fc(f), f
+        super().__init__(in_channels, n_classes, width,
+                         [(width, 1, 2), (2 * width, 2, 2), (4 * width, 2, 2), (8 * width, 2, 2)], _BasicBlock,
+                         dropout)
 
 
 class _DenseLayer(nn.Module):
