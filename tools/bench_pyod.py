@@ -11,16 +11,15 @@ fitted set) and scored by AUROC:
   is expected: a check of the harness);
 - LOF: PyOD ``LOF`` vs scikit-learn ``LocalOutlierFactor`` (raw pixels, ``-negative_outlier_factor_``; equal too);
 - AutoEncoder: PyOD's dense ``AutoEncoder`` vs our ``image_od.autoencoders.CAE`` (the supplement's deep CAE);
-- DeepSVDD: PyOD's alone (we have none);
+- DeepSVDD: PyOD's dense ``DeepSVDD`` vs our ``image_od.deep_svdd.DeepSVDD`` (Ruff et al.'s LeNet-type CNN);
 - MO-GAAL: PyOD ``MO_GAAL`` vs our ``image_od.gaal.MOGAAL``. PyOD's ``decision_scores_`` are the discriminator's
   D(x) = P(real), whereas the GAAL paper's outlier score is 1 - D(x) (PyOD issues #119 and #237), so PyOD's AUROC
   is reported both as PyOD gives it and with the sign flipped.
 
-Our detectors are imported lazily: a pair whose module is missing is reported PyOD-only, with the reason. PyOD is
-a benchmark extra, not a dependency of the package (``pip install pyod``). Rows go to OUT/bench_pyod.csv and
+PyOD is a benchmark extra, not a dependency of the package (``pip install pyod``). Rows go to OUT/bench_pyod.csv and
 OUT/bench_pyod.json (with the CPU model and the versions of pyod, scikit-learn and torch) and print as a
 markdown table. Seconds are wall time on a possibly shared machine, and the first deep model of a run also pays
-torch's one-off start-up costs. ``--set cae.KEY=VALUE`` / ``--set mogaal.KEY=VALUE`` override our detectors' settings.
+torch's one-off start-up costs. ``--set cae.KEY=VALUE`` (also ``svdd.``, ``mogaal.``) overrides our detectors' settings.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ import ast
 import contextlib
 import csv
 import importlib
-import inspect
 import io
 import json
 import platform
@@ -45,8 +43,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from image_od.atomic import atomic_path, write_json  # noqa: E402
 from image_od.precision import cpu_model  # noqa: E402
 
+OURS = ("cae", "svdd", "mogaal")  # the --set prefixes of our detectors
 FIELDS = ["dataset", "inlier_class", "rho", "seed", "n", "n_outliers", "method", "impl", "auroc", "seconds", "note",
           "settings"]
 
@@ -58,30 +58,14 @@ def _import_pyod() -> Any:
         raise SystemExit("PyOD is not installed; it is a benchmark extra, not a dependency: pip install pyod") from None
 
 
-def _ours(module: str, name: str) -> tuple[type | None, str]:
-    """Our detector class, or None and why it cannot be imported (it may still be being written)."""
-    try:
-        return getattr(importlib.import_module(module), name), ""
-    except Exception as err:  # noqa: BLE001 - any import failure means: skip the pair, say why
-        return None, f"skipped: {module}.{name} not importable ({type(err).__name__}: {err})"
-
-
-def _accepted(cls: type, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``wanted`` that ``cls.__init__`` takes."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(wanted)
-    return {k: v for k, v in wanted.items() if k in params}
-
-
 def _overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """``--set cae.epochs=3`` -> {"cae": {"epochs": 3}} (values as Python literals, else strings)."""
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         model, dot, name = key.partition(".")
-        if not sep or not dot or model not in ("cae", "mogaal"):
-            raise SystemExit(f"--set {pair!r}: expected cae.KEY=VALUE or mogaal.KEY=VALUE")
+        if not sep or not dot or model not in OURS:
+            raise SystemExit(f"--set {pair!r}: expected MODEL.KEY=VALUE with MODEL one of {', '.join(OURS)}")
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -120,6 +104,9 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
 
+    from image_od.autoencoders import CAE
+    from image_od.deep_svdd import DeepSVDD as OurDeepSVDD
+    from image_od.gaal import MOGAAL
     from image_od.protocol import contaminated_set, to_model_input
 
     data = contaminated_set(images, labels, inlier_class=inlier, ratio=args.rho, seed=args.seed,
@@ -133,12 +120,12 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
             "n_outliers": int(y.sum())}
     rows: list[dict] = []
 
-    def record(method: str, impl: str, fn: Callable[[], np.ndarray] | None, settings: dict, note: str = "") -> None:
-        auroc, seconds, error = (float("nan"), float("nan"), "") if fn is None else _run(fn, y, seed)
+    def record(method: str, impl: str, fn: Callable[[], np.ndarray], settings: dict, note: str = "") -> None:
+        auroc, seconds, error = _run(fn, y, seed)
         rows.append({**base, "method": method, "impl": impl, "auroc": auroc, "seconds": seconds,
                      "note": error or note, "settings": json.dumps(settings, sort_keys=True, default=str)})
-        shown = "-" if fn is None else f"AUROC {auroc:.4f}, {seconds:.1f} s"
-        print(f"class {inlier} {method:12s} {impl:5s} {shown} {error or note}", file=sys.stderr, flush=True)
+        print(f"class {inlier} {method:12s} {impl:5s} AUROC {auroc:.4f}, {seconds:.1f} s {error or note}",
+              file=sys.stderr, flush=True)
 
     n_trees = args.n_estimators
     record("IForest", "pyod", lambda: IForest(n_estimators=n_trees, contamination=contamination,
@@ -157,18 +144,16 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
           "random_state": seed, "device": device, "verbose": 0}
     record("AutoEncoder", "pyod", lambda: AutoEncoder(**ae).fit(flat).decision_scores_, ae,
            "dense AE on pixels, hidden [64, 32]")
-    cae_cls, why = _ours("image_od.autoencoders", "CAE")
-    cae = {}
-    if cae_cls is not None:
-        cae = _accepted(cae_cls, {"epochs": args.ae_epochs, "seed": seed, "device": device, "progress": False})
-        cae.update(overrides.get("cae", {}))
-    record("AutoEncoder", "ours", None if cae_cls is None else lambda: cae_cls(**cae).fit_score(x), cae,
-           why or "image_od.autoencoders.CAE (deep CAE)")
+    run = {"seed": seed, "device": device}
+    cae = {"epochs": args.ae_epochs, **run, **overrides.get("cae", {})}
+    record("AutoEncoder", "ours", lambda: CAE(**cae).fit_score(x), cae, "image_od.autoencoders.CAE (deep CAE)")
 
     svdd = {"n_features": flat.shape[1], "epochs": args.svdd_epochs, "batch_size": args.batch_size,
             "contamination": contamination, "random_state": seed, "verbose": 0}
     record("DeepSVDD", "pyod", lambda: DeepSVDD(**svdd).fit(flat).decision_scores_, svdd)
-    record("DeepSVDD", "ours", None, {}, "no implementation of ours")
+    ours_svdd = {"epochs": args.svdd_epochs, **run, **overrides.get("svdd", {})}
+    record("DeepSVDD", "ours", lambda: OurDeepSVDD(**ours_svdd).fit_score(x), ours_svdd,
+           "image_od.deep_svdd.DeepSVDD (CNN, one-class objective)")
 
     gaal = {"stop_epochs": args.gaal_epochs, "k": args.gaal_k, "contamination": contamination}
     pyod_gaal: dict[str, np.ndarray] = {}
@@ -182,15 +167,11 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
     if "scores" in pyod_gaal:
         record("MO-GAAL 1-D", "pyod", lambda: 1 - pyod_gaal["scores"], gaal,
                "the same run scored 1 - D(x), the GAAL paper's outlier score (PyOD #119); seconds: none extra")
-    gaal_cls, why = _ours("image_od.gaal", "MOGAAL")
-    ours_gaal = {}
-    if gaal_cls is not None:
-        params = inspect.signature(gaal_cls.__init__).parameters
-        ours_gaal = _accepted(gaal_cls, {"seed": seed, "device": device, "progress": False})
-        ours_gaal.update({name: args.gaal_epochs for name in params if "epoch" in name})
-        ours_gaal.update(overrides.get("mogaal", {}))
-    record("MO-GAAL", "ours", None if gaal_cls is None else lambda: gaal_cls(**ours_gaal).fit_score(x),
-           ours_gaal, why or "image_od.gaal.MOGAAL (DCGAN, images)")
+    # PyOD trains the generators for stop_epochs, then the discriminator alone for twice that: the same split here
+    ours_gaal = {"epochs_joint": args.gaal_epochs, "epochs_discriminator": 2 * args.gaal_epochs, **run,
+                 **overrides.get("mogaal", {})}
+    record("MO-GAAL", "ours", lambda: MOGAAL(**ours_gaal).fit_score(x), ours_gaal,
+           "image_od.gaal.MOGAAL (DCGAN, images)")
     return rows
 
 
@@ -246,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-estimators", type=int, default=100, help="trees of both Isolation Forests")
     p.add_argument("--n-neighbors", type=int, default=20, help="neighbours of both LOFs")
     p.add_argument("--ae-epochs", type=int, default=10, help="epochs of PyOD's AutoEncoder and of our CAE")
-    p.add_argument("--svdd-epochs", type=int, default=10, help="epochs of PyOD's DeepSVDD")
+    p.add_argument("--svdd-epochs", type=int, default=10, help="epochs of PyOD's DeepSVDD and of ours")
     p.add_argument("--gaal-epochs", type=int, default=10,
-                   help="PyOD MO_GAAL stop_epochs (it trains 3x that in all); every *epoch* setting of ours")
+                   help="PyOD MO_GAAL stop_epochs (then 2x that with the discriminator alone); ours the same split")
     p.add_argument("--gaal-k", type=int, default=10, help="PyOD MO_GAAL's number of sub-generators")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of PyOD's AutoEncoder and DeepSVDD")
     p.add_argument("--device", default="cpu", help="device of PyOD's AutoEncoder and ours (auto, cpu, cuda)")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE",
-                   help="override a setting of ours: cae.KEY=VALUE or mogaal.KEY=VALUE")
+                   help="override a setting of ours: cae.KEY=VALUE, svdd.KEY=VALUE or mogaal.KEY=VALUE")
     p.add_argument("--out", default="runs/bench_pyod")
     args = p.parse_args(argv)
     overrides = _overrides(args.set)
@@ -272,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "bench_pyod.csv").open("w", newline="") as f:
+    with atomic_path(out / "bench_pyod.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
     finite = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    (out / "bench_pyod.json").write_text(json.dumps(  # NaN (skipped or failed) as null: strict JSON
-        {"args": vars(args), "device": device, "env": env, "rows": finite}, indent=2, default=str) + "\n")
+    # NaN (a failed model) as null: strict JSON
+    write_json(out / "bench_pyod.json", {"args": vars(args), "device": device, "env": env, "rows": finite})
     print(markdown(rows))
     print(f"\nresults: {out / 'bench_pyod.csv'}, {out / 'bench_pyod.json'}", file=sys.stderr)
     return 1 if any(r["note"].startswith("error") for r in rows) else 0
