@@ -55,7 +55,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
 
 
-def _key(r: dict) -> tuple:
+def row_key(r: dict) -> tuple:
     return r["dataset"], r["protocol"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"])
 
 
@@ -145,7 +145,7 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
         merge_rank_rows(out)
     distributed.sync()
     rows = read_rows(out / "results.csv")
-    done = {_key(r) for r in rows}
+    done = {row_key(r) for r in rows}
     if protocol == "one-class":
         ratios = [0.0]
     cells = [(ratio, c, seed) for seed in seeds for ratio in ratios for c in class_ids
@@ -183,7 +183,7 @@ def merge_rank_rows(out: Path) -> list[dict]:
     """Fold the ranks' ``results.rank<r>.csv`` into ``results.csv`` (rows of the same cell and method: the later
     wins), remove them, and return all rows."""
     parts = sorted(out.glob("results.rank*.csv"))
-    rows = {_key(r): r for path in (out / "results.csv", *parts) for r in read_rows(path)}
+    rows = {row_key(r): r for path in (out / "results.csv", *parts) for r in read_rows(path)}
     if parts:
         write_rows(out / "results.csv", list(rows.values()))
         for path in parts:

@@ -27,7 +27,7 @@ from image_od.protocol import to_model_input
 from image_od.training import resolve_device
 
 from .cli_errors import report_errors
-from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows
+from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
 from .run_env import environment
 
 
@@ -94,12 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    rows = []
+    rows, source = [], {}
     for run in args.runs:
         path = Path(run) / "results.csv" if Path(run).is_dir() else Path(run)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no bench results here (expected a folder with results.csv)")
-        rows += read_rows(path)
+        for r in read_rows(path):
+            if (key := row_key(r)) in source and source[key] != run:  # a mean over both would hide a variant
+                raise ValueError(f"{source[key]} and {run} both hold {r['method']} on {r['dataset']} "
+                                 f"({r['protocol']}, ratio {r['ratio']:g}, class {r['class']}, seed {r['seed']}): "
+                                 f"put them in separate tables")
+            source[key] = run
+            rows.append(r)
     if not any(not args.method or r["method"] in args.method for r in rows):
         raise ValueError(f"no result rows in {', '.join(args.runs)}" + (" for those methods" if args.method else ""))
     table = comparison_markdown(rows, args.method)

@@ -211,6 +211,11 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--method", "csi", "iforest"]) == 0
     assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["| csi", "| iforest"]
     assert main(["table", str(tmp_path / "a"), "--method", "nope"]) == 2
+    # the same rows in two runs (a variant) are refused, not averaged
+    (tmp_path / "c").mkdir()
+    write_rows(tmp_path / "c" / "results.csv", [row("digits", "transductive", "cae", "0", 0.7, 30.0)])
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "both hold cae on digits (transductive, ratio 0.1, class 0, seed 0)" in capsys.readouterr().err
     # the Table 1 summary names the ratio r_p when the rows are polluted, and no ratio when they are one-class
     polluted = [row("digits", "polluted", "elite", "0", 0.9, 1.0)]
     assert "| **r_p = 0.1** |" in summary_markdown(polluted)
