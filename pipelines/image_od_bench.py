@@ -56,6 +56,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def row_key(r: dict) -> tuple:
+    """What identifies a result row: (dataset, protocol, method, ratio, class, seed)."""
     return r["dataset"], r["protocol"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"])
 
 
