@@ -88,7 +88,7 @@ class Cell:
                  progress: bool, protocol: str = "transductive"):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.colour = data.colour
+        self.colour, self.dataset = data.colour, data.name
         self.fit_data: dict[str, np.ndarray] = {}
         if protocol == "transductive":
             images, labels = data.merged()
@@ -130,6 +130,11 @@ class Cell:
         extra = {k: v for k, v in self.fit_data.items() if k in accepted}
         source = self.profile.exposure_source(self.colour)
         if "exposure" in accepted and source is not None:
+            if source["dataset"] == self.dataset:
+                kind = "colour" if self.colour else "grey"
+                raise ValueError(f"the outlier-exposure corpus of the profile is {self.dataset}, the dataset under "
+                                 f"test: it would hold the test's anomaly classes. Name another one with --set "
+                                 f"exposure.{kind}.dataset=NAME --set exposure.{kind}.root=PATH")
             extra["exposure"] = exposure_images(source["dataset"], source.get("root"), source.get("split", "test"),
                                                 self.profile.max_size, self.seed)
         return timed(lambda: model.fit(self.x, **extra, **fit_args))

@@ -161,8 +161,8 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
 
 @pytest.mark.slow
 def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch):
-    """ADIB is fitted against the profile's outlier-exposure corpus (here digits' training split) and theta0 from a
-    local file written by the pretraining function; other methods never load the corpus."""
+    """ADIB is fitted against the profile's outlier-exposure corpus (named Fashion-MNIST, digits images here) and
+    theta0 from a local file written by the pretraining function; other methods never load the corpus."""
     import torch
 
     from image_od.datasets import load_digits
@@ -177,14 +177,18 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
     torch.save(net.state_dict(), tmp_path / "theta0.pt")
     profile = load_profile("cpu", ["max_size=120", f"adib.weights={tmp_path / 'theta0.pt'}", "adib.widths=[8,16,32]",
                                    "adib.blocks=1", "adib.epochs=1", "adib.precision=fp32",
-                                   "exposure.grey.dataset=digits", "exposure.grey.split=train"])
+                                   "exposure.grey.dataset=fashion-mnist"])
     loads = []
     monkeypatch.setattr(image_od_methods, "exposure_images",
                         lambda *a: loads.append(a) or to_model_input(train.train_images[keep][:120]))
     rows = bench("digits", ["iforest", "adib"], [0.0], ["1"], [0], profile, tmp_path / "oc", progress=False,
                  protocol="one-class")
-    assert [r["method"] for r in rows] == ["iforest", "adib"] and len(loads) == 1 and loads[0][0] == "digits"
+    assert [r["method"] for r in rows] == ["iforest", "adib"] and len(loads) == 1 and loads[0][0] == "fashion-mnist"
     assert 0.5 < rows[1]["auroc"] <= 1.0
+    # a corpus that is the dataset under test would hold its anomaly classes: refused
+    leaky = load_profile("cpu", ["max_size=120", "exposure.grey.dataset=digits"])
+    with pytest.raises(ValueError, match="corpus of the profile is digits, the dataset under test"):
+        bench("digits", ["adib"], [0.0], ["1"], [0], leaky, tmp_path / "leak", progress=False, protocol="one-class")
 
 
 def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
