@@ -87,7 +87,8 @@ class UNet(nn.Module):
     """The supplement's UNet generator (Sec. 5): four down blocks (max-pool, then two conv k3 + BN + ReLU) and four
     up blocks (bilinear upsampling, concatenation with the skip connection of the same size, two convs), after an
     input block of two convs; a 1x1 conv and tanh give the output in [-1, 1]. ``width`` (the first block's
-    channels, doubled per level) is not published: 32 is our choice. Spatial size must be divisible by 16."""
+    channels, doubled per level) is not published; ``generative.make_generator`` passes the first of the generator
+    widths (64 with the image detector's defaults). Spatial size must be divisible by 16."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, width: int = 32):
         super().__init__()
