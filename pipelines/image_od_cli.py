@@ -21,13 +21,18 @@ import numpy as np
 from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.datasets import DATASETS
-from image_od.generative_images import ImageGenerativeE3Outlier
 from image_od.images import load_images
 from image_od.protocol import to_model_input
 from image_od.training import resolve_device
 
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
+from .image_od_methods import SECTIONS
+
+# ``image-od score``: the methods that need nothing but the images, and the profile section of each
+SCORE_METHODS = {"e3outlier-g": "generative", "e3outlier": "discriminative", "e3outlier-c": "contrastive",
+                 **{m: m for m in ("cae", "cae-if", "drae", "rdae", "rsrae", "dsebm", "dagmm", "mo-gaal", "iforest",
+                                   "deep-svdd", "csi", "csi-synth", "unicon-ha")}}
 from .run_env import environment
 
 
@@ -36,17 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("score", help="score every image of a folder or .npy array",
-                       description="Fit generative E3Outlier on the images and write one score per image.")
+                       description="Fit a detector on the images (transductively: no labels, the same images are "
+                                   "scored) and write one outlier score per image, higher = more anomalous.")
     p.add_argument("--images", required=True, help="folder of images (searched recursively) or a uint8 .npy array")
     p.add_argument("--out", required=True, help="output folder: scores.csv, env.json, settings.json")
     p.add_argument("--size", type=int, default=32, help="smaller images are zero-padded (as the paper pads 28x28 to 32x32), larger ones resized to SIZE x SIZE (default 32)")
     p.add_argument("--grey", action="store_true", help="treat the images as grey")
-    p.add_argument("--profile", default="cpu", help="profile whose generative section sets the detector up: cpu "
+    p.add_argument("--method", default="e3outlier-g", choices=SCORE_METHODS, metavar="METHOD",
+                   help="the detector (default e3outlier-g, generative E3Outlier): " + ", ".join(SCORE_METHODS))
+    p.add_argument("--profile", default="cpu", help="profile whose section of the method sets the detector up: cpu "
                    "(default), paper or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting, e.g. --set generative.generator=unet (repeatable)")
-    p.add_argument("--epochs", type=int, help="shortcut for --set generative.epochs=N")
-    p.add_argument("--batch-size", type=int, help="shortcut for --set generative.batch_size=N")
+    p.add_argument("--epochs", type=int, help="shortcut for --set SECTION.epochs=N (the method's profile section)")
+    p.add_argument("--batch-size", type=int, help="shortcut for --set SECTION.batch_size=N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -149,34 +157,35 @@ def _write_skipped(out: Path, skipped: list[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _generative_settings(args: argparse.Namespace) -> dict:
-    """The ``generative`` section of the chosen profile, with the command line's overrides."""
+def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
+    """The profile section of ``--method`` and its settings, with the command line's overrides."""
+    section = SCORE_METHODS[args.method]
     overrides = list(args.overrides)
     for flag, key in ((args.epochs, "epochs"), (args.batch_size, "batch_size")):
         if flag is not None:
-            overrides.append(f"generative.{key}={flag}")
+            overrides.append(f"{section}.{key}={flag}")
     if args.size < 1 or args.size % 16:
         raise ValueError(f"--size must be a positive multiple of 16 (the generators halve it up to four times), "
                          f"got {args.size}")
-    settings = load_profile(args.profile, overrides).settings("generative", colour=not args.grey)
+    settings = load_profile(args.profile, overrides).settings(section, colour=not args.grey)
     for key in ("epochs", "batch_size"):
         if settings.get(key, 1) < 1:
-            raise ValueError(f"generative.{key} must be positive, got {settings[key]}")
-    return settings
+            raise ValueError(f"{section}.{key} must be positive, got {settings[key]}")
+    return section, settings
 
 
 def run_score(args: argparse.Namespace) -> int:
-    settings = _generative_settings(args)
+    section, settings = _score_settings(args)
     skipped: list[str] | None = [] if args.skip_bad else None
     images, names = load_images(args.images, args.size, args.grey, skipped=skipped)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_skipped(out, skipped or [])
     write_json(out / "settings.json", {**{k: v for k, v in vars(args).items() if k not in ("command", "debug")},
-                                       "generative": settings})
+                                       section: settings})
     write_json(out / "env.json", environment(args.seed, str(resolve_device(args.device))))
-    model = ImageGenerativeE3Outlier(**settings, seed=args.seed, device=args.device, progress=not args.quiet)
-    scores = model.fit(to_model_input(images, args.size)).decision_scores_
+    model = SECTIONS[section](**settings, seed=args.seed, device=args.device, progress=not args.quiet)
+    scores = np.asarray(model.fit_score(to_model_input(images, args.size)), float)
     with atomic_path(out / "scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "score", "rank"])
