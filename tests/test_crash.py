@@ -40,6 +40,16 @@ def _run_killed(argv: list[str], kill_point: Callable[[], bool], log: Path, time
     assert proc.returncode == -signal.SIGKILL
 
 
+def _listed_videos(cache: Path) -> list[str]:
+    """The videos that a cache folder's manifest lists as finished (its .h5 file lands just before the listing)."""
+    for manifest in cache.glob("*/manifest.json"):
+        try:
+            return list(json.loads(manifest.read_text())["videos"])
+        except (OSError, ValueError, KeyError):  # replaced while being read
+            return []
+    return []
+
+
 def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         return {k: f[k][()] for k in f}
@@ -58,7 +68,7 @@ def test_killed_extraction_reuses_finished_videos_and_ends_as_a_clean_run(tmp_pa
     cache, clean_cache = tmp_path / "cache", tmp_path / "clean_cache"
     common = ["--root", str(root), *SETTINGS, "--set", "model.epochs=1"]
     argv = ["run", "--out", str(tmp_path / "run"), "--cache", str(cache), *common]
-    _run_killed(argv, lambda: any(cache.glob("*/*.h5")), tmp_path / "killed.log")  # the first video is cached
+    _run_killed(argv, lambda: _listed_videos(cache), tmp_path / "killed.log")  # the first video is cached
     (folder,) = cache.iterdir()
     listed = json.loads((folder / "manifest.json").read_text())["videos"]
     finished = {v: (folder / f"{v}.h5").stat().st_mtime_ns for v in listed}
