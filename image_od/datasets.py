@@ -10,10 +10,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from .images import IMAGE_EXT, fit_size, read_image_file
+from .images import IMAGE_EXT, ImageReadError, decode_image, fit_size, match_kind
 from .safe_io import unpickle_plain
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -124,22 +123,6 @@ def load_cifar_pickles(root: str | Path, coarse: bool = True) -> LabelledImages:
     return LabelledImages(name, *stack(train), *stack(test), list(classes))
 
 
-def _decode(path: Path, grey: bool | None) -> np.ndarray:
-    """One image file as grey (H,W) or RGB (H,W,3) uint8; ``grey=None`` keeps what the file holds (alpha dropped)."""
-    flags = {True: cv2.IMREAD_GRAYSCALE, False: cv2.IMREAD_COLOR, None: cv2.IMREAD_UNCHANGED}[grey]
-    try:
-        img = read_image_file(path, flags)
-    except ValueError as err:
-        raise ImageDatasetError(str(err)) from None
-    if img.dtype != np.uint8:
-        raise ImageDatasetError(f"{path}: expected 8-bit pixels, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return img
-
-
 def load_class_folders(root: str | Path, name: str = "images", grey: bool | None = False,
                        size: int = 32) -> LabelledImages:
     """``root/{train,test}/<class>/*.png|jpg|...`` (e.g. the shared CIFAR-10 copy); classes in sorted folder order.
@@ -159,15 +142,17 @@ def load_class_folders(root: str | Path, name: str = "images", grey: bool | None
             if not folder.is_dir():
                 raise ImageDatasetError(f"{name}: class folder {folder} is missing")
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
-            images += [fit_size(_decode(f, grey), size) for f in files]
+            try:
+                images += [fit_size(decode_image(f, grey), size) for f in files]
+            except ImageReadError as err:
+                raise ImageDatasetError(str(err)) from None
             labels += [label] * len(files)
         if not images:
             raise ImageDatasetError(f"{name}: no image files ({sorted(IMAGE_EXT)}) in the class folders of "
                                     f"{root / split}")
         decoded[split] = images, np.array(labels, np.int64)
     if grey is None and any(img.ndim == 3 for images, _ in decoded.values() for img in images):
-        decoded = {k: ([img if img.ndim == 3 else np.repeat(img[..., None], 3, 2) for img in images], y)
-                   for k, (images, y) in decoded.items()}
+        decoded = {k: ([match_kind(img, grey=False) for img in images], y) for k, (images, y) in decoded.items()}
     splits = {k: (np.stack(images), y) for k, (images, y) in decoded.items()}
     return LabelledImages(name, *splits["train"], *splits["test"], classes)
 

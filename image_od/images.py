@@ -46,6 +46,29 @@ def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarr
     return img
 
 
+def decode_image(path: str | Path, grey: bool | None = False) -> np.ndarray:
+    """One image file as grey (H,W) or RGB (H,W,3) uint8; ``grey=None`` keeps what the file holds (alpha dropped).
+    Raises :class:`ImageReadError` naming the file (as :func:`read_image_file`, and for pixels other than 8-bit)."""
+    flags = {True: cv2.IMREAD_GRAYSCALE, False: cv2.IMREAD_COLOR, None: cv2.IMREAD_UNCHANGED}[grey]
+    img = read_image_file(path, flags)
+    if img.dtype != np.uint8:
+        raise ImageReadError(f"{path}: expected 8-bit pixels, got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return img
+
+
+def match_kind(img: np.ndarray, grey: bool) -> np.ndarray:
+    """A grey (H,W) or RGB (H,W,3) image as the kind asked for: RGB to grey by luma, grey repeated over 3 channels."""
+    if grey and img.ndim == 3:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if not grey and img.ndim == 2:
+        return np.repeat(img[..., None], 3, 2)
+    return img
+
+
 def fit_size(img: np.ndarray, size: int) -> np.ndarray:
     """An image (H,W[,C]) at size x size: zero-padded around the centre when no larger (the paper pads MNIST's
     28x28 to 32x32), else resized with area averaging."""
@@ -62,13 +85,12 @@ def _read_folder(path: Path, skipped: list[str] | None) -> tuple[list[np.ndarray
     frames, names = [], []
     for f in files:
         try:
-            img = read_image_file(f, cv2.IMREAD_COLOR)
+            frames.append(decode_image(f))
         except ImageReadError as err:
             if skipped is None:
                 raise
             skipped.append(str(err))
             continue
-        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         names.append(str(f.relative_to(path)))
     if not frames:
         raise ValueError(f"no readable images under {path}: all {len(files)} image files are bad")
@@ -97,12 +119,4 @@ def load_images(path: str | Path, size: int = 32, grey: bool = False,
         frames = list(arr)
     else:
         frames, names = _read_folder(path, skipped)
-    out = []
-    for img in frames:
-        img = fit_size(img, size)
-        if grey and img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-        elif not grey and img.ndim == 2:
-            img = np.repeat(img[..., None], 3, 2)
-        out.append(img)
-    return np.stack(out), names
+    return np.stack([match_kind(fit_size(img, size), grey) for img in frames]), names
