@@ -3,8 +3,8 @@
 The official E3Outlier code offers ``wrn`` (WRN-10-4, the default), ``resnet20``, ``resnet50``, ``densenet22`` and
 ``densenet40``; ``resnet18`` is the CIFAR ResNet18 of contrastive E3Outlier, CSI and UniCon-HA. Every network here
 has the interface of :class:`image_od.nets.WideResNet`: ``Net(in_channels, n_classes, depth, ..., dropout=0.0)``
-and ``forward(x) -> (logits, features)``, where features are the globally average-pooled penultimate activations. With ``dropout > 0`` each block holds an ``nn.Dropout``
-(for MC-dropout scoring).
+and ``forward(x) -> (logits, features)``, where features are the globally average-pooled penultimate activations.
+With ``dropout > 0`` each block holds an ``nn.Dropout`` (for MC-dropout scoring).
 """
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ def make_backbone(name: str, in_channels: int, n_classes: int, dropout: float = 
     """Build a backbone by name: ``wrn``/``wrn-D-W``, ``resnet18``/``resnet18-W``, ``resnetN`` or ``densenetN``.
 
     ``resnet18`` is the 4-stage CIFAR ResNet18 (:class:`ResNet18`); any other ``resnetN`` uses basic blocks when
-    N = 6n+2 (so ``resnet50`` is the official 6*8+2 basic-block net) and bottleneck blocks when only N = 9n+2 fits. Unknown or ill-sized names raise ValueError.
+    N = 6n+2 (so ``resnet50`` is the official 6*8+2 basic-block net) and bottleneck blocks when only N = 9n+2 fits.
+    Unknown or ill-sized names raise ValueError.
     """
     key = name.strip().lower()
     if key == "wrn":

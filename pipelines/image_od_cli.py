@@ -27,12 +27,7 @@ from image_od.training import resolve_device
 
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
-from .image_od_methods import SECTIONS
-
-# ``image-od score``: the methods that need nothing but the images, and the profile section of each
-SCORE_METHODS = {"e3outlier-g": "generative", "e3outlier": "discriminative", "e3outlier-c": "contrastive",
-                 **{m: m for m in ("cae", "cae-if", "drae", "rdae", "rsrae", "dsebm", "dagmm", "mo-gaal", "iforest",
-                                   "deep-svdd", "csi", "csi-synth", "unicon-ha")}}
+from .image_od_methods import IMAGES_ONLY, SECTIONS
 from .run_env import environment
 
 
@@ -47,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: scores.csv, env.json, settings.json")
     p.add_argument("--size", type=int, default=32, help="smaller images are zero-padded (as the paper pads 28x28 to 32x32), larger ones resized to SIZE x SIZE (default 32)")
     p.add_argument("--grey", action="store_true", help="treat the images as grey")
-    p.add_argument("--method", default="e3outlier-g", choices=SCORE_METHODS, metavar="METHOD",
-                   help="the detector (default e3outlier-g, generative E3Outlier): " + ", ".join(SCORE_METHODS))
+    p.add_argument("--method", default="e3outlier-g", choices=IMAGES_ONLY, metavar="METHOD",
+                   help="the detector (default e3outlier-g, generative E3Outlier): " + ", ".join(IMAGES_ONLY))
     p.add_argument("--profile", default="cpu", help="profile whose section of the method sets the detector up: cpu "
                    "(default), paper or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -63,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of any error")
 
     b = sub.add_parser("bench", help="run the paper's benchmark protocol",
-                       description="Run methods over a protocol (transductive, one-class or polluted); resumable (finished rows are "
-                                   "skipped); under torchrun the cells are shared out between the processes. "
+                       description="Run methods over a protocol (transductive, one-class or polluted); "
+                                   "resumable (finished rows are skipped); under torchrun the cells are shared "
+                                   "out between the processes. "
                                    "Example: image-od bench --dataset fashion-mnist --method e3outlier "
                                    "--ratios 0.1 --classes all --seeds 0 --profile cpu --out runs/fmnist")
     b.add_argument("--dataset", required=True, choices=DATASETS, metavar="DATASET",
@@ -159,7 +155,7 @@ def _write_skipped(out: Path, skipped: list[str]) -> None:
 
 def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
     """The profile section of ``--method`` and its settings, with the command line's overrides."""
-    section = SCORE_METHODS[args.method]
+    section = IMAGES_ONLY[args.method]
     overrides = list(args.overrides)
     for flag, key in ((args.epochs, "epochs"), (args.batch_size, "batch_size")):
         if flag is not None:

@@ -53,6 +53,10 @@ FAMILIES: dict[str, type] = {
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
                    "e3outlier-jsr": "discriminative", "elite-ae": "elite"}
 SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
+# the methods that need nothing but the images (``image-od score``), and the profile section of each
+IMAGES_ONLY = {"e3outlier-g": "generative", "e3outlier": "discriminative", "e3outlier-c": "contrastive",
+               **{m: m for m in ("cae", "cae-if", "drae", "rdae", "rsrae", "dsebm", "dagmm", "mo-gaal", "iforest",
+                                 "deep-svdd", "csi", "csi-synth", "unicon-ha")}}
 RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
 PROTOCOLS = ("transductive", "one-class", "polluted")
 VALIDATION_PER_SIDE = {False: 10, True: 50}  # ELITE's labelled validation set: 10 + 10 grey, 50 + 50 colour images
