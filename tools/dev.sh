@@ -13,8 +13,19 @@ install_apt() {
     [ ${#missing[@]} -eq 0 ] && return
     echo "[setup] apt: ${missing[*]}"
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    $sudo apt-get -o Acquire::Retries=5 update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o Acquire::Retries=5 install -y -qq "${missing[@]}" >/dev/null
+}
+
+# pip install with retries: a dropped connection to the registry should not fail a fresh set-up.
+pip_install() {
+    local attempt
+    for attempt in 1 2 3; do
+        "$VENV/bin/pip" install -q --retries 10 "$@" && return 0
+        echo "[setup] pip install failed (attempt $attempt of 3); retrying in $((attempt * 15)) s" >&2
+        sleep $((attempt * 15))
+    done
+    return 1
 }
 
 install_python() {
@@ -22,9 +33,9 @@ install_python() {
     [ -f "$stamp" ] && return
     echo "[setup] python environment in $VENV (first time: a few minutes)"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
-    "$VENV/bin/pip" install -q opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
+    pip_install --upgrade pip
+    pip_install --resume-retries 20 torch==2.14.1 torchvision==0.29.1
+    pip_install --resume-retries 20 opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
         matplotlib pyyaml scipy pytest
     "$VENV/bin/pip" install -q --no-deps -e .
     "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics"
