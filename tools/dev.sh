@@ -29,13 +29,13 @@ pip_install() {
 }
 
 install_python() {
-    local stamp="$VENV/.e3outlier-$(cat pyproject.toml tools/dev.sh | sha256sum | cut -c1-12)"
+    local stamp="$VENV/.e3outlier-$(cat pyproject.toml tools/dev.sh tools/constraints.txt | sha256sum | cut -c1-12)"
     [ -f "$stamp" ] && return
     echo "[setup] python environment in $VENV (first time: a few minutes)"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     pip_install --upgrade pip
-    pip_install --resume-retries 20 torch==2.14.1 torchvision==0.29.1
-    pip_install --resume-retries 20 opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
+    pip_install --resume-retries 20 -c tools/constraints.txt torch==2.14.1 torchvision==0.29.1
+    pip_install --resume-retries 20 -c tools/constraints.txt opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
         matplotlib pyyaml scipy pytest
     "$VENV/bin/pip" install -q --no-deps -e .
     "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics"
