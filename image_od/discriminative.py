@@ -68,7 +68,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
                  dropout: float = 0.0, mc_passes: int = 5, mc_spread: str = "var", multi_label: bool = False,
                  epochs: int | None = None,
                  ops_per_image: int | None = None, score_ops: int | None = None, batch_size: int = 128,
-                 optimizer: str = "sgd", lr: float = 1e-3, weight_decay: float = 5e-4, precision: str = "auto",
+                 optimizer: str = "sgd", lr: float = 1e-3, lr_schedule: str = "constant",
+                 weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
                  progress: bool = True):
         self.operations, self.score, self.backbone = operations, score, backbone
@@ -76,6 +77,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
         self.ops_per_image, self.score_ops = ops_per_image, score_ops
         self.batch_size, self.optimizer, self.lr, self.weight_decay = batch_size, optimizer, lr, weight_decay
+        self.lr_schedule = lr_schedule  # the paper's constant rate, or a cosine decay to 0 over all steps
         self.precision, self.reweight, self.ensemble = precision, reweight, ensemble
         self.device, self.seed, self.progress = device, seed, progress
 
@@ -168,8 +170,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
             weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
         settings = TrainSettings(epochs=self.epochs or math.ceil(250 / k), batch_size=self.batch_size,
-                                 optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
-                                 eps=1e-7, progress=self.progress)
+                                 optimizer=self.optimizer, lr=self.lr, lr_schedule=self.lr_schedule,
+                                 weight_decay=self.weight_decay, eps=1e-7, progress=self.progress)
         train(net, loss, pairs, settings, device=self.device_, generator=generator,
               on_epoch_end=reweight_online if online else None,
               desc=f"train {self.backbone} on {k} operations (seed {seed})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import random
 import sys
 from dataclasses import asdict, dataclass
@@ -60,8 +61,22 @@ class TrainSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     eps: float = 1e-8  # adam only
+    lr_schedule: str = "constant"  # constant | cosine (per step from lr down to 0 over all epochs)
     num_workers: int = 0  # DataLoader workers, Dataset sources only
     progress: bool = True
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """Learning-rate factor of 0-based ``step`` of ``total_steps``: 1 (``constant``) or 0.5 (1 + cos(pi t)) with
+    t = step / total_steps (``cosine``, no warm-up: it starts at the full rate and ends near 0)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; expected one of {LR_SCHEDULES}")
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -205,12 +220,18 @@ def train(
     objective = distributed.wrap(_Objective(model, loss_fn), device)
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
                disable=not settings.progress or not distributed.is_main())
+    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    lr_factor(settings.lr_schedule, 0, 1)  # an unknown schedule fails before the first step
     for epoch in range(start_epoch, settings.epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         model.train()
         total, count = 0.0, 0
-        for batch, weight, n in _epoch_batches(data, settings, generator):
+        for step, (batch, weight, n) in enumerate(_epoch_batches(data, settings, generator),
+                                                   start=epoch * steps_per_epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * lr_factor(settings.lr_schedule, step,
+                                                      settings.epochs * steps_per_epoch)
             loss = objective(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()

@@ -1,0 +1,58 @@
+"""The shared training loop's learning-rate schedule: exact on a hand-made case, and resumed at the right step."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from image_od.data import ArrayData
+from image_od.training import TrainSettings, lr_factor, train
+
+
+def _fit(settings: TrainSettings, checkpoint=None, stop_at: int | None = None) -> float:
+    """Train one weight with loss = w (gradient 1 at every step) by plain SGD from 0; return the final w, which is
+    -lr times the sum of the schedule's factors over the steps done."""
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    data = ArrayData({"x": torch.zeros(10, 1)})
+
+    def interrupt(epoch: int) -> None:
+        if epoch == stop_at:
+            raise KeyboardInterrupt
+
+    try:
+        train(model, lambda m, b: m.weight.sum(), data, settings, device=torch.device("cpu"),
+              generator=torch.Generator().manual_seed(0), checkpoint=checkpoint, on_epoch_start=interrupt)
+    except KeyboardInterrupt:
+        pass
+    return model.weight.item()
+
+
+def _settings(schedule: str) -> TrainSettings:  # 10 samples in batches of 4: 3 steps per epoch, 4 epochs
+    return TrainSettings(epochs=4, batch_size=4, optimizer="sgd", lr=0.1, momentum=0.0, lr_schedule=schedule,
+                         progress=False)
+
+
+def test_lr_factor_values_and_unknown_schedule():
+    assert lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0
+    assert lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("cosine", 9, 10) == pytest.approx(0.5 * (1 + math.cos(0.9 * math.pi)))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor("step", 0, 10)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", -0.1 * 12),
+    # sum over s < T of 0.5 (1 + cos(pi s / T)) is (T + 1) / 2 exactly, T = 12 steps
+    ("cosine", -0.1 * 13 / 2),
+])
+def test_schedule_sets_every_steps_rate(schedule, expected):
+    assert _fit(_settings(schedule)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cosine_schedule_resumes_at_the_interrupted_step(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    assert _fit(_settings("cosine"), ckpt, stop_at=2) == pytest.approx(-0.1 * sum(
+        lr_factor("cosine", s, 12) for s in range(6)), rel=1e-5)  # two epochs done and saved
+    assert _fit(_settings("cosine"), ckpt) == pytest.approx(-0.1 * 13 / 2, rel=1e-5)
