@@ -98,8 +98,8 @@ def summary_markdown(rows: list[dict]) -> str:
 
 
 def comparison_markdown(rows: list[dict], methods: list[str] | None = None) -> str:
-    """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each,
-    in the order they first appear): mean AUROC in %, the classes it averages and the mean minutes per class (fit +
+    """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each;
+    datasets and protocols in the order they first appear, ratios ascending within them): mean AUROC in %, the classes it averages and the mean minutes per class (fit +
     score), so that methods can be picked by accuracy and cost. Rows of several runs may be mixed; a method missing
     from a setting shows "-". ``methods``: only these rows, in this order (default: all, as they appear)."""
     def setting(r: dict) -> tuple:
@@ -107,7 +107,8 @@ def comparison_markdown(rows: list[dict], methods: list[str] | None = None) -> s
 
     if methods is not None:
         rows = [r for r in rows if r["method"] in methods]
-    settings = list(dict.fromkeys(setting(r) for r in rows))
+    groups = list(dict.fromkeys(setting(r)[:2] for r in rows))
+    settings = sorted(set(map(setting, rows)), key=lambda s: (groups.index(s[:2]), s[2]))
     methods = [m for m in (methods or dict.fromkeys(r["method"] for r in rows)) if any(r["method"] == m for r in rows)]
     names = [f"{d} {p}" + (f" {RATIO_SYMBOL[p]}={ratio:g}" if p in RATIO_SYMBOL else "") for d, p, ratio in settings]
     lines = ["| method | " + " | ".join(f"{n} ROC | classes | min/class" for n in names) + " |",

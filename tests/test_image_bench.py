@@ -215,6 +215,14 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--method", "csi", "iforest"]) == 0
     assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["| csi", "| iforest"]
     assert main(["table", str(tmp_path / "a"), "--method", "nope"]) == 2
+    # ratios ascend within a dataset/protocol group, whatever order the runs hold them in
+    (tmp_path / "d").mkdir()
+    write_rows(tmp_path / "d" / "results.csv", [dict(row("digits", "polluted", "ae", "0", 0.7, 6.0), ratio=r)
+                                                for r in (0.3, 0.1, 0.2)])
+    capsys.readouterr()
+    assert main(["table", str(tmp_path / "d")]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert [part.rsplit("=", 1)[-1] for part in header.split(" ROC")[:-1]] == ["0.1", "0.2", "0.3"]
     # the same rows in two runs (a variant) are refused, not averaged
     (tmp_path / "c").mkdir()
     write_rows(tmp_path / "c" / "results.csv", [row("digits", "transductive", "cae", "0", 0.7, 30.0)])
