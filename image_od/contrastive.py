@@ -28,7 +28,7 @@ from .backbones import make_backbone
 from .data import ArrayData, iterate_batches, to_device
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
-from .training import predict, resolve_device, seed_everything
+from .training import predict, resolve_device, seed_everything, warmup_cosine
 
 N_ROTATIONS = 4  # the simple rotation set T_SR of the supplement: 0, 90, 180, 270 degrees
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations
@@ -261,13 +261,7 @@ class ContrastiveNet(nn.Module):
         return self.head(f), logits, f
 
 
-# -------------------------------------------------------------------------------------------- schedule, score
-def warmup_cosine(epoch: int, epochs: int, warmup: int) -> float:
-    """Learning-rate factor of 0-based ``epoch``: linear warm-up (epoch+1)/warmup over the first ``warmup``
-    epochs, then a cosine decay 0.5 (1 + cos(pi t)), t = (epoch - warmup) / (epochs - warmup) (set per epoch)."""
-    if epoch < warmup:
-        return (epoch + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+# -------------------------------------------------------------------------------------------- score
 
 
 def max_similarity(features: torch.Tensor, bank: torch.Tensor | None = None, similarity: str = "inner",

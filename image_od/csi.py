@@ -204,7 +204,7 @@ class CSI(OutlierDetector):
     10 samples at crop area 0.54. The paper's T also lists Gaussian blur, which CSI's CIFAR code does not use;
     neither do we.
 
-    Deviations: the learning rate is set per epoch by ``contrastive.warmup_cosine`` (linear warm-up lr*(e+1)/10,
+    Deviations: the learning rate is set per epoch by ``training.warmup_cosine`` (linear warm-up lr*(e+1)/10,
     which starts at 0.1 as CSI's does, then a cosine that reaches 0 at the last epoch) where CSI steps it every
     iteration; the batch-layout and augmentation implementation are :mod:`image_od.contrastive`'s
     (:class:`~image_od.contrastive.Augmentation` lists its differences from torchvision). The score has none of

@@ -69,13 +69,21 @@ class TrainSettings:
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def warmup_cosine(epoch: int, epochs: int, warmup: int) -> float:
+    """Learning-rate factor of 0-based ``epoch``: linear warm-up (epoch+1)/warmup over the first ``warmup``
+    epochs, then a cosine decay 0.5 (1 + cos(pi t)), t = (epoch - warmup) / (epochs - warmup)."""
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+
+
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
-    """Learning-rate factor of 0-based ``step`` of ``total_steps``: 1 (``constant``) or 0.5 (1 + cos(pi t)) with
-    t = step / total_steps (``cosine``, no warm-up: it starts at the full rate and ends near 0)."""
+    """Learning-rate factor of 0-based ``step`` of ``total_steps``: 1 (``constant``) or the cosine decay of
+    :func:`warmup_cosine` counted in steps, without warm-up (``cosine``: from the full rate to near 0)."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+        return warmup_cosine(step, total_steps, 0)
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected one of {LR_SCHEDULES}")
 
 
@@ -201,6 +209,8 @@ def train(
     """
     if settings.epochs < 1 or settings.batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {settings.epochs} and {settings.batch_size}")
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {settings.lr_schedule!r}; expected one of {LR_SCHEDULES}")
     fingerprint = run_fingerprint(model, data, settings, generator, context) if checkpoint is not None else None
     model.to(device)
     distributed.setup(device)
@@ -221,7 +231,6 @@ def train(
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
                disable=not settings.progress or not distributed.is_main())
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    lr_factor(settings.lr_schedule, 0, 1)  # an unknown schedule fails before the first step
     for epoch in range(start_epoch, settings.epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)

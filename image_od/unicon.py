@@ -166,7 +166,7 @@ class UniConHA(OutlierDetector):
     flip p 0.5 at every stage (before the rotation, as CSI's code), lambda_i = 1 with Eq. 9's 1/4 kept, heads g_i
     as :func:`_projection_head` (CSI's 2-layer MLP to 128 after the down-sampling convolutions), 32 inlier images
     per step (CSI's per-GPU batch; 256 views), momentum 0.9 and weight decay 1e-4, the cosine set per epoch
-    (``contrastive.warmup_cosine`` without warm-up), the pair form of SA (Eq. 6 as printed is degenerate, see
+    (``training.warmup_cosine`` without warm-up), the pair form of SA (Eq. 6 as printed is degenerate, see
     :func:`soft_aggregation_weights`), 10 test-time views at crop area 0.54 (CSI's evaluation). ``width`` < 64
     and ``optimizer`` ``lars`` (CSI's, see :class:`image_od.csi.LARS`) or ``adam`` are for small budgets and tests:
     with SGD at 0.01 the loss barely moves in a few dozen steps.
