@@ -369,6 +369,27 @@ def test_pretraining_tool_writes_a_loadable_file(tmp_path):
         tool.main(["--dataset", "digits", "--exclude-class", "eleven", "--out", str(out)])
 
 
+def test_rotation_task_labels_each_image_by_its_rotation():
+    images = np.arange(2 * 2 * 2, dtype=np.uint8).reshape(2, 2, 2)  # two 2x2 grey images
+    rotated, labels = _tool().rotation_task(images)
+    assert rotated.shape == (8, 2, 2) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_array_equal(rotated[:2], images)
+    np.testing.assert_array_equal(rotated[2], [[1, 3], [0, 2]])  # [[0, 1], [2, 3]] by 90 degrees anticlockwise
+    np.testing.assert_array_equal(rotated[4], [[3, 2], [1, 0]])
+    colour = np.random.RandomState(0).randint(0, 255, (3, 4, 4, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(_tool().rotation_task(colour)[0][3:6, :, :, 1], np.rot90(colour[..., 1], 1, (1, 2)))
+
+
+def test_pretraining_tool_rotation_task_needs_no_labels(tmp_path):
+    out = tmp_path / "rot.pt"
+    info = _tool().main(["--dataset", "digits", "--task", "rotation", "--classes", "3", "--max-per-class", "20",
+                         "--epochs", "1", "--widths", "8,16,32", "--blocks", "1", "--precision", "fp32",
+                         "--device", "cpu", "--out", str(out)])
+    assert info["task"] == "rotation" and info["architecture"]["n_classes"] == 4
+    assert info["n_images"] == 20 and info["n_examples"] == 80 and info["classes"] == ["3"]
+    assert torch.load(out, weights_only=True)["linears.weight"].shape == (4, 32)
+
+
 def test_pretrain_resnet26_learns(tmp_path):
     d = load_digits()
     keep = np.isin(d.train_labels, [0, 1])

@@ -5,6 +5,10 @@ trained on, which ``ADIB``/``ADRA`` read back as ``pretraining_``.
   OMP_NUM_THREADS=2 python tools/pretrain_classifier.py --dataset cifar10 --root ../shared/data/cifar10 --grey \\
       --widths 16,32,64 --epochs 15 --out runs/theta0/cifar10-grey-w16.pt
 
+``--task rotation`` needs no labels: every image appears under the four rotations by 0/90/180/270 degrees and the
+network learns which one it sees (Gidaris et al., 2018), so a theta0 can be made from images whose classes must
+stay unseen (for example CIFAR-10 itself, whose other classes are the anomalies).
+
 Only the chosen split is read (``--split train`` by default), so the test split stays unseen for the anomaly
 detection evaluation. ``--classes`` keeps some classes (names or indices, comma-separated), ``--exclude-class``
 drops some (repeatable or comma-separated), so that the pre-training corpus can be kept disjoint from a normal
@@ -34,6 +38,7 @@ from image_od.transfer import GREY_WEIGHTS, pretrain_resnet26, sidecar_path
 
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "svhn", "digits")
 SPLITS = ("train", "test", "all")
+TASKS = ("classes", "rotation")
 
 
 def _class_list(text: list[str] | None, names: list[str], option: str) -> list[int]:
@@ -71,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exclude-class", action="append", dest="exclude",
                    help="classes to leave out (names or indices; repeatable or comma-separated)")
     p.add_argument("--max-per-class", type=int, help="at most this many images per class (seeded draw)")
+    p.add_argument("--task", default="classes", choices=TASKS,
+                   help="classes: classify the dataset's classes (default); rotation: classify the rotation "
+                        "(0/90/180/270 degrees) of each image, labels unused")
     p.add_argument("--grey", action="store_true", help="convert colour images to grey (for transfer to grey data)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
@@ -102,6 +110,13 @@ def select(images: np.ndarray, labels: np.ndarray, keep: list[int], max_per_clas
     return images[index], np.array([remap[int(c)] for c in labels[index]], np.int64)
 
 
+def rotation_task(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Self-supervised labels: ``images`` (N, H, W[, C]) under rotations by k * 90 degrees (counter-clockwise),
+    stacked k-major, with label k."""
+    rotated = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
+    return np.ascontiguousarray(rotated), np.repeat(np.arange(4, dtype=np.int64), len(images))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     widths = _ints(args.widths, "--widths")
@@ -121,8 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     keep = [c for c in keep if c not in excluded]
     present = set(np.unique(labels).tolist())
     keep = [c for c in keep if c in present]
-    if len(keep) < 2:
-        raise SystemExit(f"pre-training needs at least 2 classes; left after --classes/--exclude-class: "
+    least = "2 classes" if args.task == "classes" else "1 class"
+    if len(keep) < int(least[0]):
+        raise SystemExit(f"{args.task} pre-training needs at least {least}; left after --classes/--exclude-class: "
                          f"{[names[c] for c in keep]}")
     if args.max_per_class is not None and args.max_per_class < 1:
         raise SystemExit("--max-per-class must be positive")
@@ -130,9 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.grey and images.ndim == 4:
         images = np.round(images.astype(np.float32) @ np.array(GREY_WEIGHTS, np.float32)).clip(0, 255) \
             .astype(np.uint8)
+    source_counts = Counter(int(v) for v in y)
+    if args.task == "rotation":
+        images, y = rotation_task(images)
     x = to_model_input(images, size=32)
+    target = f"{len(keep)} classes" if args.task == "classes" else f"{len(keep)} classes, the 4 rotations as labels"
     print(f"pre-training ResNet26 (widths {widths}, {args.blocks} blocks per stage) on {len(x)} {args.dataset} "
-          f"{args.split} images of {len(keep)} classes for {args.epochs} epochs", file=sys.stderr, flush=True)
+          f"{args.split} images of {target} for {args.epochs} epochs", file=sys.stderr, flush=True)
     net, stats = pretrain_resnet26(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    weight_decay=args.weight_decay, augment=not args.no_augment, widths=widths,
                                    blocks=args.blocks, precision=args.precision, seed=args.seed, device=args.device,
@@ -141,15 +161,16 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, tmp)
-    counts = Counter(int(v) for v in y)
     info = {
         "format": "image_od.transfer.ResNet26 state_dict (tools/pretrain_classifier.py)",
-        "architecture": {"widths": list(widths), "blocks": args.blocks, "in_channels": 3, "n_classes": len(keep),
+        "architecture": {"widths": list(widths), "blocks": args.blocks, "in_channels": 3, "n_classes": int(y.max()) + 1,
                          "adapters": False},
-        "dataset": args.dataset, "root": str(args.root) if args.root else None, "split": args.split,
+        "task": args.task, "dataset": args.dataset, "root": str(args.root) if args.root else None,
+        "split": args.split,
         "classes": [names[c] for c in keep], "class_indices": keep,
         "excluded_classes": [names[c] for c in excluded],
-        "images_per_class": {names[c]: counts[i] for i, c in enumerate(keep)}, "n_images": len(y),
+        "images_per_class": {names[c]: source_counts[i] for i, c in enumerate(keep)},
+        "n_images": sum(source_counts.values()), "n_examples": len(y),
         "grey": bool(args.grey), "input": "to_model_input: zero-padded to 32x32, [-1, 1]; grey replicated to 3",
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "momentum": 0.9,
         "weight_decay": args.weight_decay, "schedule": "lr x0.1 at 60% and 80% of the steps",
