@@ -1,7 +1,6 @@
 """tools/make_exposure_crops.py: an outlier-exposure corpus cut from videos, in the `folders` image-set layout."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,11 @@ import numpy as np
 import pytest
 
 from image_od.datasets import load_dataset
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_exposure_crops.py"
+from tests.tools import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("make_exposure_crops", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_exposure_crops")
 
 
 def _frames(folder: Path, n: int, h: int = 60, w: int = 80) -> None:

@@ -5,7 +5,6 @@ small widths and one block per stage so that every test runs in seconds on one c
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -34,17 +33,14 @@ from image_od.transfer import (
     pretrain_resnet26,
     sidecar_path,
 )
+from tests.tools import load_tool
 
 W, B = (8, 16, 32), 1  # test network: widths and blocks per stage
 FAST = {"widths": W, "blocks": B, "precision": "fp32", "device": "cpu"}
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pretrain_classifier.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("pretrain_classifier", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("pretrain_classifier")
 
 
 def _noise(n: int, seed: int, amplitude: float = 0.1, channels: int = 1) -> np.ndarray:
