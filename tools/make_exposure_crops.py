@@ -72,7 +72,7 @@ def cut(video: Video, plan: list[tuple[int, int, int, int]]) -> list[np.ndarray]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\nWhy:")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--video", action="append", required=True,
                    help="a video file, a folder of frames, or a folder of such (repeatable)")
     p.add_argument("--n", type=int, default=5000, help="number of crops (default 5000)")
