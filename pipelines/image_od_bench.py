@@ -101,8 +101,8 @@ def comparison_markdown(rows: list[dict], methods: list[str] | None = None) -> s
     """Every method side by side over the settings the rows cover (dataset, protocol, ratio: one column group each;
     datasets and protocols in the order they first appear, ratios ascending within them): mean AUROC in %, the
     classes it averages and the mean minutes per class (fit + score), so that methods can be picked by accuracy and
-    cost. Rows of several runs may be mixed; a method missing
-    from a setting shows "-". ``methods``: only these rows, in this order (default: all, as they appear)."""
+    cost. Rows of several runs may be mixed; a method missing from a setting shows "-". ``methods``: only these
+    rows, in this order (default: all, as they appear)."""
     def setting(r: dict) -> tuple:
         return r["dataset"], r["protocol"], r["ratio"]
 

@@ -366,14 +366,14 @@ def test_pretraining_tool_writes_a_loadable_file(tmp_path):
 
 
 def test_rotation_task_labels_each_image_by_its_rotation():
-    images = np.arange(2 * 2 * 2, dtype=np.uint8).reshape(2, 2, 2)  # two 2x2 grey images
+    images = np.arange(2 * 2 * 2, dtype=np.float32).reshape(2, 1, 2, 2)  # two 2x2 grey images
     rotated, labels = _tool().rotation_task(images)
-    assert rotated.shape == (8, 2, 2) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert rotated.shape == (8, 1, 2, 2) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     np.testing.assert_array_equal(rotated[:2], images)
-    np.testing.assert_array_equal(rotated[2], [[1, 3], [0, 2]])  # [[0, 1], [2, 3]] by 90 degrees anticlockwise
-    np.testing.assert_array_equal(rotated[4], [[3, 2], [1, 0]])
-    colour = np.random.RandomState(0).randint(0, 255, (3, 4, 4, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(_tool().rotation_task(colour)[0][3:6, :, :, 1], np.rot90(colour[..., 1], 1, (1, 2)))
+    np.testing.assert_array_equal(rotated[2, 0], [[1, 3], [0, 2]])  # [[0, 1], [2, 3]] by 90 degrees anticlockwise
+    np.testing.assert_array_equal(rotated[4, 0], [[3, 2], [1, 0]])
+    colour = np.random.RandomState(0).rand(3, 3, 4, 4).astype(np.float32)
+    np.testing.assert_array_equal(_tool().rotation_task(colour)[0][3:6, 1], np.rot90(colour[:, 1], 1, (1, 2)))
 
 
 def test_pretraining_tool_rotation_task_needs_no_labels(tmp_path):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from image_od.atomic import atomic_path, write_json
+from image_od.contrastive import N_ROTATIONS, rotate_batch
 from image_od.datasets import ImageDatasetError, load_dataset
 from image_od.protocol import to_model_input
 from image_od.transfer import GREY_WEIGHTS, pretrain_resnet26, sidecar_path
@@ -110,11 +111,11 @@ def select(images: np.ndarray, labels: np.ndarray, keep: list[int], max_per_clas
     return images[index], np.array([remap[int(c)] for c in labels[index]], np.int64)
 
 
-def rotation_task(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Self-supervised labels: ``images`` (N, H, W[, C]) under rotations by k * 90 degrees (counter-clockwise),
-    stacked k-major, with label k."""
-    rotated = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
-    return np.ascontiguousarray(rotated), np.repeat(np.arange(4, dtype=np.int64), len(images))
+def rotation_task(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Self-supervised labels: model inputs ``x`` (N, C, H, W) under rotations by k * 90 degrees (counter-clockwise,
+    ``contrastive.rotate_batch``), stacked k-major, with label k."""
+    rotated = rotate_batch(torch.from_numpy(np.ascontiguousarray(x)), N_ROTATIONS).numpy()
+    return rotated, np.repeat(np.arange(N_ROTATIONS, dtype=np.int64), len(x))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     keep = [c for c in keep if c not in excluded]
     present = set(np.unique(labels).tolist())
     keep = [c for c in keep if c in present]
-    least = "2 classes" if args.task == "classes" else "1 class"
-    if len(keep) < int(least[0]):
-        raise SystemExit(f"{args.task} pre-training needs at least {least}; left after --classes/--exclude-class: "
-                         f"{[names[c] for c in keep]}")
+    least = 2 if args.task == "classes" else 1
+    if len(keep) < least:
+        raise SystemExit(f"{args.task} pre-training needs at least {least} class{'es' if least > 1 else ''}; left "
+                         f"after --classes/--exclude-class: {[names[c] for c in keep]}")
     if args.max_per_class is not None and args.max_per_class < 1:
         raise SystemExit("--max-per-class must be positive")
     images, y = select(images, labels, keep, args.max_per_class, args.seed)
@@ -147,12 +148,12 @@ def main(argv: list[str] | None = None) -> dict:
         images = np.round(images.astype(np.float32) @ np.array(GREY_WEIGHTS, np.float32)).clip(0, 255) \
             .astype(np.uint8)
     source_counts = Counter(int(v) for v in y)
-    if args.task == "rotation":
-        images, y = rotation_task(images)
     x = to_model_input(images, size=32)
-    target = f"{len(keep)} classes" if args.task == "classes" else f"{len(keep)} classes, the 4 rotations as labels"
+    if args.task == "rotation":
+        x, y = rotation_task(x)
     print(f"pre-training ResNet26 (widths {widths}, {args.blocks} blocks per stage) on {len(x)} {args.dataset} "
-          f"{args.split} images of {target} for {args.epochs} epochs", file=sys.stderr, flush=True)
+          f"{args.split} images of {len(keep)} classes, task {args.task}, for {args.epochs} epochs", file=sys.stderr,
+          flush=True)
     net, stats = pretrain_resnet26(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                    weight_decay=args.weight_decay, augment=not args.no_augment, widths=widths,
                                    blocks=args.blocks, precision=args.precision, seed=args.seed, device=args.device,
