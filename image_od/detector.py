@@ -19,6 +19,9 @@ import numpy as np
 class OutlierDetector(ABC):
     """Base class of all detectors; subclasses implement ``fit`` and ``decision_function``."""
 
+    # what the detector needs besides the images (weights, a corpus, labels, a package), in words for the user
+    needs: tuple[str, ...] = ()
+
     @abstractmethod
     def fit(self, X: Any) -> "OutlierDetector":
         """Learn from unlabeled samples ``X``; return ``self``."""

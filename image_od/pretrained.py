@@ -124,6 +124,8 @@ class PretrainedFeatureOD(OutlierDetector):
     higher = more anomalous), ``detector_`` (the scikit-learn estimator), ``backbone_``.
     """
 
+    needs = ("pre-trained ResNet50 weights",)
+
     def __init__(self, *, weights: str | None = None, detector: str = "lof", arch: str = "resnet50",
                  image_size: int = 224, batch_size: int = 64, n_neighbors: int = 20, n_estimators: int = 100,
                  contamination: float | str = "auto", seed: int = 0, device: str = "auto", progress: bool = False):

@@ -440,6 +440,7 @@ class _TransferAD(OutlierDetector):
     """The shared machinery of ADIB and ADRA (see the module docstring)."""
 
     adapters = False  # ADRA: parallel 1x1 adapters, frozen 3x3 convolutions
+    needs = ("pre-trained weights", "an outlier-exposure corpus")
 
     def get_params(self) -> dict:
         """The ``__init__`` settings, as scikit-learn's ``get_params``."""

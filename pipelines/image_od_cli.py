@@ -27,7 +27,7 @@ from image_od.training import resolve_device
 
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
-from .image_od_methods import IMAGES_ONLY, SECTIONS
+from .image_od_methods import SCORE_METHODS, SECTIONS, detector_settings
 from .run_env import environment
 
 
@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: scores.csv, env.json, settings.json")
     p.add_argument("--size", type=int, default=32, help="smaller images are zero-padded (as the paper pads 28x28 to 32x32), larger ones resized to SIZE x SIZE (default 32)")
     p.add_argument("--grey", action="store_true", help="treat the images as grey")
-    p.add_argument("--method", default="e3outlier-g", choices=IMAGES_ONLY, metavar="METHOD",
-                   help="the detector (default e3outlier-g, generative E3Outlier): " + ", ".join(IMAGES_ONLY))
+    p.add_argument("--method", default="e3outlier-g", choices=SCORE_METHODS, metavar="METHOD",
+                   help="the detector (default e3outlier-g, generative E3Outlier), any bench method that needs "
+                        "nothing but the images: " + ", ".join(SCORE_METHODS))
     p.add_argument("--profile", default="cpu", help="profile whose section of the method sets the detector up: cpu "
                    "(default), paper or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -154,8 +155,9 @@ def _write_skipped(out: Path, skipped: list[str]) -> None:
 
 
 def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
-    """The profile section of ``--method`` and its settings, with the command line's overrides."""
-    section = IMAGES_ONLY[args.method]
+    """The profile section of ``--method`` and its detector's settings, with the command line's overrides."""
+    method = METHODS[args.method]
+    section = method.section
     overrides = list(args.overrides)
     for flag, key in ((args.epochs, "epochs"), (args.batch_size, "batch_size")):
         if flag is not None:
@@ -163,7 +165,7 @@ def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
     if args.size < 1 or args.size % 16:
         raise ValueError(f"--size must be a positive multiple of 16 (the generators halve it up to four times), "
                          f"got {args.size}")
-    settings = load_profile(args.profile, overrides).settings(section, colour=not args.grey)
+    settings = detector_settings(load_profile(args.profile, overrides), section, not args.grey, method.fixed)
     for key in ("epochs", "batch_size"):
         if settings.get(key, 1) < 1:
             raise ValueError(f"{section}.{key} must be positive, got {settings[key]}")

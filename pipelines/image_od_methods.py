@@ -6,18 +6,21 @@ unlabelled set), ``one-class`` (fit on the training split's inliers, score the t
 methods whose ``fit`` takes ``X_val``/``y_val`` use; score the test split). Methods whose ``fit`` takes ``exposure``
 (ADIB, ADRA) also get the profile's outlier-exposure corpus.
 
-Discriminative E3Outlier's methods share trained networks within a cell (one ``(dataset, ratio, class, seed)``
-contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the reboot-weighted networks serve RRW
-and JSR, the ensemble members ENS. Every other method fits its own detector: ``own(section, **fixed)`` builds the
-detector of profile section ``section`` (``image_od_profiles``), with ``fixed`` settings that define the method
-(``RATIO`` stands for the cell's outlier ratio), fits it on the cell's images and scores the same images.
+Every registry line is a ``Method``: the detector that gives its scores (built from profile section ``section``
+of ``image_od_profiles`` with ``fixed`` settings that define the method; ``RATIO`` stands for the cell's outlier
+ratio) and how a bench cell runs it. Discriminative E3Outlier's methods share trained networks within a cell (one
+``(dataset, ratio, class, seed)`` contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the
+reboot-weighted networks serve RRW and JSR, the ensemble members ENS; each row equals its own detector fitted
+alone. Every other method fits its own detector (``own``). ``image-od score`` offers the methods whose detector
+needs nothing but the images (``SCORE_METHODS``).
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -53,10 +56,6 @@ FAMILIES: dict[str, type] = {
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
                    "e3outlier-jsr": "discriminative", "elite-ae": "elite"}
 SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
-# the methods that need nothing but the images (``image-od score``), and the profile section of each
-IMAGES_ONLY = {"e3outlier-g": "generative", "e3outlier": "discriminative", "e3outlier-c": "contrastive",
-               **{m: m for m in ("cae", "cae-if", "drae", "rdae", "rsrae", "dsebm", "dagmm", "mo-gaal", "iforest",
-                                 "deep-svdd", "csi", "csi-synth", "unicon-ha")}}
 RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
 PROTOCOLS = ("transductive", "one-class", "polluted")
 VALIDATION_PER_SIDE = {False: 10, True: 50}  # ELITE's labelled validation set: 10 + 10 grey, 50 + 50 colour images
@@ -73,6 +72,19 @@ def exposure_images(dataset: str, root: str | None, split: str, n: int, seed: in
         raise ValueError(f"exposure split must be train, test or all, got {split!r}")
     pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
     return to_model_input(images[pick])
+
+
+def detector_settings(profile: Profile, section: str, colour: bool, fixed: Mapping[str, Any],
+                      ratio: float | None = None) -> dict[str, Any]:
+    """The ``__init__`` settings of the detector of profile ``section`` (over its family's settings) with ``fixed``
+    settings on top; a ``RATIO`` setting becomes ``ratio``, or keeps the detector's default where ``ratio`` is None."""
+    settings = profile.settings(section, colour, METHOD_SECTIONS.get(section))
+    for key, value in fixed.items():
+        if value is not RATIO:
+            settings[key] = value
+        elif ratio is not None:
+            settings[key] = ratio
+    return settings
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -116,11 +128,8 @@ class Cell:
 
     def detector(self, section: str, **fixed) -> OutlierDetector:
         """The detector of profile ``section`` (over its family's settings) with ``fixed`` settings on top."""
-        family = METHOD_SECTIONS.get(section)
-        settings = self.profile.settings(section, self.colour, family)
-        fixed = {k: self.ratio if v is RATIO else v for k, v in fixed.items()}
         run = {"seed": self.seed, "device": self.device, "progress": self.progress}
-        return SECTIONS[section](**{**settings, **run, **fixed})
+        return SECTIONS[section](**{**run, **detector_settings(self.profile, section, self.colour, fixed, self.ratio)})
 
     def fit(self, key: str, make: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
         """The fitted model ``key`` and its own fit seconds, made by ``make`` on first use."""
@@ -151,7 +160,7 @@ class Cell:
 
     # the discriminative networks the methods share: one network, no refinement, unless a method says so
     def discriminative(self, section: str = "discriminative", **fixed) -> DiscriminativeE3Outlier:
-        return self.detector(section, **{"ensemble": 1, "reweight": "none", **fixed})
+        return self.detector(section, **{**ONE_NETWORK, **fixed})
 
     def base(self):
         return self.fit("base", lambda: self.timed_fit(self.discriminative()))
@@ -168,26 +177,47 @@ class Cell:
         return self.base() if j == 0 else self.fit(f"member{j}", lambda: self.timed_fit(
             self.discriminative(seed=self.seed + j)))
 
-    def ensemble_size(self, method: str) -> int:
-        return int(self.profile.settings(method, self.colour, "discriminative").get("ensemble", 5))
+    def ensemble_size(self, section: str) -> int:
+        return self.detector(section).ensemble
 
 
-def shared(name: str) -> Callable[[Cell], Result]:
+ONE_NETWORK = {"ensemble": 1, "reweight": "none"}  # discriminative E3Outlier without refinement
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registry line: the detector that gives the method's scores, built from profile ``section`` with
+    ``fixed`` settings on top (``detector_settings``), and ``run``, how a bench cell gets those scores (sharing
+    networks with other methods of the cell where it can)."""
+    run: Callable[[Cell], Result]
+    section: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, cell: Cell) -> Result:
+        return self.run(cell)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """What the detector needs besides the images (pre-trained weights, a corpus, labels, a package)."""
+        return SECTIONS[self.section].needs
+
+
+def shared(name: str) -> Method:
     """A score of the shared base network (BAS = NE)."""
     def run(cell: Cell) -> Result:
         model, fit_s = cell.base()
         scores, score_s = cell.scores("base", model)
         return -scores[name], fit_s, score_s
-    return run
+    return Method(run, "discriminative", {**ONE_NETWORK, "score": name})
 
 
-def single(key: str, name: str, section: str = "discriminative", **fixed) -> Callable[[Cell], Result]:
-    """A discriminative method with its own network (settings that change training), scored by score ``name``."""
+def single(key: str, score: str, section: str = "discriminative", **fixed) -> Method:
+    """A discriminative method with its own network (settings that change training), scored by ``score``."""
     def run(cell: Cell) -> Result:
-        model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.discriminative(section, **fixed)))
+        model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.discriminative(section, score=score, **fixed)))
         scores, score_s = cell.scores(key, model)
-        return -scores[name], fit_s, score_s
-    return run
+        return -scores[score], fit_s, score_s
+    return Method(run, section, {**ONE_NETWORK, "score": score, **fixed})
 
 
 def _rrw(cell: Cell) -> Result:
@@ -211,7 +241,7 @@ def _jsr(cell: Cell) -> Result:
     return _ensemble(cell, "e3outlier-jsr", cell.weighted, cell.base()[1])
 
 
-def own(section: str, **fixed) -> Callable[[Cell], Result]:
+def own(section: str, **fixed) -> Method:
     """A detector of its own: built from profile ``section`` with ``fixed`` settings, fitted on the cell's ``x``. In
     the transductive protocol its scores are those of the fitted set (``decision_scores_``, which exclude a sample's
     match with itself where a score compares samples); otherwise it scores ``eval_x``."""
@@ -221,19 +251,19 @@ def own(section: str, **fixed) -> Callable[[Cell], Result]:
             return np.asarray(model.decision_scores_, float), fit_s, 0.0
         scores, score_s = timed(lambda: model.decision_function(cell.eval_x))
         return np.asarray(scores, float), fit_s, score_s
-    return run
+    return Method(run, section, fixed)
 
 
-METHODS: dict[str, Callable[[Cell], Result]] = {
+METHODS: dict[str, Method] = {
     "e3outlier": shared("ne"),  # discriminative E3Outlier with the paper's default NE score (BAS)
     "e3outlier-gtp": shared("gtp"),
     "e3outlier-mp": shared("mp"),
-    "e3outlier-mcd": single("mcd", "mcd", "e3outlier-mcd", score="mcd"),
+    "e3outlier-mcd": single("mcd", "mcd", "e3outlier-mcd"),
     "ssd-if": shared("ssd_if"),
     "e3outlier-orw": single("orw", "ne", reweight="online"),
-    "e3outlier-rrw": _rrw,
-    "e3outlier-ens": _ens,
-    "e3outlier-jsr": _jsr,
+    "e3outlier-rrw": Method(_rrw, "discriminative", {"ensemble": 1, "reweight": "reboot"}),
+    "e3outlier-ens": Method(_ens, "e3outlier-ens", {"reweight": "none"}),
+    "e3outlier-jsr": Method(_jsr, "e3outlier-jsr", {"reweight": "reboot"}),
     "e3outlier-ml": single("ml", "ne", multi_label=True),
     "e3outlier-g": own("generative"),
     "e3outlier-c": own("contrastive"),
@@ -270,3 +300,5 @@ METHODS: dict[str, Callable[[Cell], Result]] = {
     "pyod-deep-svdd": own("pyod", model="deep-svdd"),
     "pyod-mo-gaal": own("pyod", model="mo-gaal"),
 }
+# the methods of ``image-od score``: those whose detector needs nothing but the images
+SCORE_METHODS = tuple(name for name, method in METHODS.items() if not method.needs)

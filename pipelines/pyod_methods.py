@@ -20,6 +20,8 @@ class PyODDetector(OutlierDetector):
     where the model takes one. Scores: PyOD's ``decision_scores_`` (higher = more anomalous), except MO_GAAL's, which
     are the discriminator's D(x) = P(real): we report 1 - D(x), the GAAL paper's outlier score (PyOD issue #119)."""
 
+    needs = ("the PyOD package (a benchmark extra)",)
+
     def __init__(self, *, model: str = "iforest", settings: dict[str, Any] | None = None, seed: int = 0,
                  device: str = "auto", progress: bool = False):
         self.model, self.settings, self.seed, self.device, self.progress = model, settings, seed, device, progress

@@ -41,9 +41,10 @@ def test_profiles_load_and_reject_unknown_keys():
 
 @pytest.mark.parametrize("name", ["paper", "cpu"])
 def test_every_method_builds_its_detector_from_the_profile(name):
-    """Every registered method's profile sections make valid detectors (the settings reach __init__ unchanged)."""
+    """Every profile section and every registry line make valid detectors (the settings reach __init__ unchanged,
+    the line's fixed settings over its section's; RATIO becomes the cell's ratio)."""
     from image_od.datasets import load_digits
-    from pipelines.image_od_methods import Cell
+    from pipelines.image_od_methods import RATIO, Cell
 
     profile = load_profile(name)
     cell = Cell(load_digits(), 0.1, 0, 0, profile, "cpu", False)
@@ -51,7 +52,39 @@ def test_every_method_builds_its_detector_from_the_profile(name):
         model = cell.detector(section)
         for key, value in profile.settings(section, False).items():
             assert getattr(model, key) == value, (section, key)
+    for method, line in METHODS.items():
+        model = cell.detector(line.section, **line.fixed)
+        for key, value in line.fixed.items():
+            assert getattr(model, key) == (0.1 if value is RATIO else value), (method, key)
     assert len(METHODS) >= 40
+
+
+def test_score_offers_the_methods_that_need_only_images():
+    from pipelines.image_od_methods import SCORE_METHODS
+
+    for method in ("e3outlier-g", "e3outlier", "e3outlier-rrw", "e3outlier-c", "cae-if", "iforest", "csi-synth"):
+        assert method in SCORE_METHODS
+    for method in ("adib", "adib-scratch", "adra", "res50-lof", "res50-if", "elite", "pyod-iforest"):
+        assert method not in SCORE_METHODS and METHODS[method].needs
+
+
+@pytest.mark.slow  # 12 small trainings
+def test_a_bench_row_equals_its_detector_fitted_alone():
+    """The bench shares networks between the discriminative rows of a cell; each row's scores are still those of
+    the registry line's own detector, fitted and scored alone (as ``image-od score`` runs it)."""
+    import numpy as np
+
+    from image_od.datasets import load_digits
+    from pipelines.image_od_methods import Cell, detector_settings
+
+    profile = load_profile("cpu", TINY + ["max_size=100", "discriminative.epochs=1", "discriminative.ops_per_image=2",
+                                          "e3outlier-jsr.ensemble=2"])
+    cell = Cell(load_digits(), 0.1, 3, 0, profile, "cpu", False)
+    for method in ("e3outlier-mp", "e3outlier-rrw", "e3outlier-ens", "e3outlier-jsr"):
+        line = METHODS[method]
+        alone = SECTIONS[line.section](**detector_settings(profile, line.section, False, line.fixed), seed=0,
+                                       device="cpu", progress=False)
+        np.testing.assert_allclose(alone.fit_score(cell.x), line(cell)[0], rtol=1e-5, atol=1e-6, err_msg=method)
 
 
 def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
