@@ -2,7 +2,9 @@
 
 This is how the ``cpu`` profile was chosen (docs/BENCHMARKS.md, "Choosing the cpu profile"). Each variant is a JSON
 object of ``DiscriminativeE3Outlier`` settings; each (variant, class) pair is one fit on the full contaminated
-set (rho, seed as given) and appends one JSON line to ``--out``; pairs already there are skipped.
+set (rho, seed as given) and appends one JSON line to ``--out``; pairs already there are skipped. ``--seed`` draws
+the set and seeds the network; a variant's own ``"seed"`` reseeds the network alone (the spread over networks on
+one set).
 
     python tools/od_profile_sweep.py --dataset fashion-mnist --classes 0 6 --out runs/sweep.jsonl \
         --variant '{"backbone":"wrn-10-1","operations":"RA+IA+PR","epochs":3,"ops_per_image":4,"score_ops":16,
@@ -42,7 +44,7 @@ def main() -> None:
                 continue
             s = contaminated_set(images, labels, c, args.ratio, args.seed)
             x = to_model_input(s.images)
-            model = DiscriminativeE3Outlier(seed=args.seed, progress=False, **settings)
+            model = DiscriminativeE3Outlier(**{"seed": args.seed, "progress": False, **settings})
             start = time.perf_counter()
             model.fit(x)
             fit_s = time.perf_counter() - start
