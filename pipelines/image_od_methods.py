@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -177,9 +177,6 @@ class Cell:
         return self.base() if j == 0 else self.fit(f"member{j}", lambda: self.timed_fit(
             self.discriminative(seed=self.seed + j)))
 
-    def ensemble_size(self, section: str) -> int:
-        return self.detector(section).ensemble
-
 
 ONE_NETWORK = {"ensemble": 1, "reweight": "none"}  # discriminative E3Outlier without refinement
 
@@ -191,7 +188,7 @@ class Method:
     networks with other methods of the cell where it can)."""
     run: Callable[[Cell], Result]
     section: str
-    fixed: Mapping[str, Any] = field(default_factory=dict)
+    fixed: Mapping[str, Any]
 
     def __call__(self, cell: Cell) -> Result:
         return self.run(cell)
@@ -214,10 +211,11 @@ def shared(name: str) -> Method:
 def single(key: str, score: str, section: str = "discriminative", **fixed) -> Method:
     """A discriminative method with its own network (settings that change training), scored by ``score``."""
     def run(cell: Cell) -> Result:
-        model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.discriminative(section, score=score, **fixed)))
+        model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.detector(section, **line.fixed)))
         scores, score_s = cell.scores(key, model)
         return -scores[score], fit_s, score_s
-    return Method(run, section, {**ONE_NETWORK, "score": score, **fixed})
+    line = Method(run, section, {**ONE_NETWORK, "score": score, **fixed})
+    return line
 
 
 def _rrw(cell: Cell) -> Result:
@@ -227,7 +225,7 @@ def _rrw(cell: Cell) -> Result:
 
 
 def _ensemble(cell: Cell, method: str, member: Callable[[int], tuple[Any, float]], extra_fit_s: float) -> Result:
-    fits = [member(j) for j in range(cell.ensemble_size(method))]
+    fits = [member(j) for j in range(cell.detector(method).ensemble)]
     merged = DiscriminativeE3Outlier.merged([m for m, _ in fits])
     scores, score_s = timed(lambda: merged.normality_scores(cell.eval_x, ssd_if=False)["ne"])
     return -scores, extra_fit_s + sum(s for _, s in fits), score_s
@@ -246,12 +244,13 @@ def own(section: str, **fixed) -> Method:
     the transductive protocol its scores are those of the fitted set (``decision_scores_``, which exclude a sample's
     match with itself where a score compares samples); otherwise it scores ``eval_x``."""
     def run(cell: Cell) -> Result:
-        model, fit_s = cell.timed_fit(cell.detector(section, **fixed))
+        model, fit_s = cell.timed_fit(cell.detector(section, **line.fixed))
         if cell.protocol == "transductive":
             return np.asarray(model.decision_scores_, float), fit_s, 0.0
         scores, score_s = timed(lambda: model.decision_function(cell.eval_x))
         return np.asarray(scores, float), fit_s, score_s
-    return Method(run, section, fixed)
+    line = Method(run, section, fixed)
+    return line
 
 
 METHODS: dict[str, Method] = {
