@@ -19,7 +19,8 @@ import numpy as np
 class OutlierDetector(ABC):
     """Base class of all detectors; subclasses implement ``fit`` and ``decision_function``."""
 
-    # what the detector needs besides the images (weights, a corpus, labels, a package), in words for the user
+    # what ``fit`` needs besides the images (weights, a corpus, labels, a package), in words for the user; a
+    # detector whose needs depend on its settings makes this a property
     needs: tuple[str, ...] = ()
 
     @abstractmethod

@@ -191,7 +191,10 @@ class ELITE(OutlierDetector):
     ones; ``margin`` None: the form's rule; ``ae_latent`` None: 32 on grey, 128 on colour images.
     """
 
-    needs = ("a labelled validation set",)
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """A labelled validation set, except without re-weighting (``form="none"``)."""
+        return () if self.form == "none" else ("a labelled validation set",)
 
     def __init__(self, *, base: str = "svdd", form: str = "code", epochs: int = 150, batch_size: int = 128,
                  lr: float | None = None, meta_scale: float | None = None, margin: float | str | None = None,

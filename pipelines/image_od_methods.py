@@ -195,8 +195,8 @@ class Method:
 
     @property
     def needs(self) -> tuple[str, ...]:
-        """What the detector needs besides the images (pre-trained weights, a corpus, labels, a package)."""
-        return SECTIONS[self.section].needs
+        """What the line's detector needs besides the images (pre-trained weights, a corpus, labels, a package)."""
+        return SECTIONS[self.section](**{k: v for k, v in self.fixed.items() if v is not RATIO}).needs
 
 
 def shared(name: str) -> Method:

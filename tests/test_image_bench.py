@@ -7,8 +7,8 @@ import pytest
 from pipelines import image_od_bench
 from pipelines.config import ConfigError
 from pipelines.image_od_bench import COLUMNS, bench, load_profile, summary_markdown
-from pipelines.image_od_methods import METHODS, SECTIONS
 from pipelines.image_od_cli import main
+from pipelines.image_od_methods import METHODS, SECTIONS
 
 TINY = ["discriminative.backbone=wrn-10-1", "discriminative.operations=RA", "discriminative.epochs=2",
         "discriminative.ops_per_image=4", "discriminative.score_ops=8", "discriminative.precision=fp32",
@@ -62,9 +62,10 @@ def test_every_method_builds_its_detector_from_the_profile(name):
 def test_score_offers_the_methods_that_need_only_images():
     from pipelines.image_od_methods import SCORE_METHODS
 
-    for method in ("e3outlier-g", "e3outlier", "e3outlier-rrw", "e3outlier-c", "cae-if", "iforest", "csi-synth"):
+    for method in ("e3outlier-g", "e3outlier", "e3outlier-rrw", "e3outlier-c", "cae-if", "iforest", "csi-synth",
+                   "ae"):  # ELITE's autoencoder without re-weighting needs no labels
         assert method in SCORE_METHODS
-    for method in ("adib", "adib-scratch", "adra", "res50-lof", "res50-if", "elite", "pyod-iforest"):
+    for method in ("adib", "adib-scratch", "adra", "res50-lof", "res50-if", "elite", "elite-ae", "pyod-iforest"):
         assert method not in SCORE_METHODS and METHODS[method].needs
 
 
@@ -238,10 +239,11 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
                                                 row("digits", "transductive", "iforest", "1", 0.9, 0.0),
                                                 row("digits", "transductive", "cae", "0", 0.6, 120.0)])
     write_rows(tmp_path / "b" / "results.csv", [row("digits", "one-class", "csi", "0", 0.95, 60.0)])
-    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b" / "results.csv"), "--out", str(tmp_path / "t.md")]) == 0
+    table = ["table", str(tmp_path / "a"), str(tmp_path / "b" / "results.csv"), "--out", str(tmp_path / "t.md")]
+    assert main(table) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("| method | digits transductive ρ=0.1 ROC | classes | min/class | digits one-class ROC | classes "
-                        "| min/class |")
+    assert lines[0] == ("| method | digits transductive ρ=0.1 ROC | classes | min/class | digits one-class ROC "
+                        "| classes | min/class |")
     assert lines[2:] == ["| iforest | 85.0 | 2 | 0.00 | - | - | - |", "| cae | 60.0 | 1 | 2.00 | - | - | - |",
                          "| csi | - | - | - | 95.0 | 1 | 1.00 |"]
     assert (tmp_path / "t.md").read_text().splitlines() == lines
