@@ -78,13 +78,13 @@ def detector_settings(profile: Profile, section: str, colour: bool, fixed: Mappi
                       ratio: float | None = None) -> dict[str, Any]:
     """The ``__init__`` settings of the detector of profile ``section`` (over its family's settings) with ``fixed``
     settings on top; a ``RATIO`` setting becomes ``ratio``, or keeps the detector's default where ``ratio`` is None."""
-    settings = profile.settings(section, colour, METHOD_SECTIONS.get(section))
-    for key, value in fixed.items():
-        if value is not RATIO:
-            settings[key] = value
-        elif ratio is not None:
-            settings[key] = ratio
-    return settings
+    return {**profile.settings(section, colour, METHOD_SECTIONS.get(section)), **fixed_settings(fixed, ratio)}
+
+
+def fixed_settings(fixed: Mapping[str, Any], ratio: float | None = None) -> dict[str, Any]:
+    """A registry line's fixed settings with ``RATIO`` made ``ratio``, or left out (the default) where it is None."""
+    return {key: ratio if value is RATIO else value for key, value in fixed.items()
+            if value is not RATIO or ratio is not None}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -196,7 +196,7 @@ class Method:
     @property
     def needs(self) -> tuple[str, ...]:
         """What the line's detector needs besides the images (pre-trained weights, a corpus, labels, a package)."""
-        return SECTIONS[self.section](**{k: v for k, v in self.fixed.items() if v is not RATIO}).needs
+        return SECTIONS[self.section](**fixed_settings(self.fixed)).needs
 
 
 def shared(name: str) -> Method:
