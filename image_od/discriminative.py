@@ -47,6 +47,8 @@ SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")
 MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
 CHUNK = 1024  # images per forward pass when scoring
+SCORE_OPS_RULES = ("random", "confident", "spread")
+SELECT_IMAGES = 1024  # images on which the label-free score_ops_rules measure each operation
 
 
 def mc_dropout_normality(max_prob: torch.Tensor, spread: str = "var") -> torch.Tensor:
@@ -59,7 +61,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
     """``X``: float array (N,C,32,32) in [-1, 1] (see ``protocol.to_model_input``).
 
     Compute settings beyond the paper: ``ops_per_image`` (operation sampling in training) and ``score_ops``
-    (score with a fixed random subset of that many operations instead of all K), both off by default, and
+    (score with that many operations instead of all K, chosen by ``score_ops_rule``: see :meth:`score_subset`),
+    both off by default, and
     ``precision``: ``"auto"`` (the default: bfloat16 autocast where the device runs it natively, about twice as
     fast on CPUs with AVX512-BF16, fp32 elsewhere; see ``precision.resolve_precision``), ``"bf16"`` or ``"fp32"``.
     """
@@ -67,7 +70,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
     def __init__(self, *, operations: str = "RA+IA+PR", score: str = "ne", backbone: str = "wrn-10-4",
                  dropout: float = 0.0, mc_passes: int = 5, mc_spread: str = "var", multi_label: bool = False,
                  epochs: int | None = None,
-                 ops_per_image: int | None = None, score_ops: int | None = None, batch_size: int = 128,
+                 ops_per_image: int | None = None, score_ops: int | None = None, score_ops_rule: str = "random",
+                 batch_size: int = 128,
                  optimizer: str = "sgd", lr: float = 1e-3, lr_schedule: str = "constant",
                  weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
@@ -75,7 +79,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         self.operations, self.score, self.backbone = operations, score, backbone
         self.dropout, self.mc_passes, self.mc_spread, self.multi_label = dropout, mc_passes, mc_spread, multi_label
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
-        self.ops_per_image, self.score_ops = ops_per_image, score_ops
+        self.ops_per_image, self.score_ops, self.score_ops_rule = ops_per_image, score_ops, score_ops_rule
         self.batch_size, self.optimizer, self.lr, self.weight_decay = batch_size, optimizer, lr, weight_decay
         self.lr_schedule = lr_schedule  # the paper's constant rate, or a cosine decay to 0 over all steps
         self.precision, self.reweight, self.ensemble = precision, reweight, ensemble
@@ -90,15 +94,16 @@ class DiscriminativeE3Outlier(OutlierDetector):
         self.ops_ = operation_set(self.operations)
         self.labels_, self.heads_ = (multi_labels(self.ops_) if self.multi_label
                                      else (torch.arange(len(self.ops_))[:, None], (len(self.ops_),)))
-        self.score_labels_ = self._score_subset()
         images = torch.as_tensor(X, dtype=torch.float32)
         weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
         if self.reweight == "reboot":  # Algorithm 2: the first network's scores weight the final ones
             self.nets_ = [self._train_net(images, self.seed, weight)]
+            self.score_labels_ = self.score_subset(X)
             weight = torch.from_numpy(weights_from_scores(self.normality_scores(X, ssd_if=False)["ne"]))
         self.nets_ = [self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
                       for j in range(self.ensemble)]
         self.sample_weight_ = None if weight is None else weight.numpy()
+        self.score_labels_ = self.score_subset(X)
         return self
 
     def _check_settings(self) -> None:
@@ -112,15 +117,40 @@ class DiscriminativeE3Outlier(OutlierDetector):
             raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {REWEIGHT}")
         if self.reweight == "online" and self.ensemble > 1:
             raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
+        if self.score_ops_rule not in SCORE_OPS_RULES:
+            raise ValueError(f"unknown score_ops_rule {self.score_ops_rule!r}; expected one of {SCORE_OPS_RULES}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
 
-    def _score_subset(self) -> torch.Tensor:
+    def score_subset(self, X: np.ndarray) -> torch.Tensor:
+        """The operations that score (sorted labels): all of them, or ``score_ops`` of them chosen by
+        ``score_ops_rule``: ``"random"``, a subset fixed by the seed; ``"confident"``, those with the highest mean
+        of :meth:`operation_confidence` (those the network recognises best); ``"spread"``, those with the largest
+        standard deviation of it over the images (those that tell images apart)."""
         k = len(self.ops_)
         if self.score_ops is None or self.score_ops >= k:
             return torch.arange(k)
-        chosen = torch.randperm(k, generator=torch.Generator().manual_seed(self.seed))[:self.score_ops]
-        return chosen.sort().values
+        if self.score_ops_rule == "random":
+            chosen = torch.randperm(k, generator=torch.Generator().manual_seed(self.seed))[:self.score_ops]
+            return chosen.sort().values
+        mean, std = self.operation_confidence(X)
+        return (mean if self.score_ops_rule == "confident" else std).topk(self.score_ops).indices.sort().values
+
+    @torch.no_grad()
+    def operation_confidence(self, X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per operation (K,), the mean and the standard deviation over images of the probability the trained
+        network(s) give the applied operation, on up to ``SELECT_IMAGES`` of ``X`` drawn by the seed (label-free:
+        the pseudo labels only)."""
+        rows = torch.randperm(len(X), generator=torch.Generator().manual_seed(self.seed))[:SELECT_IMAGES]
+        images = torch.as_tensor(X[rows.sort().values.numpy()], dtype=torch.float32)
+        for net in self.nets_:
+            net.eval()
+        gtp = torch.zeros(len(self.ops_), len(images))
+        for label in range(len(self.ops_)):
+            sums = {s: torch.zeros(len(images)) for s in ("gtp", "mp", "ne")}
+            self._add_operation_scores(images, label, sums)
+            gtp[label] = sums["gtp"] / len(self.heads_)
+        return gtp.mean(1), gtp.std(1)
 
     def _autocast(self):
         if self.precision_ == "bf16":
@@ -166,6 +196,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
 
         def reweight_online(epoch: int) -> None:  # Algorithm 1, line 6-8
             self.nets_ = [net]
+            self.score_labels_ = self.score_subset(images.numpy())
             normality = self.normality_scores(images.numpy(), ssd_if=False)["ne"]
             weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
@@ -200,17 +231,21 @@ class DiscriminativeE3Outlier(OutlierDetector):
     def _accumulate(self, images: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
         """Add each scored operation's per-image scores (summed over heads) to ``sums``."""
         for label in self.score_labels_.tolist():
-            for start in range(0, len(images), CHUNK):
-                x = images[start:start + CHUNK].to(self.device_)
-                x = apply_operations(x, torch.full((len(x),), label, device=x.device), self.ops_)
-                part = slice(start, start + len(x))
-                for h, logp in enumerate(self._mean_log_probs(x)):
-                    p = logp.exp()
-                    sums["gtp"][part] += p[:, self.labels_[label, h]]
-                    sums["mp"][part] += p.max(1).values
-                    sums["ne"][part] += (p * logp).sum(1) / math.log(2)
-                if "mcd" in sums:
-                    sums["mcd"][part] += self._mc_dropout_max_prob(x)
+            self._add_operation_scores(images, label, sums)
+
+    def _add_operation_scores(self, images: torch.Tensor, label: int, sums: dict[str, torch.Tensor]) -> None:
+        """Add one operation's per-image scores (summed over heads) to ``sums``."""
+        for start in range(0, len(images), CHUNK):
+            x = images[start:start + CHUNK].to(self.device_)
+            x = apply_operations(x, torch.full((len(x),), label, device=x.device), self.ops_)
+            part = slice(start, start + len(x))
+            for h, logp in enumerate(self._mean_log_probs(x)):
+                p = logp.exp()
+                sums["gtp"][part] += p[:, self.labels_[label, h]]
+                sums["mp"][part] += p.max(1).values
+                sums["ne"][part] += (p * logp).sum(1) / math.log(2)
+            if "mcd" in sums:
+                sums["mcd"][part] += self._mc_dropout_max_prob(x)
 
     def _mean_log_probs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per head, the log of the softmax averaged over the networks (log-softmax itself for one network)."""
@@ -255,14 +290,16 @@ class DiscriminativeE3Outlier(OutlierDetector):
         return -self.normality_scores(X)[self.score]
 
     @classmethod
-    def merged(cls, members: list["DiscriminativeE3Outlier"]) -> "DiscriminativeE3Outlier":
-        """One ensemble detector from fitted members with the same settings (their networks are shared, not
-        copied), so that a benchmark can reuse networks it has already trained."""
+    def merged(cls, members: list["DiscriminativeE3Outlier"], X: np.ndarray) -> "DiscriminativeE3Outlier":
+        """One ensemble detector from members with the same settings, fitted on ``X`` (their networks are shared,
+        not copied), so that a benchmark can reuse networks it has already trained. The scored operations are
+        chosen for the ensemble, as its own ``fit`` would."""
         first = members[0]
         ensemble = cls(**{**first.get_params(), "ensemble": sum(len(m.nets_) for m in members)})
-        for name in ("device_", "precision_", "ops_", "labels_", "heads_", "score_labels_", "sample_weight_"):
+        for name in ("device_", "precision_", "ops_", "labels_", "heads_", "sample_weight_"):
             setattr(ensemble, name, getattr(first, name))
         ensemble.nets_ = [net for m in members for net in m.nets_]
+        ensemble.score_labels_ = ensemble.score_subset(X)
         return ensemble
 
     def get_params(self) -> dict:

@@ -226,7 +226,7 @@ def _rrw(cell: Cell) -> Result:
 
 def _ensemble(cell: Cell, method: str, member: Callable[[int], tuple[Any, float]], extra_fit_s: float) -> Result:
     fits = [member(j) for j in range(cell.detector(method).ensemble)]
-    merged = DiscriminativeE3Outlier.merged([m for m, _ in fits])
+    merged = DiscriminativeE3Outlier.merged([m for m, _ in fits], cell.x)
     scores, score_s = timed(lambda: merged.normality_scores(cell.eval_x, ssd_if=False)["ne"])
     return -scores, extra_fit_s + sum(s for _, s in fits), score_s
 

@@ -76,7 +76,7 @@ def test_detector_resolves_auto_when_fitting(monkeypatch, native, expected):
     assert model.precision == "auto" and model.fit(x).precision_ == expected
     with model._autocast():
         assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
-    assert DiscriminativeE3Outlier.merged([model]).precision_ == expected
+    assert DiscriminativeE3Outlier.merged([model], x).precision_ == expected
 
 
 def test_bf16_training_tracks_fp32():

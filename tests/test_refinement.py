@@ -6,9 +6,9 @@ import torch
 
 from image_od.datasets import load_digits
 from image_od.discriminative import DiscriminativeE3Outlier
-from image_od.refinement import weights_from_scores
 from image_od.metrics import od_metrics
 from image_od.protocol import contaminated_set, to_model_input
+from image_od.refinement import weights_from_scores
 
 SETTINGS = dict(operations="RA", backbone="wrn-10-1", epochs=1, ops_per_image=2, score_ops=12, batch_size=64,
                 optimizer="adam", precision="fp32", progress=False)
@@ -27,12 +27,15 @@ def test_weights_from_scores_are_min_max_normalised():
     assert np.allclose(weights_from_scores(np.full(4, -2.0)), 1.0)  # no spread: equal weights
 
 
-def test_ensemble_equals_merged_members_and_averages_softmax(digits):
+@pytest.mark.parametrize("rule", ["random", "confident"])
+def test_ensemble_equals_merged_members_and_averages_softmax(digits, rule):
     x = digits[0][:64]  # an identity of the code, not a quality check: a few images suffice
-    ensemble = DiscriminativeE3Outlier(ensemble=2, seed=3, **SETTINGS).fit(x)
-    members = [DiscriminativeE3Outlier(seed=s, **SETTINGS).fit(x) for s in (3, 4)]
-    merged = DiscriminativeE3Outlier.merged(members)
+    settings = {**SETTINGS, "score_ops_rule": rule}
+    ensemble = DiscriminativeE3Outlier(ensemble=2, seed=3, **settings).fit(x)
+    members = [DiscriminativeE3Outlier(seed=s, **settings).fit(x) for s in (3, 4)]
+    merged = DiscriminativeE3Outlier.merged(members, x)
     assert len(ensemble.nets_) == len(merged.nets_) == 2
+    assert torch.equal(ensemble.score_labels_, merged.score_labels_)
     a, b = ensemble.normality_scores(x, ssd_if=False), merged.normality_scores(x, ssd_if=False)
     assert np.allclose(a["ne"], b["ne"], atol=1e-5) and np.allclose(a["gtp"], b["gtp"], atol=1e-5)
     # the ensemble's max probability is that of the averaged softmax, never above the members' mean max-prob
@@ -84,3 +87,17 @@ def test_score_subset_is_fixed_by_the_seed(digits):
     assert len(a.score_labels_) == 12 and a.score_labels_.unique().numel() == 12
     b = DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": None}).fit(x[:64])
     assert torch.equal(b.score_labels_, torch.arange(72))
+
+
+def test_confident_rule_scores_with_the_best_recognised_operations(digits):
+    x, _ = digits
+    model = DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6, "score_ops_rule": "confident"}).fit(x[:64])
+    chosen = model.score_labels_.clone()
+    confidence = []
+    for op in range(72):  # the mean probability of the applied operation, one operation at a time
+        model.score_labels_ = torch.tensor([op])
+        confidence.append(model.normality_scores(x[:64], ssd_if=False)["gtp"].mean())
+    assert torch.equal(chosen, torch.tensor(confidence).topk(6).indices.sort().values)
+    assert not torch.equal(chosen, DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6}).fit(x[:64]).score_labels_)
+    with pytest.raises(ValueError, match="score_ops_rule"):
+        DiscriminativeE3Outlier(score_ops_rule="best").fit(x[:4])

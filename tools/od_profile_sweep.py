@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from image_od.datasets import load_dataset
 from image_od.discriminative import DiscriminativeE3Outlier
 from image_od.metrics import od_metrics
@@ -33,6 +35,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines file, appended")
     parser.add_argument("--plot", type=Path, help="also draw NE AUROC against minutes per class (PNG)")
+    parser.add_argument("--op-confidence", action="store_true",
+                        help="also record how well the trained network recognises each operation (label-free)")
     args = parser.parse_args()
     data = load_dataset(args.dataset, args.root)
     images, labels = data.merged()
@@ -54,6 +58,8 @@ def main() -> None:
             auroc = {k: round(100 * od_metrics(s.is_outlier, -v)["auroc"], 2) for k, v in scores.items()}
             row = {"dataset": args.dataset, "cls": c, "settings": settings, "fit_s": round(fit_s, 1),
                    "score_s": round(score_s, 1), "min_per_class": round((fit_s + score_s) / 60, 2), **auroc}
+            if args.op_confidence:
+                row["op_confidence"] = confidence_summary(model.operation_confidence(x)[0])
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
@@ -61,6 +67,13 @@ def main() -> None:
     print(curve_table(done, args.classes))
     if args.plot:
         plot_curve(done, args.classes, args.plot)
+
+
+def confidence_summary(mean: torch.Tensor) -> dict:
+    """Quantiles over the operations of the mean probability of the applied operation, and how many are below 0.5."""
+    q = torch.quantile(mean, torch.tensor([0.1, 0.5, 0.9]))
+    return {"q10": round(float(q[0]), 3), "median": round(float(q[1]), 3), "q90": round(float(q[2]), 3),
+            "below_half": int((mean < 0.5).sum()), "of": len(mean)}
 
 
 def _complete_variants(rows: list[dict], classes: list[int]) -> list[tuple[str, list[dict]]]:
