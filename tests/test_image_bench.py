@@ -27,6 +27,8 @@ def test_profiles_load_and_reject_unknown_keys():
     # the cpu profile widens the network on colour data only; a plain override applies to both kinds
     assert (cpu.settings("discriminative", False)["backbone"], cpu.settings("discriminative", True)["backbone"]) \
         == ("wrn-10-1", "wrn-10-2")
+    assert (cpu.settings("discriminative", False)["score_ops_rule"],
+            cpu.settings("discriminative", True)["score_ops_rule"]) == ("random", "confident")
     small = load_profile("cpu", ["discriminative.backbone=wrn-10-1"])
     assert small.settings("discriminative", True)["backbone"] == "wrn-10-1"
     assert load_profile("cpu", ["discriminative.colour.backbone=wrn-10-4"]).settings(
