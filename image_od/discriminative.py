@@ -141,6 +141,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         """Per operation (K,), the mean and the standard deviation over images of the probability the trained
         network(s) give the applied operation, on up to ``SELECT_IMAGES`` of ``X`` drawn by the seed (label-free:
         the pseudo labels only)."""
+        self._check_fitted("nets_")
         rows = torch.randperm(len(X), generator=torch.Generator().manual_seed(self.seed))[:SELECT_IMAGES]
         images = torch.as_tensor(X[rows.sort().values.numpy()], dtype=torch.float32)
         for net in self.nets_:

@@ -101,3 +101,5 @@ def test_confident_rule_scores_with_the_best_recognised_operations(digits):
     assert not torch.equal(chosen, DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6}).fit(x[:64]).score_labels_)
     with pytest.raises(ValueError, match="score_ops_rule"):
         DiscriminativeE3Outlier(score_ops_rule="best").fit(x[:4])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DiscriminativeE3Outlier().operation_confidence(x[:4])
