@@ -97,14 +97,17 @@ class DiscriminativeE3Outlier(OutlierDetector):
         images = torch.as_tensor(X, dtype=torch.float32)
         weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
         if self.reweight == "reboot":  # Algorithm 2: the first network's scores weight the final ones
-            self.nets_ = [self._train_net(images, self.seed, weight)]
-            self.score_labels_ = self.score_subset(X)
+            self._use_networks([self._train_net(images, self.seed, weight)], X)
             weight = torch.from_numpy(weights_from_scores(self.normality_scores(X, ssd_if=False)["ne"]))
-        self.nets_ = [self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
-                      for j in range(self.ensemble)]
+        self._use_networks([self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
+                            for j in range(self.ensemble)], X)
         self.sample_weight_ = None if weight is None else weight.numpy()
-        self.score_labels_ = self.score_subset(X)
         return self
+
+    def _use_networks(self, nets: list[torch.nn.Module], X: np.ndarray) -> None:
+        """Score with these trained networks, on the operations chosen for them (``score_subset``)."""
+        self.nets_ = nets
+        self.score_labels_ = self.score_subset(X)
 
     def _check_settings(self) -> None:
         if self.score not in SCORES:
@@ -196,8 +199,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
             return (ce * w).sum() / w.sum().clamp_min(1e-12)
 
         def reweight_online(epoch: int) -> None:  # Algorithm 1, line 6-8
-            self.nets_ = [net]
-            self.score_labels_ = self.score_subset(images.numpy())
+            self._use_networks([net], images.numpy())
             normality = self.normality_scores(images.numpy(), ssd_if=False)["ne"]
             weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
@@ -299,8 +301,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         ensemble = cls(**{**first.get_params(), "ensemble": sum(len(m.nets_) for m in members)})
         for name in ("device_", "precision_", "ops_", "labels_", "heads_", "sample_weight_"):
             setattr(ensemble, name, getattr(first, name))
-        ensemble.nets_ = [net for m in members for net in m.nets_]
-        ensemble.score_labels_ = ensemble.score_subset(X)
+        ensemble._use_networks([net for m in members for net in m.nets_], X)
         return ensemble
 
     def get_params(self) -> dict:
