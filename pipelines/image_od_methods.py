@@ -170,12 +170,17 @@ class Cell:
 
     def weighted(self, j: int):
         """The j-th network trained with the base network's scores as weights (reboot re-weighting)."""
-        return self.fit(f"weighted{j}", lambda: self.timed_fit(self.discriminative(seed=self.seed + j),
+        return self.fit(f"weighted{j}", lambda: self.timed_fit(self.discriminative(**self._member(j)),
                                                                sample_weight=self.base_weights()))
 
     def member(self, j: int):
         return self.base() if j == 0 else self.fit(f"member{j}", lambda: self.timed_fit(
-            self.discriminative(seed=self.seed + j)))
+            self.discriminative(**self._member(j))))
+
+    def _member(self, j: int) -> dict[str, Any]:
+        """Settings of the j-th network of an ensemble. Members after the first score only inside the merged
+        ensemble, which chooses its own scored operations, so they skip the (costly, label-free) choice."""
+        return {"seed": self.seed + j, **({"score_ops_rule": "random"} if j > 0 else {})}
 
 
 ONE_NETWORK = {"ensemble": 1, "reweight": "none"}  # discriminative E3Outlier without refinement

@@ -72,16 +72,18 @@ def test_score_offers_the_methods_that_need_only_images():
 
 
 @pytest.mark.slow  # 12 small trainings
-def test_a_bench_row_equals_its_detector_fitted_alone():
+@pytest.mark.parametrize("rule", ["random", "confident"])
+def test_a_bench_row_equals_its_detector_fitted_alone(rule):
     """The bench shares networks between the discriminative rows of a cell; each row's scores are still those of
-    the registry line's own detector, fitted and scored alone (as ``image-od score`` runs it)."""
+    the registry line's own detector, fitted and scored alone (as ``image-od score`` runs it), also where the
+    ensemble's later members skip choosing their scored operations (``confident``)."""
     import numpy as np
 
     from image_od.datasets import load_digits
     from pipelines.image_od_methods import Cell, detector_settings
 
     profile = load_profile("cpu", TINY + ["max_size=100", "discriminative.epochs=1", "discriminative.ops_per_image=2",
-                                          "e3outlier-jsr.ensemble=2"])
+                                          "e3outlier-jsr.ensemble=2", f"discriminative.score_ops_rule={rule}"])
     cell = Cell(load_digits(), 0.1, 3, 0, profile, "cpu", False)
     for method in ("e3outlier-mp", "e3outlier-rrw", "e3outlier-ens", "e3outlier-jsr"):
         line = METHODS[method]
