@@ -48,7 +48,6 @@ REWEIGHT = ("none", "online", "reboot")
 MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
 CHUNK = 1024  # images per forward pass when scoring
 SCORE_OPS_RULES = ("random", "confident", "spread")
-SELECT_IMAGES = 1024  # images on which the label-free score_ops_rules measure each operation
 
 
 def mc_dropout_normality(max_prob: torch.Tensor, spread: str = "var") -> torch.Tensor:
@@ -61,8 +60,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
     """``X``: float array (N,C,32,32) in [-1, 1] (see ``protocol.to_model_input``).
 
     Compute settings beyond the paper: ``ops_per_image`` (operation sampling in training) and ``score_ops``
-    (score with that many operations instead of all K, chosen by ``score_ops_rule``: see :meth:`score_subset`),
-    both off by default, and
+    (score with that many operations instead of all K, chosen by ``score_ops_rule``: see :meth:`score_subset`,
+    the label-free rules measuring each operation on ``score_ops_images`` of the images), both off by default, and
     ``precision``: ``"auto"`` (the default: bfloat16 autocast where the device runs it natively, about twice as
     fast on CPUs with AVX512-BF16, fp32 elsewhere; see ``precision.resolve_precision``), ``"bf16"`` or ``"fp32"``.
     """
@@ -71,7 +70,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
                  dropout: float = 0.0, mc_passes: int = 5, mc_spread: str = "var", multi_label: bool = False,
                  epochs: int | None = None,
                  ops_per_image: int | None = None, score_ops: int | None = None, score_ops_rule: str = "random",
-                 batch_size: int = 128,
+                 score_ops_images: int = 1024, batch_size: int = 128,
                  optimizer: str = "sgd", lr: float = 1e-3, lr_schedule: str = "constant",
                  weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
@@ -80,6 +79,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         self.dropout, self.mc_passes, self.mc_spread, self.multi_label = dropout, mc_passes, mc_spread, multi_label
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
         self.ops_per_image, self.score_ops, self.score_ops_rule = ops_per_image, score_ops, score_ops_rule
+        self.score_ops_images = score_ops_images
         self.batch_size, self.optimizer, self.lr, self.weight_decay = batch_size, optimizer, lr, weight_decay
         self.lr_schedule = lr_schedule  # the paper's constant rate, or a cosine decay to 0 over all steps
         self.precision, self.reweight, self.ensemble = precision, reweight, ensemble
@@ -122,6 +122,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
             raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
         if self.score_ops_rule not in SCORE_OPS_RULES:
             raise ValueError(f"unknown score_ops_rule {self.score_ops_rule!r}; expected one of {SCORE_OPS_RULES}")
+        if self.score_ops_images < 2:
+            raise ValueError(f"score_ops_images must be at least 2 (a spread over images), got {self.score_ops_images}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
 
@@ -142,10 +144,10 @@ class DiscriminativeE3Outlier(OutlierDetector):
     @torch.no_grad()
     def operation_confidence(self, X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Per operation (K,), the mean and the standard deviation over images of the probability the trained
-        network(s) give the applied operation, on up to ``SELECT_IMAGES`` of ``X`` drawn by the seed (label-free:
+        network(s) give the applied operation, on up to ``score_ops_images`` of ``X`` drawn by the seed (label-free:
         the pseudo labels only)."""
         self._check_fitted("nets_")
-        rows = torch.randperm(len(X), generator=torch.Generator().manual_seed(self.seed))[:SELECT_IMAGES]
+        rows = torch.randperm(len(X), generator=torch.Generator().manual_seed(self.seed))[:self.score_ops_images]
         images = torch.as_tensor(X[rows.sort().values.numpy()], dtype=torch.float32)
         for net in self.nets_:
             net.eval()
@@ -295,8 +297,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
     @classmethod
     def merged(cls, members: list["DiscriminativeE3Outlier"], X: np.ndarray) -> "DiscriminativeE3Outlier":
         """One ensemble detector from members with the same settings, fitted on ``X`` (their networks are shared,
-        not copied), so that a benchmark can reuse networks it has already trained. The scored operations are
-        chosen for the ensemble, as its own ``fit`` would."""
+        not copied), so that a benchmark can reuse networks it has already trained. The scoring settings are the
+        first member's, and the scored operations are chosen for the ensemble, as its own ``fit`` would."""
         first = members[0]
         ensemble = cls(**{**first.get_params(), "ensemble": sum(len(m.nets_) for m in members)})
         for name in ("device_", "precision_", "ops_", "labels_", "heads_", "sample_weight_"):

@@ -93,13 +93,21 @@ def test_confident_rule_scores_with_the_best_recognised_operations(digits):
     x, _ = digits
     model = DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6, "score_ops_rule": "confident"}).fit(x[:64])
     chosen = model.score_labels_.clone()
-    confidence = []
-    for op in range(72):  # the mean probability of the applied operation, one operation at a time
+    per_op = []
+    for op in range(72):  # the probability of the applied operation, one operation at a time
         model.score_labels_ = torch.tensor([op])
-        confidence.append(model.normality_scores(x[:64], ssd_if=False)["gtp"].mean())
+        per_op.append(model.normality_scores(x[:64], ssd_if=False)["gtp"])
+    confidence = [gtp.mean() for gtp in per_op]
     assert torch.equal(chosen, torch.tensor(confidence).topk(6).indices.sort().values)
     assert not torch.equal(chosen, DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6}).fit(x[:64]).score_labels_)
+    # measured on fewer images: those the seed draws
+    model.score_ops_images = 16
+    rows = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:16].sort().values.numpy()
+    fewer = [gtp[rows].mean() for gtp in per_op]
+    assert torch.equal(model.score_subset(x[:64]), torch.tensor(fewer).topk(6).indices.sort().values)
     with pytest.raises(ValueError, match="score_ops_rule"):
         DiscriminativeE3Outlier(score_ops_rule="best").fit(x[:4])
+    with pytest.raises(ValueError, match="score_ops_images"):
+        DiscriminativeE3Outlier(score_ops_images=1).fit(x[:4])
     with pytest.raises(RuntimeError, match="not fitted"):
         DiscriminativeE3Outlier().operation_confidence(x[:4])

@@ -4,7 +4,8 @@ This is how the ``cpu`` profile was chosen (docs/BENCHMARKS.md, "Choosing the cp
 object of ``DiscriminativeE3Outlier`` settings; each (variant, class) pair is one fit on the full contaminated
 set (rho, seed as given) and appends one JSON line to ``--out``; pairs already there are skipped. ``--seed`` draws
 the set and seeds the network; a variant's own ``"seed"`` reseeds the network alone (the spread over networks on
-one set).
+one set). ``--select-images`` also re-chooses the scored operations of the same fitted network on other numbers of
+images (the label-free ``score_ops_rule``s) and records each choice's AUROC, cost and overlap with the variant's.
 
     python tools/od_profile_sweep.py --dataset fashion-mnist --classes 0 6 --out runs/sweep.jsonl \
         --variant '{"backbone":"wrn-10-1","operations":"RA+IA+PR","epochs":3,"ops_per_image":4,"score_ops":16,
@@ -37,6 +38,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="also draw NE AUROC against minutes per class (PNG)")
     parser.add_argument("--op-confidence", action="store_true",
                         help="also record how well the trained network recognises each operation (label-free)")
+    parser.add_argument("--select-images", type=int, nargs="+", default=[], metavar="N",
+                        help="also choose the scored operations on N images, same network (score_ops_rule "
+                             "confident/spread)")
     args = parser.parse_args()
     data = load_dataset(args.dataset, args.root)
     images, labels = data.merged()
@@ -58,6 +62,8 @@ def main() -> None:
             auroc = {k: round(100 * od_metrics(s.is_outlier, -v)["auroc"], 2) for k, v in scores.items()}
             row = {"dataset": args.dataset, "cls": c, "settings": settings, "fit_s": round(fit_s, 1),
                    "score_s": round(score_s, 1), "min_per_class": round((fit_s + score_s) / 60, 2), **auroc}
+            if args.select_images:
+                row["select"] = reselect(model, x, s.is_outlier, args.select_images)
             if args.op_confidence:
                 row["op_confidence"] = confidence_summary(model.operation_confidence(x)[0])
             with args.out.open("a") as f:
@@ -67,6 +73,24 @@ def main() -> None:
     print(curve_table(done, args.classes))
     if args.plot:
         plot_curve(done, args.classes, args.plot)
+
+
+def reselect(model: DiscriminativeE3Outlier, x, is_outlier, sizes: list[int]) -> dict:
+    """Per number of images: the scored operations chosen again on that many images for the same fitted network,
+    their AUROCs, seconds (choice and scoring) and how many of them the fitted choice shares."""
+    fitted, own = model.score_labels_, model.score_ops_images
+    out = {}
+    for n in sizes:
+        model.score_ops_images = n
+        start = time.perf_counter()
+        model.score_labels_ = model.score_subset(x)
+        select_s = time.perf_counter() - start
+        scores = model.normality_scores(x, ssd_if=False)
+        out[str(n)] = {**{k: round(100 * od_metrics(is_outlier, -v)["auroc"], 2) for k, v in scores.items()},
+                       "select_s": round(select_s, 1), "shared_ops": len(set(model.score_labels_.tolist())
+                                                                         & set(fitted.tolist()))}
+    model.score_ops_images, model.score_labels_ = own, fitted
+    return out
 
 
 def confidence_summary(mean: torch.Tensor) -> dict:
