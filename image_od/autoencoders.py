@@ -32,8 +32,6 @@ from .training import TrainSettings, predict, resolve_device, seed_everything, t
 
 __all__ = ["CAE", "CAEIF", "DRAE", "RDAE", "RSRAE"]
 
-SCORE_BATCH = 512  # images per forward pass when scoring
-
 
 # ------------------------------------------------------------------------------------------------- helpers
 def as_images(X: Any) -> torch.Tensor:
@@ -168,7 +166,7 @@ class CAE(OutlierDetector):
     def _apply(self, fn, X: Any) -> np.ndarray:
         self._check_fitted("model_")
         self.model_.eval()
-        return predict(fn, ArrayData({"image": as_images(X)}), batch_size=max(self.batch_size, SCORE_BATCH),
+        return predict(fn, ArrayData({"image": as_images(X)}),
                        device=self.device_)
 
     def reconstruction_errors(self, X: Any) -> np.ndarray:
@@ -292,13 +290,13 @@ class RDAE(CAE):
         self.model_.eval()
         recon = torch.from_numpy(predict(lambda b: self.model_(b["image"] - b["sparse"]),
                                          ArrayData({"image": x, "sparse": sparse}),
-                                         batch_size=max(self.batch_size, SCORE_BATCH), device=self.device_))
+                                         device=self.device_))
         residual = x - recon
         sparse.copy_(prox_l21(residual, self.tau_))
         low_rank = x - sparse
         self.model_.eval()
         rec_err = predict(lambda b: squared_errors(b["image"], self.model_(b["image"])),
-                          ArrayData({"image": low_rank}), batch_size=max(self.batch_size, SCORE_BATCH),
+                          ArrayData({"image": low_rank}),
                           device=self.device_)
         return {"residual": residual.flatten(1).norm(dim=1).double().numpy(),
                 "s_norm": sparse.flatten(1).norm(dim=1).double().numpy(),
@@ -475,4 +473,4 @@ class RSRAE(OutlierDetector):
         self._check_fitted("model_")
         self.model_.eval()
         return predict(self._score_batch, ArrayData({"image": as_images(X)}),
-                       batch_size=max(self.batch_size, SCORE_BATCH), device=self.device_).astype(np.float64)
+                       device=self.device_).astype(np.float64)

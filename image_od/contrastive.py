@@ -33,7 +33,7 @@ from .training import predict, resolve_device, seed_everything, warmup_cosine
 N_ROTATIONS = 4  # the simple rotation set T_SR of the supplement: 0, 90, 180, 270 degrees
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations
 SIMILARITIES = ("inner", "csi", "cosine")
-CHUNK = 1024  # images per forward pass when scoring, rows per block of the similarity matrix
+SIMILARITY_BLOCK = 1024  # rows per block of the similarity matrix
 
 
 # ------------------------------------------------------------------------------------------------------ the loss
@@ -265,7 +265,7 @@ class ContrastiveNet(nn.Module):
 
 
 def max_similarity(features: torch.Tensor, bank: torch.Tensor | None = None, similarity: str = "inner",
-                   chunk: int = CHUNK) -> torch.Tensor:
+                   chunk: int = SIMILARITY_BLOCK) -> torch.Tensor:
     """For each row i of ``features`` (N, D), the maximum similarity to the rows j of ``bank`` (M, D); with no bank,
     to the other rows of ``features`` (j != i: leave-one-out, the transductive protocol).
 
@@ -411,7 +411,7 @@ class ContrastiveE3Outlier(OutlierDetector):
         data = ArrayData({"image": torch.as_tensor(np.asarray(X), dtype=torch.float32)})
         return torch.stack([torch.from_numpy(predict(
             lambda batch, r=r: self._forward(self.net_, torch.rot90(batch["image"], r, dims=(2, 3)))[2],
-            data, batch_size=CHUNK, device=self.device_)) for r in range(N_ROTATIONS)])
+            data, device=self.device_)) for r in range(N_ROTATIONS)])
 
     def normality_scores(self, X: np.ndarray) -> np.ndarray:
         """Eq. 22 (higher = more normal): the sum over rotations of the leave-one-out maximum similarity among X's

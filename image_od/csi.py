@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from .backbones import ResNet18
 from .contrastive import (
-    CHUNK,
     N_ROTATIONS,
     Augmentation,
     contrastive_loss,
@@ -36,7 +35,7 @@ from .contrastive import (
 from .data import ArrayData, iterate_batches, to_device
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
-from .training import resolve_device, seed_everything
+from .training import resolve_device, score_batch_size, seed_everything
 
 OPTIMIZERS = ("lars", "sgd", "adam")
 SCORE_LAYERS = ("projection", "features")
@@ -65,7 +64,7 @@ def two_view_batch(x: torch.Tensor, augmentation: Augmentation, generator: torch
 @torch.no_grad()
 def tta_features(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, rotations: Sequence[int],
                  samples: int, augmentation: Augmentation, hflip_p: float, seed: int, device: torch.device,
-                 normalise: bool = False, chunk: int = CHUNK) -> torch.Tensor:
+                 normalise: bool = False, chunk: int | None = None) -> torch.Tensor:
     """CSI's test-time ensemble: for each rotation k, the mean over ``samples`` random views
     ``embed(augmentation(rot_k(flip(x))))`` of every image, as a (len(rotations), N, D) float32 CPU tensor
     (``normalise``: each view's embedding is L2-normalised before the mean, as UniCon-HA's score needs).
@@ -74,7 +73,7 @@ def tta_features(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
     with ``seed`` and r and are made for all N images at once, so the features do not depend on ``chunk`` and the
     same images get the same features on every call (CSI's evaluation re-seeds every round the same way).
     """
-    n, rotations = len(images), list(rotations)
+    n, rotations, chunk = len(images), list(rotations), chunk or score_batch_size(device)
     total = None
     for r in range(max(samples, 1)):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + r)

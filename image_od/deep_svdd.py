@@ -33,7 +33,6 @@ from .training import TrainSettings, predict, resolve_device, seed_everything, t
 
 __all__ = ["DeepSVDD", "DeepSVDDNet", "init_center"]
 
-SCORE_BATCH = 512  # images per forward pass when scoring
 
 
 class DeepSVDDNet(nn.Module):
@@ -59,13 +58,12 @@ class DeepSVDDNet(nn.Module):
 
 
 @torch.no_grad()
-def init_center(model: nn.Module, x: torch.Tensor, device: torch.device, eps: float = 0.1,
-                batch_size: int = SCORE_BATCH) -> torch.Tensor:
+def init_center(model: nn.Module, x: torch.Tensor, device: torch.device, eps: float = 0.1) -> torch.Tensor:
     """Deep SVDD's centre: the mean output of ``model`` (in eval mode) over ``x``, with |c_j| < eps set to +-eps
     (a coordinate of exactly 0 becomes +eps)."""
     was_training = model.training
     model.eval()
-    out = predict(lambda b: model(b["image"]), ArrayData({"image": x}), batch_size=batch_size, device=device)
+    out = predict(lambda b: model(b["image"]), ArrayData({"image": x}), device=device)
     model.train(was_training)
     c = torch.as_tensor(out, dtype=torch.float32).mean(0)
     small = c.abs() < eps
@@ -108,6 +106,6 @@ class DeepSVDD(OutlierDetector):
         self._check_fitted("model_")
         self.model_.eval()
         scores = predict(lambda b: (self.model_(b["image"]) - self.center_).pow(2).sum(1),
-                         ArrayData({"image": as_images(X)}), batch_size=max(self.batch_size, SCORE_BATCH),
+                         ArrayData({"image": as_images(X)}),
                          device=self.device_)
         return scores.astype(np.float64)

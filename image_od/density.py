@@ -21,7 +21,6 @@ from .nets import DeepCAE
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
 
 ACTIVATIONS = ("softplus", "relu")
-SCORE_BATCH = 512  # images per forward pass when scoring
 
 
 def as_images(X: np.ndarray) -> np.ndarray:
@@ -126,7 +125,7 @@ class DSEBM(OutlierDetector):
         self._check_fitted("net_")
         self.net_.eval()
         return predict(lambda b: self.net_(b["image"]), ArrayData({"image": as_images(X)}),
-                       batch_size=SCORE_BATCH, device=self.device_, progress=self.progress)
+                       device=self.device_, progress=self.progress)
 
 
 # ------------------------------------------------------------------------------------------------------------ DAGMM
@@ -274,7 +273,7 @@ class DAGMM(OutlierDetector):
         """z and gamma of every image (eval mode), on the CPU."""
         self.net_.eval()
         out = torch.from_numpy(predict(lambda b: torch.cat(self.net_(b["image"])[1:], 1),
-                                       ArrayData({"image": as_images(X)}), batch_size=SCORE_BATCH,
+                                       ArrayData({"image": as_images(X)}),
                                        device=self.device_, progress=self.progress))
         d = self.code + 2
         return out[:, :d], out[:, d:]

@@ -41,12 +41,11 @@ from .detector import OutlierDetector
 from .operations_discriminative import apply_operations, multi_labels, operation_set
 from .precision import PRECISIONS, resolve_precision
 from .refinement import weights_from_scores
-from .training import TrainSettings, resolve_device, seed_everything, train
+from .training import TrainSettings, resolve_device, score_batch_size, seed_everything, train
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")
 MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
-CHUNK = 1024  # images per forward pass when scoring
 SCORE_OPS_RULES = ("random", "confident", "spread")
 
 
@@ -240,8 +239,9 @@ class DiscriminativeE3Outlier(OutlierDetector):
 
     def _add_operation_scores(self, images: torch.Tensor, label: int, sums: dict[str, torch.Tensor]) -> None:
         """Add one operation's per-image scores (summed over heads) to ``sums``."""
-        for start in range(0, len(images), CHUNK):
-            x = images[start:start + CHUNK].to(self.device_)
+        chunk = score_batch_size(self.device_)
+        for start in range(0, len(images), chunk):
+            x = images[start:start + chunk].to(self.device_)
             x = apply_operations(x, torch.full((len(x),), label, device=x.device), self.ops_)
             part = slice(start, start + len(x))
             for h, logp in enumerate(self._mean_log_probs(x)):
@@ -279,8 +279,9 @@ class DiscriminativeE3Outlier(OutlierDetector):
     def _isolation_forest(self, images: torch.Tensor) -> np.ndarray:
         from sklearn.ensemble import IsolationForest
 
-        features = torch.cat([self._features(images[i:i + CHUNK].to(self.device_))
-                              for i in range(0, len(images), CHUNK)]).numpy()
+        chunk = score_batch_size(self.device_)
+        features = torch.cat([self._features(images[i:i + chunk].to(self.device_))
+                              for i in range(0, len(images), chunk)]).numpy()
         forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(features)
         return forest.decision_function(features)  # higher = more normal
 

@@ -65,7 +65,7 @@ from torch.func import functional_call, grad_and_value, jvp
 
 from .autoencoders import as_images
 from .data import ArrayData, Batch
-from .deep_svdd import SCORE_BATCH, DeepSVDDNet, init_center
+from .deep_svdd import DeepSVDDNet, init_center
 from .detector import OutlierDetector
 from .nets import DeepCAE
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
@@ -338,6 +338,6 @@ class ELITE(OutlierDetector):
         self._check_fitted("model_")
         self.model_.eval()
         scores = predict(lambda b: self._scores(self.model_(b["image"]), b["image"]),
-                         ArrayData({"image": as_images(X)}), batch_size=max(self.batch_size, SCORE_BATCH),
+                         ArrayData({"image": as_images(X)}),
                          device=self.device_)
         return scores.astype(np.float64)

@@ -12,9 +12,8 @@ from tqdm.auto import tqdm
 
 from .density import as_images
 from .detector import OutlierDetector
-from .training import resolve_device, seed_everything
+from .training import resolve_device, score_batch_size, seed_everything
 
-SCORE_BATCH = 1024  # images per forward pass when scoring
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -193,8 +192,9 @@ class MOGAAL(OutlierDetector):
     @torch.no_grad()
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         self.discriminator_.eval()
-        return torch.cat([self.discriminator_(images[i:i + SCORE_BATCH].to(self.device_))
-                          for i in range(0, len(images), SCORE_BATCH)])
+        chunk = score_batch_size(self.device_)
+        return torch.cat([self.discriminator_(images[i:i + chunk].to(self.device_))
+                          for i in range(0, len(images), chunk)])
 
     def _real_probability(self, images: torch.Tensor) -> torch.Tensor:
         """D(x) of every real image (eval mode)."""

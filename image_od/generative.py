@@ -216,7 +216,7 @@ class GenerativeE3Outlier(OutlierDetector):
         self._check_fitted("nets_")
         self.nets_.eval()
         device = next(self.nets_.parameters()).device
-        return predict(self._errors, X, batch_size=max(self.train_settings.batch_size, 512), device=device,
+        return predict(self._errors, X, device=device,
                        progress=self.train_settings.progress)
 
     def normalised_errors(self, X: SampleSource) -> np.ndarray:

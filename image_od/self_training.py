@@ -84,4 +84,4 @@ class PseudoLabelSelfTraining(OutlierDetector):
             return logits[:, 1] - logits[:, 0]
 
         data = ArrayData({"x": torch.as_tensor(X, dtype=torch.float32)})
-        return predict(margin, data, batch_size=1024, device=self.device_).astype(np.float64)
+        return predict(margin, data, device=self.device_).astype(np.float64)

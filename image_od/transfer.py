@@ -90,7 +90,6 @@ PENALTY_SCOPES = ("conv3x3", "backbone")
 SCORES = ("sigmoid", "logit")
 HEAD = "linears."
 ADAPTER_PARTS = ("pre_ra.", ".ra1.", ".ra2.")
-CHUNK = 512  # images per forward pass when scoring
 
 
 # -------------------------------------------------------------------------------------------------- network
@@ -429,7 +428,7 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
         def fn(batch):
             with _autocast(prec, dev):
                 return net(prep(batch["image"])).float().argmax(1)
-        pred = predict(fn, ArrayData({"image": x}), batch_size=CHUNK, device=dev)
+        pred = predict(fn, ArrayData({"image": x}), device=dev)
     accuracy = float((torch.from_numpy(pred) == y).float().mean())
     return net.cpu().to(memory_format=torch.contiguous_format), {
         "history": history, "train_accuracy": accuracy, "seconds": time.perf_counter() - start}
@@ -557,7 +556,7 @@ class _TransferAD(OutlierDetector):
             with _autocast(self.precision_, dev):
                 return self.net_(xb).float().reshape(-1)
 
-        return predict(fn, ArrayData({"image": _as_images(X, "X")}), batch_size=CHUNK, device=dev,
+        return predict(fn, ArrayData({"image": _as_images(X, "X")}), device=dev,
                        progress=self.progress)
 
     def decision_function(self, X: Any) -> np.ndarray:
