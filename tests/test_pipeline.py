@@ -75,6 +75,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two DataLoader worker processes (about 9 s on 2 cores without bf16)
 def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
     """data.in_memory=false trains from the HDF5 cache through DataLoader workers; scores match in-memory ones."""
     import csv

@@ -30,7 +30,7 @@ def test_weights_from_scores_are_min_max_normalised():
 @pytest.mark.parametrize("rule", ["random", "confident"])
 def test_ensemble_equals_merged_members_and_averages_softmax(digits, rule):
     x = digits[0][:64]  # an identity of the code, not a quality check: a few images suffice
-    settings = {**SETTINGS, "score_ops_rule": rule}
+    settings = {**SETTINGS, "score_ops_rule": rule, "score_ops_images": 16}
     ensemble = DiscriminativeE3Outlier(ensemble=2, seed=3, **settings).fit(x)
     members = [DiscriminativeE3Outlier(seed=s, **settings).fit(x) for s in (3, 4)]
     merged = DiscriminativeE3Outlier.merged(members, x)
