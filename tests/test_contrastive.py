@@ -226,9 +226,10 @@ def _images(n, channels, seed=0):
 
 @pytest.mark.parametrize(("channels", "precision"), [(1, "fp32"), (3, "fp32"), (3, "bf16")])
 def test_tiny_fit_and_score(channels, precision):
-    x = _images(48, channels)
+    n = 24 if precision == "bf16" else 48  # CPUs without bf16 instructions emulate it, about 8x slower
+    x = _images(n, channels)
     det = ContrastiveE3Outlier(**{**TINY, "precision": precision}).fit(x)
-    assert det.decision_scores_.shape == (48,) and np.isfinite(det.decision_scores_).all()
+    assert det.decision_scores_.shape == (n,) and np.isfinite(det.decision_scores_).all()
     assert np.allclose(det.decision_function(x), det.decision_scores_)
     assert len(det.history_) == 1 and np.isfinite(det.history_[0])
     assert det.features(x[:5]).shape == (4, 5, 32)
