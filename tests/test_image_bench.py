@@ -83,7 +83,8 @@ def test_a_bench_row_equals_its_detector_fitted_alone(rule):
     from pipelines.image_od_methods import Cell, detector_settings
 
     profile = load_profile("cpu", TINY + ["max_size=100", "discriminative.epochs=1", "discriminative.ops_per_image=2",
-                                          "e3outlier-jsr.ensemble=2", f"discriminative.score_ops_rule={rule}"])
+                                          "e3outlier-jsr.ensemble=2", f"discriminative.score_ops_rule={rule}",
+                                          "discriminative.score_ops_images=16"])
     cell = Cell(load_digits(), 0.1, 3, 0, profile, "cpu", False)
     for method in ("e3outlier-mp", "e3outlier-rrw", "e3outlier-ens", "e3outlier-jsr"):
         line = METHODS[method]
