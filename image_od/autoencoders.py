@@ -166,8 +166,7 @@ class CAE(OutlierDetector):
     def _apply(self, fn, X: Any) -> np.ndarray:
         self._check_fitted("model_")
         self.model_.eval()
-        return predict(fn, ArrayData({"image": as_images(X)}),
-                       device=self.device_)
+        return predict(fn, ArrayData({"image": as_images(X)}), device=self.device_)
 
     def reconstruction_errors(self, X: Any) -> np.ndarray:
         """Per-sample sum of squared reconstruction errors."""
@@ -289,15 +288,13 @@ class RDAE(CAE):
         """One S-update from the current S: the residuals' norms, the new S (in place) and the scores of it."""
         self.model_.eval()
         recon = torch.from_numpy(predict(lambda b: self.model_(b["image"] - b["sparse"]),
-                                         ArrayData({"image": x, "sparse": sparse}),
-                                         device=self.device_))
+                                         ArrayData({"image": x, "sparse": sparse}), device=self.device_))
         residual = x - recon
         sparse.copy_(prox_l21(residual, self.tau_))
         low_rank = x - sparse
         self.model_.eval()
         rec_err = predict(lambda b: squared_errors(b["image"], self.model_(b["image"])),
-                          ArrayData({"image": low_rank}),
-                          device=self.device_)
+                          ArrayData({"image": low_rank}), device=self.device_)
         return {"residual": residual.flatten(1).norm(dim=1).double().numpy(),
                 "s_norm": sparse.flatten(1).norm(dim=1).double().numpy(),
                 "reconstruction": rec_err.astype(np.float64)}
@@ -472,5 +469,4 @@ class RSRAE(OutlierDetector):
     def decision_function(self, X: Any) -> np.ndarray:
         self._check_fitted("model_")
         self.model_.eval()
-        return predict(self._score_batch, ArrayData({"image": as_images(X)}),
-                       device=self.device_).astype(np.float64)
+        return predict(self._score_batch, ArrayData({"image": as_images(X)}), device=self.device_).astype(np.float64)

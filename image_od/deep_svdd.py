@@ -34,7 +34,6 @@ from .training import TrainSettings, predict, resolve_device, seed_everything, t
 __all__ = ["DeepSVDD", "DeepSVDDNet", "init_center"]
 
 
-
 class DeepSVDDNet(nn.Module):
     """Ruff et al.'s bias-free CIFAR-10 encoder (ELITE's ``SVDD`` net) for (N, C, size, size) inputs, size divisible
     by 8: [conv5x5 no bias, BN(affine=False, eps 1e-4), LeakyReLU, max-pool 2] per width, flatten, linear (no bias)."""
@@ -106,6 +105,5 @@ class DeepSVDD(OutlierDetector):
         self._check_fitted("model_")
         self.model_.eval()
         scores = predict(lambda b: (self.model_(b["image"]) - self.center_).pow(2).sum(1),
-                         ArrayData({"image": as_images(X)}),
-                         device=self.device_)
+                         ArrayData({"image": as_images(X)}), device=self.device_)
         return scores.astype(np.float64)

@@ -279,9 +279,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
     def _isolation_forest(self, images: torch.Tensor) -> np.ndarray:
         from sklearn.ensemble import IsolationForest
 
-        chunk = score_batch_size(self.device_)
-        features = torch.cat([self._features(images[i:i + chunk].to(self.device_))
-                              for i in range(0, len(images), chunk)]).numpy()
+        features = torch.cat([self._features(part.to(self.device_))
+                              for part in images.split(score_batch_size(self.device_))]).numpy()
         forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(features)
         return forest.decision_function(features)  # higher = more normal
 

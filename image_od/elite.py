@@ -338,6 +338,5 @@ class ELITE(OutlierDetector):
         self._check_fitted("model_")
         self.model_.eval()
         scores = predict(lambda b: self._scores(self.model_(b["image"]), b["image"]),
-                         ArrayData({"image": as_images(X)}),
-                         device=self.device_)
+                         ArrayData({"image": as_images(X)}), device=self.device_)
         return scores.astype(np.float64)

@@ -15,7 +15,6 @@ from .detector import OutlierDetector
 from .training import resolve_device, score_batch_size, seed_everything
 
 
-
 def _dcgan_init(module: nn.Module) -> None:
     """DCGAN initialisation: conv weights N(0, 0.02), batch-norm weights N(1, 0.02), biases 0."""
     for m in module.modules():
@@ -192,9 +191,8 @@ class MOGAAL(OutlierDetector):
     @torch.no_grad()
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         self.discriminator_.eval()
-        chunk = score_batch_size(self.device_)
-        return torch.cat([self.discriminator_(images[i:i + chunk].to(self.device_))
-                          for i in range(0, len(images), chunk)])
+        return torch.cat([self.discriminator_(part.to(self.device_))
+                          for part in images.split(score_batch_size(self.device_))])
 
     def _real_probability(self, images: torch.Tensor) -> torch.Tensor:
         """D(x) of every real image (eval mode)."""
