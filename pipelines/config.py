@@ -47,6 +47,7 @@ class RegionConfig:
     detector_min_area: float = 100.0
     detector_imgsz: int = 640
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
+    unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
 
 @dataclass

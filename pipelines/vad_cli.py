@@ -14,6 +14,7 @@ from pathlib import Path
 from image_od import distributed
 from image_od.training import resolve_device
 
+from . import run_folder
 from . import vad_pipeline as P
 from .cli_errors import report_errors
 from .config import load_config
@@ -138,6 +139,7 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         from vad.synthetic import make_synthetic_ucsd
 
         t0 = time.perf_counter()
+        run_folder.claim(out)  # before the data are generated in it: refuses a folder that holds no run
         data = out / "data"
         if not (data / "Test").is_dir():
             make_synthetic_ucsd(data)

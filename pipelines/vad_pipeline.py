@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 import sys
 import time
 import zipfile
@@ -47,29 +46,13 @@ from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
 from vad.scoring import frame_scores, fuse, motion_energy, postprocess, zscore
 
+from . import run_folder
 from .config import Config, ConfigError, load_config, save_config, to_dict
 from .run_env import environment, peak_rss_mb
 from .vad_plots import plot_run
 
 
 # ----------------------------------------------------------------------------------------------- set-up
-RUN_OUTPUTS = ("plots", "metrics.json", "frame_scores.csv", "cube_scores.npz", "cube_errors.npz", "model.pt",
-               "events.csv", "events.json")
-
-
-def clear_previous_outputs(out: Path) -> list[str]:
-    """Remove a previous run's outputs (and files an interrupted write left) from the run folder; say which.
-
-    Kept: the cube cache and ``train_checkpoint.pt`` (resumed only if it belongs to this very run)."""
-    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()] + sorted(out.glob("*.tmp"))
-    names = [p.name + ("/" if p.is_dir() else "") for p in found]
-    for path in found:
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    if names:
-        print(f"{out} held a previous run: removed its outputs ({', '.join(names)}); the cube cache is kept")
-    return names
-
-
 def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> None:
     """Say aloud what would otherwise pass silently: very short videos, a --root that is not a dataset root."""
     for v in videos:
@@ -86,8 +69,8 @@ def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> 
 
 def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | None,
              cache_root: str | Path) -> list[Video]:
-    """Create the run folder (clearing a previous run's outputs), resolve the videos and record config,
-    environment and video list."""
+    """Create the run folder (removing the files a previous run wrote there, ``run_folder.claim``), resolve the
+    videos and record config, environment and video list."""
     out = Path(out)
     if (root is None) == (videos_path is None):
         raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
@@ -97,8 +80,8 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
         distributed.sync()
         return videos
     warn_about_videos(videos, config, root)
-    out.mkdir(parents=True, exist_ok=True)
-    clear_previous_outputs(out)
+    run_folder.claim(out)
+    run_folder.record(out, out / "config.yaml", out / "env.json", out / "videos.json")
     save_config(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
     info = _video_set(root or videos_path, videos, cube_cache(config, videos, cache_root))
@@ -203,7 +186,8 @@ class BoxSource:
                 raise ValueError("regions.sources has 'detector' but regions.detector_weights is not set")
             self.detector = regions_mod.YoloDetector(
                 r.detector_weights, score_thr=r.detector_score, min_area=r.detector_min_area,
-                cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(resolve_device(config.device)))
+                cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(resolve_device(config.device)),
+                allow_pickle=r.unsafe_pickle)
 
     def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
         """The boxes of the frames of ``window``'s chunk."""
@@ -358,6 +342,8 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
     semi = config.model.train_on == "training"
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
     sample = _training_sample(train_data, config.model.max_train_cubes, config.seed)
+    if distributed.is_main():
+        run_folder.record(out, out / "train_checkpoint.pt", out / "model.pt", out / "cube_errors.npz")
     model = fit_cloze(config, sample, out / "train_checkpoint.pt", progress)
     errors = _cube_errors(model, info, data) if semi or sample is not train_data else model.train_errors_
     if sample is not train_data and not semi:  # fitted on a sample: the normalisation is the scored cubes'
@@ -416,6 +402,8 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
            "heuristic": frame_scores(energy, arrays["video"], arrays["frame"], n_frames)}
     final = postprocess(fuse(raw["model"], raw["heuristic"], config.score.motion_weight), config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
+    run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
+                                                     "events.json")))
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
@@ -512,6 +500,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     # timings and peak memory belong to the run that produced the scores: a later `vad eval` keeps them
     metrics["timings"] = timings or prior.get("timings", {})
     metrics["peak_rss_mb"] = round(peak_rss_mb(), 1) if timings else prior.get("peak_rss_mb")
+    run_folder.record(out, out / "metrics.json")
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
+from . import run_folder  # noqa: E402
+
 
 def _shade(ax, labels: np.ndarray) -> None:
     """Shade runs of abnormal frames."""
@@ -64,8 +66,9 @@ def plot_run(out: str | Path) -> Path:
 
     out = Path(out)
     folder = out / "plots"
-    folder.mkdir(exist_ok=True)
     scores = read_frame_scores(out)
+    run_folder.record(out, *(folder / f"{name}.png" for name in [*scores, "roc", "top_events"]))
+    folder.mkdir(exist_ok=True)
     for name, d in scores.items():
         plot_video(name, d["score"], d["heuristic"], d["label"], folder / f"{name}.png", d["model"])
     if all(d["label"] is not None for d in scores.values()):

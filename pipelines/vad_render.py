@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from image_od.atomic import atomic_path
 from vad.readers import Video
 
+from . import run_folder
+
 CURVE_HEIGHT = 90
 
 
@@ -164,6 +166,8 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
     scores, labels = frames[video]["score"], frames[video]["label"]
     rank = _cube_rank(cubes["score"])
     path = Path(output) if output else out / "render" / f"{video}.mp4"
+    if path.resolve().is_relative_to(out.resolve()):
+        run_folder.record(out, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     source = Path(info["videos"][v]["path"])
     first = next(_frames(source))

@@ -1,5 +1,6 @@
 """Bad inputs (issue 8, "Reliability"): each gets a clear error naming the file and what is wrong, or a documented
 handling. One test per row of the issue, in its order."""
+import json
 import os
 import pickle
 import shutil
@@ -13,6 +14,7 @@ from torch import nn
 
 from image_od.data import ArrayData
 from image_od.training import TrainSettings, seed_everything, train
+from pipelines import run_folder
 from pipelines import vad_pipeline as P
 from pipelines.config import ConfigError, load_config
 from pipelines.vad_cli import main as vad
@@ -247,8 +249,8 @@ def test_input_errors_are_one_line_with_exit_2_and_bugs_keep_tracebacks(tiny_run
 
 
 # ----------------------------------------------------------------------------------------------- row 9
-def test_outputs_are_written_atomically_and_a_rerun_clears_the_previous_ones(tiny_run, tmp_path, capsys,
-                                                                            monkeypatch):
+def test_outputs_are_written_atomically_and_a_rerun_removes_only_what_the_run_wrote(tiny_run, tmp_path, capsys,
+                                                                                     monkeypatch):
     root, run, cache = tiny_run
     out = tmp_path / "run"
     shutil.copytree(run, out)
@@ -263,17 +265,42 @@ def test_outputs_are_written_atomically_and_a_rerun_clears_the_previous_ones(tin
         P.score_stage(out, progress=False)
     monkeypatch.undo()
     assert (out / "cube_scores.npz").read_bytes() == before and not list(out.glob("*.tmp"))
-    (out / "plots" / "Test009.png").write_bytes(b"a video of an earlier run")
+    written = json.loads((out / run_folder.MANIFEST).read_text())["files"]
+    assert {"metrics.json", "frame_scores.csv", "cube_scores.npz", "model.pt", "config.yaml"} <= set(written)
+    assert any(name.startswith("plots/") for name in written)
     (out / "model.pt.tmp").write_bytes(b"left by a killed write")
     (out / "train_checkpoint.pt").write_bytes(b"kept: resumed only if it belongs to the new run")
-    old = [name for name in P.RUN_OUTPUTS if (out / name).exists()]
-    assert {"plots", "metrics.json", "frame_scores.csv", "cube_scores.npz"} <= set(old)
+    user_files = {"plots/my_figure.png": b"the user's", "notes.txt": b"mine", "draft.tmp": b"mine too"}
+    for name, data in user_files.items():
+        (out / name).write_bytes(data)
     P.open_run(out, load_config(out / "config.yaml"), root=str(root), videos_path=None, cache_root=cache)
     said = capsys.readouterr().out
-    assert f"{out} held a previous run: removed its outputs" in said and "model.pt.tmp" in said
-    assert all(name in said and not (out / name).exists() for name in old), said
-    assert (out / "train_checkpoint.pt").exists() and (out / "config.yaml").is_file() and not list(out.glob("*.tmp"))
+    assert f"{out} held a previous run: removed the files it wrote" in said and "model.pt.tmp" in said
+    assert all(not (out / name).exists() for name in written if name not in ("train_checkpoint.pt", "config.yaml",
+                                                                              "env.json", "videos.json")), said
+    assert all((out / name).read_bytes() == data for name, data in user_files.items())  # not written by a run
+    assert (out / "train_checkpoint.pt").exists() and (out / "config.yaml").is_file() and not (out / "model.pt.tmp").exists()
     assert len(list(cache.glob("*/*.h5"))) == 2  # the cache is kept
+
+
+def test_a_folder_that_holds_no_run_is_refused_and_nothing_is_deleted(tmp_path, capsys):
+    folder = tmp_path / "thesis"
+    user_files = {"plots/mythesis_fig.png": b"fig", "metrics.json": b"{}", "draft.tmp": b"draft", "notes.txt": b"n"}
+    for name, data in user_files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    videos = tmp_path / "videos"
+    write_frames(videos / "clip", frames(8))
+    code = vad(["run", "--videos", str(videos), "--out", str(folder), "--cache", str(tmp_path / "cache"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {folder} is not empty and holds no run" in err and "nothing was written" in err
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == sorted(user_files)
+    assert all((folder / name).read_bytes() == data for name, data in user_files.items())
+    with pytest.raises(run_folder.RunFolderError, match="not empty and holds no run"):
+        run_folder.claim(folder)
+    (folder / "file").write_text("x")
+    with pytest.raises(run_folder.RunFolderError, match="is a file"):
+        run_folder.claim(folder / "file")
 
 
 # ----------------------------------------------------------------------------------------------- row 10

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vad.regions import (RegionError, YoloDetector, box_areas, filter_boxes, load_box_file, merge_boxes,
                          motion_boxes, remove_covered, video_motion_boxes)
@@ -211,7 +212,7 @@ def test_yolo_detector_loads_local_weights_offline(offline_yolo_weights):
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (2, 96, 128), dtype=np.uint8)
     # random weights give low scores: a zero score threshold lets boxes through to exercise the filters
-    detector = YoloDetector(weights, score_thr=0.0, min_area=100.0, imgsz=128, batch=1)
+    detector = YoloDetector(weights, score_thr=0.0, min_area=100.0, imgsz=128, batch=1, allow_pickle=True)
     per_frame = detector.detect(grey)
     assert len(per_frame) == 2 and sum(len(b) for b in per_frame) > 0
     for boxes in per_frame:
@@ -220,7 +221,7 @@ def test_yolo_detector_loads_local_weights_offline(offline_yolo_weights):
         assert len(remove_covered(boxes, 0.6)) == len(boxes)  # nothing left that is mostly covered
     bgr = np.repeat(grey[..., None], 3, axis=3)
     assert [b.tolist() for b in detector.detect(bgr)] == [b.tolist() for b in per_frame]
-    strict = YoloDetector(weights, score_thr=0.5, imgsz=128).detect(grey)
+    strict = YoloDetector(weights, score_thr=0.5, imgsz=128, allow_pickle=True).detect(grey)
     assert [b.shape for b in strict] == [(0, 4), (0, 4)]  # an untrained model is never confident
     assert attempts == []
 
@@ -234,4 +235,30 @@ def test_yolo_detector_errors(tmp_path):
     import ultralytics  # noqa: F401
     (tmp_path / "junk.pt").write_text("not a model")
     with pytest.raises(RegionError, match="junk.pt: cannot be loaded"):
-        YoloDetector(tmp_path / "junk.pt")
+        YoloDetector(tmp_path / "junk.pt", allow_pickle=True)
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_yolo_pt_never_runs_without_the_opt_in(tmp_path, capsys):
+    from pipelines.vad_cli import main as vad
+    from tests.layouts import frames, write_frames
+
+    marker, weights = tmp_path / "pwned", tmp_path / "model.pt"
+    torch.save({"model": _Payload(marker)}, weights)
+    with pytest.raises(RegionError, match="model.pt: refusing to load an ultralytics .pt file.*unsafe_pickle=true"):
+        YoloDetector(weights)
+    write_frames(tmp_path / "videos" / "clip", frames(8))
+    code = vad(["run", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "run"), "--quiet",
+                "--cache", str(tmp_path / "cache"), "--set", "regions.sources=[detector,motion]",
+                "--set", f"regions.detector_weights={weights}"])
+    assert code == 2 and "refusing to load an ultralytics .pt file" in capsys.readouterr().err
+    assert not marker.exists()

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from image_od.safe_io import load_tensors
+
 
 class FlowError(ValueError):
     """Bad flow settings or weights file."""
@@ -73,7 +75,7 @@ class RaftFlow:
         if not path.is_file():
             raise FlowError(f"RAFT weights file not found: {path}")
         self.model = (raft_small if small else raft_large)(weights=None, progress=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
         try:
             self.model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except RuntimeError as err:

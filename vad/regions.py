@@ -7,6 +7,7 @@ the frame-difference sum is computed without the reference's uint8 wrap-around.
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -122,7 +123,11 @@ def filter_boxes(boxes: np.ndarray, scores: np.ndarray, *, score_thr: float, min
 
 
 class YoloDetector:
-    """Object boxes via ultralytics YOLO from a LOCAL weights file the user gives (never downloads).
+    """Object boxes via ultralytics YOLO from a LOCAL ``.pt`` weights file the user gives (never downloads).
+
+    A ``.pt`` file of ultralytics is a Python pickle of the whole model: loading it can run code stored in the file.
+    It is therefore refused unless ``allow_pickle`` (the setting ``regions.unsafe_pickle``) says that the user trusts
+    the file; the Darknet reader (``vad.darknet``) loads plain arrays and needs no such trust.
 
     Per frame: detections of the chosen ``classes`` (all by default, as VEC) -> ``filter_boxes`` ->
     ``remove_covered``. ``YOLO_OFFLINE`` is set (unless already set) before ultralytics is first imported, which
@@ -130,12 +135,21 @@ class YoloDetector:
     """
 
     def __init__(self, weights: str | Path, *, score_thr: float = 0.5, min_area: float = 100.0, cover_thr: float = 0.6,
-                 classes: list[int] | None = None, imgsz: int = 640, device: str = "cpu", batch: int = 16):
+                 classes: list[int] | None = None, imgsz: int = 640, device: str = "cpu", batch: int = 16,
+                 allow_pickle: bool = False):
         path = Path(weights)
         if not path.is_file():
-            raise RegionError(f"detector weights file not found: {path} (give a local ultralytics YOLO .pt file)")
+            raise RegionError(f"detector weights file not found: {path} (give Darknet .weights with its .cfg "
+                              "beside it, or an ultralytics YOLO .pt file)")
         if path.suffix.lower() in (".yaml", ".yml"):  # ultralytics would silently build an untrained model
             raise RegionError(f"{path} is a model definition, not trained weights: give a YOLO .pt file")
+        if not allow_pickle:
+            raise RegionError(
+                f"{path}: refusing to load an ultralytics .pt file: it is a Python pickle, and loading it runs any "
+                "code stored in it. Use Darknet weights (.weights with its .cfg), or, only for a file from a source "
+                "you trust, set regions.unsafe_pickle=true")
+        print(f"warning: loading {path} by unpickling it (regions.unsafe_pickle=true): code stored in the file runs",
+              file=sys.stderr)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         try:
             from ultralytics import YOLO
