@@ -34,7 +34,9 @@ class DataConfig:
 
 @dataclass
 class RegionConfig:
-    sources: list[str] = field(default_factory=lambda: ["motion"])  # any of: motion, detector, file
+    # any of: motion, detector, file; null: [detector, motion] when detector_weights is set (united per frame, as
+    # VEC), else [motion]
+    sources: list[str] | None = None
     box_file: str | None = None  # npz of precomputed boxes (source "file")
     train_box_file: str | None = None  # the training split's precomputed boxes (semi-supervised mode with "file")
     motion_blur: int = 3  # cloze-test recipe: Gaussian blur kernel
@@ -42,10 +44,13 @@ class RegionConfig:
     motion_min_area: int = 100  # (w+1)*(h+1) must exceed this
     motion_max_aspect: float = 10.0
     motion_margin: int = 2
-    detector_weights: str | None = None  # local ultralytics YOLO weights file (source "detector")
-    detector_score: float = 0.5
+    detector_weights: str | None = None  # Darknet .weights (its .cfg beside it) or ultralytics .pt (source "detector")
+    detector_classes: list[int] | None = None  # COCO class ids kept; null: every class (as VEC)
+    detector_score: float = 0.4  # keep detections above this (chosen for Yolo-Fastest-XL: docs/BENCHMARKS.md)
+    detector_nms_iou: float = 0.45  # non-maximum suppression between boxes of one class (Darknet models)
     detector_min_area: float = 100.0
-    detector_imgsz: int = 640
+    detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
+    detector_precision: str = "auto"  # auto (bf16 only where native) | fp32 | bf16 (Darknet models)
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
@@ -307,7 +312,12 @@ def _check_data_regions(checks: _Checks, c: Config) -> None:
     for key in ("motion_threshold", "motion_min_area", "motion_margin", "detector_min_area"):
         checks.non_negative(f"regions.{key}", getattr(r, key))
     checks.positive("regions.motion_max_aspect", r.motion_max_aspect)
-    checks.positive("regions.detector_imgsz", r.detector_imgsz)
+    checks.need(r.detector_imgsz >= 32 and r.detector_imgsz % 32 == 0, "regions.detector_imgsz", r.detector_imgsz,
+                "must be a positive multiple of 32")
+    checks.need(0 < r.detector_nms_iou <= 1, "regions.detector_nms_iou", r.detector_nms_iou, "must be within (0, 1]")
+    checks.one_of("regions.detector_precision", r.detector_precision, ("auto", "fp32", "bf16"))
+    checks.need(r.detector_classes is None or (bool(r.detector_classes) and min(r.detector_classes) >= 0),
+                "regions.detector_classes", r.detector_classes, "must be null (every class) or class ids >= 0")
     checks.need(0 <= r.detector_score <= 1, "regions.detector_score", r.detector_score, "must be within [0, 1]")
     checks.need(0 < r.cover_thr <= 1, "regions.cover_thr", r.cover_thr, "must be within (0, 1]")
 
@@ -403,6 +413,9 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
 
 def validate(config: Config) -> Config:
     """Check every setting's range and choices before any work; raise one ConfigError that lists every problem."""
+    r = config.regions
+    if r.sources is None:
+        r.sources = ["detector", "motion"] if r.detector_weights else ["motion"]
     checks = _Checks()
     checks.need(0 <= config.seed < 2 ** 32, "seed", config.seed, "must be within 0 .. 2**32-1")
     _check_device(checks, config.device)

@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
           --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz --out runs/ped2
   vad run --config configs/ucsd_ped2.yaml --root DATA --out runs/x --set model.epochs=5 --set score.motion_weight=0
+  vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
+          --detector ../shared/weights/yolo-fastest-1.1-coco/yolo-fastest-1.1-xl.weights --out runs/ped2_det
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
   vad demo --out runs/demo                             # generated dataset, no download
   torchrun --nproc_per_node=8 -m pipelines.vad_cli extract --videos cams/ --out runs/cams   # 8 processes
@@ -40,8 +42,13 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--root", help="labelled dataset root (UCSD official/preprocessed or Avenue layout)")
     src.add_argument("--videos", help="unlabeled video file, folder of frames or folder of videos")
-    p.add_argument("--boxes", help="precomputed boxes (.npz: boxes_xyxy, global_frame, video_lengths); "
-                                   "replaces the configured region sources")
+    regions = p.add_mutually_exclusive_group()
+    regions.add_argument("--boxes", help="precomputed boxes (.npz: boxes_xyxy, global_frame, video_lengths); "
+                                         "replaces the configured region sources")
+    regions.add_argument("--detector", metavar="WEIGHTS",
+                         help="object detector: Darknet .weights with its .cfg beside it (same name), or an "
+                              "ultralytics .pt (needs regions.unsafe_pickle=true); regions are then the detector's "
+                              "boxes united with motion boxes (regions.sources=[detector, motion])")
     p.add_argument("--train-boxes", help="the training split's precomputed boxes (with --boxes and --train-on training)")
     p.add_argument("--train-on", choices=("test", "training"),
                    help="test: learn from the unlabeled videos that are scored (UVAD, the default); training: learn "
@@ -55,6 +62,9 @@ def _config(args):
     overrides = list(args.overrides)
     if args.boxes:
         overrides += [f"regions.box_file={Path(args.boxes).resolve()}", "regions.sources=[file]"]
+    if args.detector:  # before the user's --set, which may still choose other sources
+        overrides[:0] = [f"regions.detector_weights={Path(args.detector).resolve()}",
+                         "regions.sources=[detector, motion]"]
     if args.train_boxes:
         overrides.append(f"regions.train_box_file={Path(args.train_boxes).resolve()}")
     if args.train_on:
@@ -100,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--video", required=True, help="the video's name, as in frame_scores.csv")
     render.add_argument("--output", help="the MP4 to write (default: RUN/render/VIDEO.mp4)")
     render.add_argument("--fps", type=float, default=25.0)
+    boxes = command("boxes", "write the run's region boxes as a box file, to look at, edit or reuse with --boxes")
+    boxes.add_argument("--output", help="the .npz to write (default: RUN/boxes_SPLIT.npz)")
+    boxes.add_argument("--split", choices=("test", "training"), default="test",
+                       help="the scored videos (test) or, in the semi-supervised mode, the training videos")
     command("run", "all stages: extract, train, score, plot, eval", source=True)
     demo = command("demo", "generate a small surveillance-like dataset and run all stages on it")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -175,6 +189,8 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         _print_metrics(out, P.eval_stage(out))
     elif args.command == "plot":
         print(f"plots: {plot_run(out)}")
+    elif args.command == "boxes":
+        print(f"boxes: {P.export_boxes(out, args.output, args.split)}")
     elif args.command == "render":
         from .vad_render import render_video
 

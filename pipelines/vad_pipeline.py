@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -35,6 +36,7 @@ from image_od import distributed
 from image_od.atomic import atomic_path, write_json
 from image_od.data import ArrayData, SampleSource
 from image_od.generative import GenerativeE3Outlier, Normaliser
+from image_od.precision import resolve_precision
 from image_od.training import resolve_device
 from vad import regions as regions_mod
 from vad.cache import FIELDS, CubeCache, CubeDataset
@@ -127,6 +129,25 @@ def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
     return {"path": str(p), "size": st.st_size, "mtime": int(st.st_mtime)}
 
 
+def _detector_key(config: Config) -> dict[str, Any]:
+    """The detector's part of the cache key: its files' content hashes and the precision it runs at."""
+    r = config.regions
+    if "detector" not in r.sources:
+        return {"detector_weights": None}
+    files = [r.detector_weights]
+    if Path(r.detector_weights).suffix.lower() == ".weights":
+        files.append(str(Path(r.detector_weights).with_suffix(".cfg")))
+    hashes = {}
+    for name in files:
+        try:
+            hashes[Path(name).suffix.lstrip(".")] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+        except OSError as err:
+            raise regions_mod.RegionError(f"detector file unreadable: {name} ({err.strerror})") from None
+    precision = resolve_precision(r.detector_precision, resolve_device(config.device))
+    return {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
+            "detector_precision": precision}
+
+
 def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
     """The cache folder for these videos under these extraction settings (``shard``: the rank that writes to it,
     in a sharded extraction)."""
@@ -134,8 +155,8 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shar
     settings = {
         "videos": [str(Path(v.path).resolve()) for v in videos],
         "grey": config.data.grey,
-        "regions": {**to_dict(config)["regions"], "box_file": _file_fingerprint(r.box_file),
-                    "detector_weights": _file_fingerprint(r.detector_weights)},
+        "regions": {**{k: v for k, v in to_dict(config)["regions"].items() if k != "unsafe_pickle"},
+                    "box_file": _file_fingerprint(r.box_file), **_detector_key(config)},
         "cubes": to_dict(config)["cubes"],
         "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
     }
@@ -184,10 +205,11 @@ class BoxSource:
         if "detector" in r.sources:
             if not r.detector_weights:
                 raise ValueError("regions.sources has 'detector' but regions.detector_weights is not set")
-            self.detector = regions_mod.YoloDetector(
-                r.detector_weights, score_thr=r.detector_score, min_area=r.detector_min_area,
-                cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(resolve_device(config.device)),
-                allow_pickle=r.unsafe_pickle)
+            device = resolve_device(config.device)
+            self.detector = regions_mod.make_detector(
+                r.detector_weights, classes=r.detector_classes, score_thr=r.detector_score, nms_iou=r.detector_nms_iou,
+                min_area=r.detector_min_area, cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(device),
+                precision=resolve_precision(r.detector_precision, device), allow_pickle=r.unsafe_pickle)
 
     def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
         """The boxes of the frames of ``window``'s chunk."""
@@ -268,6 +290,29 @@ def extract_run(out: str | Path, config: Config, videos: list[Video], cache_root
         train_videos = [Video(v["name"], Path(v["path"])) for v in info["videos"]]
         extract(training_config(config), train_videos, cache_root, progress)
     return cache
+
+
+def export_boxes(out: str | Path, output: str | Path | None = None, split: str = "test") -> Path:
+    """Write the region boxes of a run's extracted ``split`` (every cube's box: all region sources united) as a box
+    file (``boxes_xyxy``, ``global_frame``, ``video_lengths``) that ``--boxes`` reads back; default path
+    ``RUN/boxes_<split>.npz``."""
+    out = Path(out)
+    _, info = load_run(out)
+    if split == "training":
+        if "training" not in info:
+            raise ValueError(f"{out} has no training split: it was not run with --train-on training")
+        info = info["training"]
+    names, lengths = [v["name"] for v in info["videos"]], [v["n_frames"] for v in info["videos"]]
+    arrays = _ready_cache(info).load(names, fields=("boxes", "frame"))
+    starts = np.cumsum([0, *lengths])
+    path = Path(output) if output else out / f"boxes_{split}.npz"
+    if path.resolve().is_relative_to(out.resolve()):
+        run_folder.record(out, path)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, boxes_xyxy=arrays["boxes"].astype(np.float32),
+                            global_frame=(starts[arrays["video"]] + arrays["frame"]).astype(np.int32),
+                            video_lengths=np.array(lengths, np.int32))
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- train

@@ -41,6 +41,8 @@ def run_variant(name: str, spec: str, args, out: Path) -> dict:
                *sum((["--set", s] for s in [*args.set, *sets]), [])]
         if args.boxes:
             cmd += ["--boxes", args.boxes]
+        if args.detector:
+            cmd += ["--detector", args.detector]
         if args.train_boxes and "model.train_on=training" in sets:
             cmd += ["--train-boxes", args.train_boxes]
         print("$", " ".join(cmd), flush=True)
@@ -66,6 +68,8 @@ def main() -> None:
     p.add_argument("--root", required=True)
     p.add_argument("--boxes", help="precomputed boxes of the scored (test) videos, for every variant")
     p.add_argument("--train-boxes", help="precomputed boxes of the training videos (semi-supervised variants)")
+    p.add_argument("--detector", help="detector weights (vad run --detector) for every variant; a variant can still "
+                   "set regions.sources=[motion] for frame-difference boxes only")
     p.add_argument("--variant", action="append", required=True, metavar="NAME=CONFIG[+CONFIG...][;KEY=VALUE...]",
                    help="a named configuration; '+' layers several files, ';' adds overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")

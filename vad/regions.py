@@ -175,6 +175,55 @@ class YoloDetector:
         return out
 
 
+def network_size(frame_hw: tuple[int, int], longest: int, stride: int = 32) -> tuple[int, int]:
+    """(width, height) of a detector input for frames of ``frame_hw``: the frame scaled so that its longer side is
+    ``longest``, each side rounded to the nearest multiple of ``stride`` (e.g. 360x240 at 416 -> 416x288)."""
+    h, w = frame_hw
+    scale = longest / max(h, w)
+    return tuple(max(stride, int(round(side * scale / stride)) * stride) for side in (w, h))
+
+
+class DarknetBoxes:
+    """Object boxes from a Darknet YOLO model (``vad.darknet``): detections of ``classes`` above ``score_thr`` after
+    non-maximum suppression, at an input of longer side ``imgsz`` -> ``filter_boxes`` (min area) -> ``remove_covered``,
+    the VEC recipe's filters. The weights are plain float arrays: loading them runs no code."""
+
+    def __init__(self, weights: str | Path, *, score_thr: float = 0.5, nms_iou: float = 0.45, min_area: float = 100.0,
+                 cover_thr: float = 0.6, classes: list[int] | None = None, imgsz: int = 416, device: str = "cpu",
+                 precision: str = "fp32", batch: int = 16):
+        from .darknet import DarknetDetector, DarknetError
+
+        try:
+            self.detector = DarknetDetector(weights, classes=classes, score_thr=score_thr, nms_iou=nms_iou,
+                                            batch=batch, device=device, precision=precision)
+        except DarknetError as err:
+            raise RegionError(str(err)) from None
+        self.min_area, self.cover_thr, self.imgsz = min_area, cover_thr, imgsz
+
+    def detect(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Boxes of each frame: (T,H,W) grey or (T,H,W,3) BGR uint8 in, T float32 (k,4) arrays out."""
+        if len(frames) == 0:
+            return []
+        size = network_size(frames.shape[1:3], self.imgsz)
+        return [remove_covered(filter_boxes(boxes, scores, score_thr=-1.0, min_area=self.min_area), self.cover_thr)
+                for boxes, scores, _ in self.detector.detect_with_scores(frames, input_size=size)]
+
+
+def make_detector(weights: str | Path, *, classes: list[int] | None, score_thr: float, nms_iou: float,
+                  min_area: float, cover_thr: float, imgsz: int, device: str, precision: str,
+                  allow_pickle: bool) -> DarknetBoxes | YoloDetector:
+    """The detector a weights file names: Darknet ``.weights`` (its ``.cfg`` beside it) or an ultralytics ``.pt``."""
+    path = Path(weights)
+    if path.suffix.lower() == ".weights":
+        return DarknetBoxes(path, score_thr=score_thr, nms_iou=nms_iou, min_area=min_area, cover_thr=cover_thr,
+                            classes=classes, imgsz=imgsz, device=device, precision=precision)
+    if path.suffix.lower() == ".pt":
+        return YoloDetector(path, score_thr=score_thr, min_area=min_area, cover_thr=cover_thr, classes=classes,
+                            imgsz=imgsz, device=device, allow_pickle=allow_pickle)
+    raise RegionError(f"{path}: detector weights must be Darknet .weights (with the .cfg of the same name beside "
+                      "it) or an ultralytics .pt file")
+
+
 # ------------------------------------------------------------------------------------------ box files
 
 def _read_box_file(path: Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,117 @@
+"""The detector as a region source of the video pipeline: choosing the weights format, the input size, the default
+sources, the cache key, and the boxes written out as a box file and read back with --boxes.
+
+Needs the real Yolo-Fastest weights and UCSD Ped2 frames in ../shared (skipped, saying so, without them)."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import vad_pipeline as P
+from pipelines.config import ConfigError, load_config
+from pipelines.vad_cli import main as vad
+from vad.regions import DarknetBoxes, RegionError, box_areas, make_detector, network_size, remove_covered
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+XL = SHARED / "weights" / "yolo-fastest-1.1-coco" / "yolo-fastest-1.1-xl.weights"
+PED2_TEST = SHARED / "data" / "ucsd_ped2" / "testing" / "frames"
+needs_real = pytest.mark.skipif(not (XL.is_file() and PED2_TEST.is_dir()),
+                                reason=f"needs the Yolo-Fastest weights ({XL}) and UCSD Ped2 ({PED2_TEST})")
+
+
+def test_network_size_keeps_the_aspect_in_multiples_of_32():
+    assert network_size((240, 360), 416) == (416, 288)
+    assert network_size((240, 360), 320) == (320, 224)
+    assert network_size((360, 640), 416) == (416, 224)
+    assert network_size((576, 768), 320) == (320, 256)
+    assert network_size((10, 1000), 320) == (320, 32)  # never below one stride
+
+
+def test_default_sources_follow_the_detector():
+    assert load_config().regions.sources == ["motion"]
+    assert load_config(None, ["regions.detector_weights=x.weights"]).regions.sources == ["detector", "motion"]
+    assert load_config(None, ["regions.detector_weights=x.weights", "regions.sources=[detector]"]).regions.sources \
+        == ["detector"]
+    with pytest.raises(ConfigError, match="regions.detector_imgsz"):
+        load_config(None, ["regions.detector_imgsz=300"])
+    with pytest.raises(ConfigError, match="regions.detector_precision"):
+        load_config(None, ["regions.detector_precision=fp16"])
+
+
+def test_make_detector_by_file_type(tmp_path):
+    settings = dict(classes=None, score_thr=0.3, nms_iou=0.45, min_area=100.0, cover_thr=0.6, imgsz=320,
+                    device="cpu", precision="fp32", allow_pickle=False)
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(RegionError, match="model.onnx: detector weights must be Darknet .weights"):
+        make_detector(tmp_path / "model.onnx", **settings)
+    (tmp_path / "lonely.weights").write_bytes(b"\0" * 32)
+    with pytest.raises(RegionError, match="lonely.weights.*lonely.cfg is missing"):
+        make_detector(tmp_path / "lonely.weights", **settings)
+
+
+@needs_real
+def test_darknet_boxes_apply_the_vec_filters_on_real_frames():
+    import cv2
+
+    frames = np.stack([cv2.imread(str(PED2_TEST / "01" / f"{t:03d}.jpg"), cv2.IMREAD_GRAYSCALE) for t in (0, 60)])
+    det = make_detector(XL, classes=None, score_thr=0.2, nms_iou=0.45, min_area=400.0, cover_thr=0.6, imgsz=416,
+                        device="cpu", precision="fp32", allow_pickle=False)
+    assert isinstance(det, DarknetBoxes)
+    per_frame = det.detect(frames)
+    for boxes in per_frame:
+        assert boxes.dtype == np.float32 and len(boxes) >= 8  # the people of the frame
+        assert np.all(box_areas(boxes) >= 400.0) and len(remove_covered(boxes, 0.6)) == len(boxes)
+    assert det.detect(frames[:0]) == []
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The first 14 frames of Ped2 test video 01 as an unlabeled folder of frames."""
+    folder = tmp_path_factory.mktemp("clip") / "videos" / "01"
+    folder.mkdir(parents=True)
+    for t in range(14):
+        shutil.copy(PED2_TEST / "01" / f"{t:03d}.jpg", folder / f"{t:03d}.jpg")
+    return folder.parent
+
+
+@needs_real
+def test_detector_boxes_are_cached_written_out_and_read_back(clip, tmp_path):
+    cache = tmp_path / "cache"
+    common = ["--videos", str(clip), "--cache", str(cache), "--quiet", "--config", str(CONFIGS / "ucsd_ped2.yaml")]
+    assert vad(["extract", *common, "--detector", str(XL), "--out", str(tmp_path / "a")]) == 0
+    config = load_config(tmp_path / "a" / "config.yaml")
+    assert config.regions.sources == ["detector", "motion"] and config.regions.detector_weights == str(XL)
+    (folder,) = cache.iterdir()
+    key = json.loads((folder / "manifest.json").read_text())["settings"]["regions"]["detector_weights"]
+    assert len(key["sha256"]["weights"]) == 64 and len(key["sha256"]["cfg"]) == 64  # content, not only mtime
+
+    assert vad(["boxes", "--out", str(tmp_path / "a")]) == 0
+    exported = tmp_path / "a" / "boxes_test.npz"
+    with np.load(exported) as f:
+        boxes, frame, lengths = f["boxes_xyxy"], f["global_frame"], f["video_lengths"]
+    assert lengths.tolist() == [14] and boxes.shape[1] == 4 and frame.dtype == np.int32
+    assert np.bincount(frame, minlength=14).min() >= 8  # people in every frame
+    assert "boxes_test.npz" in json.loads((tmp_path / "a" / "run_manifest.json").read_text())["files"]
+
+    # the same boxes read back as a box file give the same cubes
+    assert vad(["extract", *common, "--boxes", str(exported), "--out", str(tmp_path / "b")]) == 0
+    cached = {}
+    for run in ("a", "b"):
+        _, info = P.load_run(tmp_path / run)
+        cached[run] = P._ready_cache(info).load(["01"], fields=("boxes", "frame", "cubes"))
+    for k in ("boxes", "frame", "cubes"):
+        np.testing.assert_array_equal(cached["a"][k], cached["b"][k])
+
+    # another detector setting is another cache entry
+    assert vad(["extract", *common, "--detector", str(XL), "--set", "regions.detector_score=0.9",
+                "--out", str(tmp_path / "c")]) == 0
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_detector_and_boxes_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        vad(["extract", "--videos", "v", "--out", "o", "--boxes", "b.npz", "--detector", "d.weights"])
+    assert "not allowed with argument" in capsys.readouterr().err

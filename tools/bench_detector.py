@@ -1,0 +1,192 @@
+"""Benchmark the object detector of the video regions: speed beside the flow it sits next to, and box quality.
+
+Speed (``--speed``): on the same frames, in one process, frames per second of decoding, of DIS flow (the pipeline's
+flow between consecutive frames) and of each detector setting; the CPU and the reference workload are recorded.
+
+Box quality (``--quality``): on a UCSD Ped2 split, the detector's boxes (alone, and united with motion boxes as the
+pipeline's ``regions.sources: [detector, motion]`` does) against the precomputed VEC boxes (Cascade R-CNN united
+with motion boxes): recall of VEC boxes at IoU >= 0.5, the share of our boxes that match a VEC box, their F1, and
+boxes per frame, for each score threshold. These need no anomaly label; the default is the setting with the best
+F1 of the united boxes on the TRAINING split, a rule fixed before looking. ``--picture`` draws the detector's boxes
+on one abnormal frame of each test video (the labels only pick which frame is shown).
+
+  python tools/bench_detector.py --weights ../shared/weights/yolo-fastest-1.1-coco/yolo-fastest-1.1-xl.weights \\
+      --root ../shared/data/ucsd_ped2 --vec ../shared/data/ucsd_ped2_vec_boxes --speed --quality --picture \\
+      --out runs/bench_detector
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from image_od.precision import cpu_has_native_bf16, cpu_model  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
+from pipelines.run_env import reference_workload_s  # noqa: E402
+from vad.darknet import DarknetDetector  # noqa: E402
+from vad.flow import make_flow  # noqa: E402
+from vad.readers import open_dataset, open_training_split  # noqa: E402
+from vad.regions import (filter_boxes, load_box_file, network_size, remove_covered,  # noqa: E402
+                         video_motion_boxes)
+
+PED2_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucsd_ped2.yaml"
+
+
+def _time(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batch: int) -> list[dict]:
+    """Frames per second of decoding, DIS flow and each (model, input size, precision) on the same frames."""
+    video = open_dataset(root)[0]
+    decode_s = _time(lambda: [f for _, f in zip(range(n_frames), video.iter_frames(grey=True))], repeat=3)
+    frames = np.stack([f for _, f in zip(range(n_frames), video.iter_frames(grey=True))])
+    flow = make_flow("dis", preset="medium")
+    pairs = [(t, t + 1) for t in range(n_frames - 1)]
+    flow_s = _time(lambda: flow(frames, pairs), repeat=3) * n_frames / len(pairs)
+    rows = [{"what": "decode (JPEG, grey)", "fps": n_frames / decode_s},
+            {"what": "DIS flow (medium), consecutive frames", "fps": n_frames / flow_s},
+            {"what": "decode + DIS flow", "fps": n_frames / (decode_s + flow_s)}]
+    precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+    for w in weights:
+        for imgsz in sizes:
+            size = network_size(frames.shape[1:3], imgsz)
+            for precision in precisions:
+                for channels_last in (True, False):
+                    det = DarknetDetector(w, score_thr=0.1, batch=batch, precision=precision)
+                    if not channels_last:  # model and input in the default layout, for comparison
+                        det.model = det.model.to(memory_format=torch.contiguous_format)
+                        to_channels_last = det._inputs
+                        det._inputs = lambda chunk, size, f=to_channels_last: f(chunk, size).contiguous()
+                    det.detect_with_scores(frames[:batch], input_size=size)  # warm-up
+                    s = _time(lambda: det.detect_with_scores(frames, input_size=size), repeat=3)
+                    rows.append({"what": f"{w.stem} {size[0]}x{size[1]} {precision}"
+                                         f"{'' if channels_last else ' (not channels_last)'}", "fps": n_frames / s})
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def _match(ours: np.ndarray, ref: np.ndarray, thr: float = 0.5) -> tuple[int, int]:
+    """(reference boxes matched by one of ours at IoU >= thr, our boxes that match a reference box)."""
+    if len(ours) == 0 or len(ref) == 0:
+        return 0, 0
+    iou = box_iou(torch.from_numpy(ours), torch.from_numpy(ref)).numpy()
+    return int((iou.max(0) >= thr).sum()), int((iou.max(1) >= thr).sum())
+
+
+def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], thresholds: list[float],
+            stride: int, batch: int, precision: str) -> list[dict]:
+    """Box statistics against the VEC boxes for every (input size, score threshold), on every ``stride``-th frame."""
+    r = load_config(PED2_CONFIG).regions
+    videos = open_training_split(root) if split == "training" else open_dataset(root)
+    vec_boxes = load_box_file(vec / f"ped2_{'train' if split == 'training' else 'test'}_boxes.npz",
+                              [v.frame_count() for v in videos])
+    rows = []
+    for imgsz in sizes:
+        det = DarknetDetector(weights, score_thr=min(thresholds), batch=batch, precision=precision)
+        stats = {t: np.zeros(7) for t in thresholds}  # frames, vec, ours det, ours union, matched det/union x2
+        t0 = time.perf_counter()
+        for v, ref_video in zip(videos, vec_boxes):
+            frames = v.read_frames(grey=True)
+            size = network_size(frames.shape[1:3], imgsz)
+            found = det.detect_with_scores(frames, input_size=size)
+            for thr in thresholds:
+                kept = [remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area), r.cover_thr)
+                        for b, s, _ in found]
+                motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
+                                            min_area=r.motion_min_area, max_aspect=r.motion_max_aspect,
+                                            margin=r.motion_margin, exclude=kept)
+                for t in range(0, len(frames), stride):
+                    union = np.concatenate([kept[t], motion[t]])
+                    rec_d, prec_d = _match(kept[t], ref_video[t])
+                    rec_u, prec_u = _match(union, ref_video[t])
+                    stats[thr] += [1, len(ref_video[t]), len(kept[t]), len(union), rec_d, rec_u, prec_u]
+        seconds = time.perf_counter() - t0
+        for thr, (n, n_ref, n_det, n_union, rec_d, rec_u, prec_u) in stats.items():
+            recall, share = rec_u / n_ref, prec_u / max(n_union, 1)
+            rows.append({"split": split, "model": weights.stem, "imgsz": imgsz, "precision": precision, "score_thr": thr,
+                         "vec_per_frame": n_ref / n, "det_per_frame": n_det / n, "union_per_frame": n_union / n,
+                         "recall_det": rec_d / n_ref, "recall_union": recall, "precision_union": share,
+                         "f1_union": 2 * recall * share / max(recall + share, 1e-9), "seconds": seconds})
+            print({k: round(x, 3) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
+    return rows
+
+
+def picture(weights: Path, root: str, imgsz: int, score_thr: float, path: Path) -> None:
+    """One abnormal frame of each test video (the middle of its first abnormal run) with the detector's boxes and
+    class names; the frame labels only choose which frame is drawn."""
+    names = (Path(weights).parent / "coco.names").read_text().split("\n")
+    det = DarknetDetector(weights, score_thr=score_thr)
+    tiles = []
+    for v in open_dataset(root):
+        abnormal = np.flatnonzero(v.labels)
+        t = int(abnormal[min(len(abnormal) // 4, len(abnormal) - 1)]) if len(abnormal) else 0
+        frames = v.read_frames(grey=True)
+        boxes, scores, classes = det.detect_with_scores(frames[t:t + 1], input_size=network_size(frames.shape[1:3],
+                                                                                                 imgsz))[0]
+        img = cv2.cvtColor(frames[t], cv2.COLOR_GRAY2BGR)
+        for (x1, y1, x2, y2), s, c in zip(boxes, scores, classes):
+            colour = (0, 200, 0) if c == 0 else (0, 0, 255)
+            cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
+            if c != 0:
+                cv2.putText(img, f"{names[c]} {s:.2f}", (int(x1), max(int(y1) - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.35, colour, 1)
+        cv2.putText(img, f"test {v.name} frame {t}", (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        tiles.append(img)
+    rows = [np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)]
+    cv2.imwrite(str(path), np.vstack(rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", nargs="+", required=True, type=Path, help="Darknet .weights (the .cfg beside it)")
+    p.add_argument("--root", required=True, help="UCSD Ped2 root (preprocessed layout)")
+    p.add_argument("--vec", type=Path, help="folder of ped2_{test,train}_boxes.npz (for --quality)")
+    p.add_argument("--sizes", nargs="+", type=int, default=[320, 416])
+    p.add_argument("--thresholds", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5])
+    p.add_argument("--splits", nargs="+", default=["training"], choices=("training", "test"))
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
+    p.add_argument("--stride", type=int, default=1, help="measure box quality on every N-th frame")
+    p.add_argument("--frames", type=int, default=120, help="frames for --speed")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--speed", action="store_true")
+    p.add_argument("--quality", action="store_true")
+    p.add_argument("--picture", action="store_true")
+    p.add_argument("--picture-size", type=int, default=416)
+    p.add_argument("--picture-score", type=float, default=0.2)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result = {"date": datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
+              "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
+              "reference_workload_s": reference_workload_s(), "command": " ".join(sys.argv)}
+    if args.speed:
+        result["speed"] = speed(args.weights, args.root, args.sizes, args.frames, args.batch)
+    if args.quality:
+        result["quality"] = [row for w in args.weights for split in args.splits for precision in args.precisions
+                             for row in quality(w, args.root, args.vec, split, args.sizes, args.thresholds,
+                                                args.stride, args.batch, precision)]
+    if args.picture:
+        picture(args.weights[0], args.root, args.picture_size, args.picture_score, args.out / "ped2_test_detections.png")
+    (args.out / "bench_detector.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("quality",)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
