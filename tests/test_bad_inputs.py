@@ -279,7 +279,8 @@ def test_outputs_are_written_atomically_and_a_rerun_removes_only_what_the_run_wr
     assert all(not (out / name).exists() for name in written if name not in ("train_checkpoint.pt", "config.yaml",
                                                                               "env.json", "videos.json")), said
     assert all((out / name).read_bytes() == data for name, data in user_files.items())  # not written by a run
-    assert (out / "train_checkpoint.pt").exists() and (out / "config.yaml").is_file() and not (out / "model.pt.tmp").exists()
+    assert (out / "train_checkpoint.pt").exists() and (out / "config.yaml").is_file()
+    assert not (out / "model.pt.tmp").exists()
     assert len(list(cache.glob("*/*.h5"))) == 2  # the cache is kept
 
 

@@ -163,7 +163,7 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
     p.add_argument("--stride", type=int, default=1, help="measure box quality on every N-th frame")
     p.add_argument("--frames", type=int, default=120, help="frames for --speed")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--speed", action="store_true")
     p.add_argument("--quality", action="store_true")
     p.add_argument("--picture", action="store_true")
