@@ -123,8 +123,28 @@ class CubeDiscriminativeConfig:
 
 
 @dataclass
+class AttributeConfig:
+    """The object-attribute density scorer (vad/attributes.py): k-NN rarity of each cube's velocity and size."""
+
+    # off (the cloze generators) | alone (the learned score; no generator is trained) | sum (z(cloze) + z(it));
+    # alone won leave-one-dataset-out between Ped2 and Avenue partial (docs/BENCHMARKS.md, issue 24)
+    use: str = "alone"
+    k: int = 10
+    exclude_frames: int = 10  # neighbours from the same video within this many frames never vouch for a cube
+    cleanse: float = 0.1  # share of the most distant cubes dropped from the bank before scoring again
+    scale_aware: bool = False  # velocity per box height
+    max_bank: int = 50000  # bank rows (a seeded sample beyond this): linear cost on long footage
+
+
+@dataclass
 class ScoreConfig:
-    motion_weight: float = 0.5  # frame score = z(model) + motion_weight * z(motion energy) (paper: 0)
+    # fixed: frame score = z(model) + motion_weight * z(motion energy) (paper: motion_weight 0);
+    # fast_share: (1 - a) z(model) + a z(motion energy), a = min(1, p / fast_share_full), p = the share of frames
+    # holding a cube faster than median + fast_mad MADs of every cube's speed (label-free: docs/METHOD.md)
+    fusion: str = "fast_share"
+    motion_weight: float = 0.5
+    fast_mad: float = 3.0
+    fast_share_full: float = 0.5
     smoothing: str = "gaussian"  # none | mean | gaussian: temporal smoothing of frame scores within each video
     smooth_window: float = 2  # mean: window in frames; gaussian: standard deviation in frames
     per_video: bool = False  # z-score each video's frame scores on their own
@@ -154,6 +174,7 @@ class Config:
     refine: RefineConfig = field(default_factory=RefineConfig)
     self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     discriminative: CubeDiscriminativeConfig = field(default_factory=CubeDiscriminativeConfig)
+    attributes: AttributeConfig = field(default_factory=AttributeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     events: EventConfig = field(default_factory=EventConfig)
 
@@ -179,7 +200,9 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
+        return "on" if value else "off"
+    if hint is str and isinstance(value, (int, float)):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: {value!r} is not a {hint.__name__}")
@@ -409,6 +432,17 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.need(m.max_train_cubes >= 0, "model.max_train_cubes", m.max_train_cubes, "must be 0 (all cubes) or positive")
     checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
     checks.positive("score.smooth_window", s.smooth_window)
+    checks.one_of("score.fusion", s.fusion, ("fixed", "fast_share"))
+    checks.positive("score.fast_mad", s.fast_mad)
+    checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")
+    a = c.attributes
+    checks.one_of("attributes.use", a.use, ("off", "alone", "sum"))
+    checks.need(a.use != "alone" or (c.discriminative.use == "off" and c.self_train.rounds == 0), "attributes.use",
+                a.use, "alone replaces the cloze generators: it needs discriminative.use=off and self_train.rounds=0")
+    for key in ("k", "max_bank"):
+        checks.positive(f"attributes.{key}", getattr(a, key))
+    checks.non_negative("attributes.exclude_frames", a.exclude_frames)
+    checks.need(0 <= a.cleanse < 1, "attributes.cleanse", a.cleanse, "must be within [0, 1)")
 
 
 def validate(config: Config) -> Config:

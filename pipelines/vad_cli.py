@@ -175,7 +175,9 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
                 print(f"cubes of {len(videos)} videos in {cache.folder}")
     elif args.command == "train":
         model = P.train_stage(out, progress)
-        if main:
+        if main and model is None:
+            print(f"attribute rarity of every cube (attributes.use=alone, no generator): {out / 'cube_errors.npz'}")
+        elif main:
             print(f"trained; final loss {model.history_[-1]:.5f}; model: {out / 'model.pt'}; "
                   f"cube errors: {out / 'cube_errors.npz'}")
     elif args.command == "score":

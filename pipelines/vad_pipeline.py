@@ -39,6 +39,7 @@ from image_od.generative import GenerativeE3Outlier, Normaliser
 from image_od.precision import resolve_precision
 from image_od.training import resolve_device
 from vad import regions as regions_mod
+from vad.attributes import AttributeKNN, attribute_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score
 from vad.events import event_threshold, find_events, peak_box
@@ -46,7 +47,7 @@ from vad.cubes import Window, iter_cubes
 from vad.flow import make_flow
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
-from vad.scoring import frame_scores, fuse, motion_energy, postprocess, zscore
+from vad.scoring import blend, fast_share, frame_scores, fuse, motion_energy, postprocess, zscore
 
 from . import run_folder
 from .config import Config, ConfigError, load_config, save_config, to_dict
@@ -339,8 +340,7 @@ def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, 
     names = [v["name"] for v in info["videos"]]
     arrays = cache.load(names, fields=FIELDS if in_memory else ("frame",))
     if len(arrays["frame"]) == 0:
-        raise ValueError(f"no cubes were extracted from {info['source']}: no foreground regions were found "
-                         "(check the region settings, e.g. regions.motion_threshold, or give --boxes)")
+        raise ValueError(NO_CUBES.format(source=info["source"]))
     if in_memory:
         return arrays, ArrayData({"cubes": arrays["cubes"], "flow": arrays["flow"]})
     return arrays, CubeDataset(cache, names, fields=("cubes", "flow"))
@@ -373,16 +373,61 @@ def _cube_errors(model: GenerativeE3Outlier, info: dict[str, Any], data: SampleS
     return np.concatenate([model.task_errors(ArrayData(part)) for part in slices])
 
 
-def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
+NO_CUBES = ("no cubes were extracted from {source}: no foreground regions were found (check the region settings, "
+            "e.g. regions.motion_threshold, or give --boxes)")
+
+
+def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
+    """Every scored cube's attribute rarity (``vad.attributes.AttributeKNN``), the attributes read from the cache
+    one slice of flow at a time. Transductive: fitted on the scored cubes themselves, with the same-video temporal
+    exclusion and the cleansing; semi-supervised: fitted on the training videos' cubes (no exclusion or cleansing
+    needed), scoring the test cubes as new data."""
+    a = config.attributes
+
+    def rows(part: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        cache, names = _ready_cache(part), [v["name"] for v in part["videos"]]
+        hist = np.concatenate([cache.map_rows(n, "flow", velocity_histogram) for n in names])
+        arrays = cache.load(names, fields=("boxes", "frame"))
+        return attribute_rows(hist, arrays["boxes"], a.scale_aware), arrays
+
+    X, arrays = rows(info)
+    if len(X) == 0:
+        raise ValueError(NO_CUBES.format(source=info["source"]))
+    if config.model.train_on == "training":
+        train_X, _ = rows(info["training"])
+        model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank, seed=config.seed)
+        return model.fit(train_X).decision_function(X)
+    model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
+                         seed=config.seed)
+    return model.fit(X, arrays["video"], arrays["frame"]).decision_scores_
+
+
+def _write_cube_errors(out: Path, errors: np.ndarray, targets: list[str], history: Any,
+                       components: dict[str, np.ndarray]) -> None:
+    with atomic_path(out / "cube_errors.npz") as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, errors=errors, targets=np.array(targets, dtype=str), history=history,
+                            **{f"component_{k}": v for k, v in components.items()})
+
+
+def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier | None:
     """Fit the learned cube scores and save the generators (``model.pt``) and every scored cube's errors and
     learned components (``cube_errors.npz``).
 
     ``model.train_on: test`` (UVAD, the default) fits on the very cubes it scores, with no labels;
     ``training`` fits on the dataset's normal training videos and scores the test videos (semi-supervised).
-    Under torchrun the ranks train one model data-parallel and rank 0 writes the files.
+    With ``attributes.use: alone`` the learned score is the attribute rarity and no generator is trained (returns
+    None). Under torchrun the ranks train one model data-parallel and rank 0 writes the files.
     """
     out = Path(out)
     config, info = load_run(out)
+    if config.attributes.use == "alone":
+        if distributed.is_main():
+            density = attribute_scores(config, info)
+            run_folder.record(out, out / "cube_errors.npz")
+            _write_cube_errors(out, np.zeros((len(density), 0), np.float32), [], np.zeros(0),
+                               {"attributes": density, "model": density})
+        distributed.sync()
+        return None
     arrays, data = _cube_data(info, config.data.in_memory)
     semi = config.model.train_on == "training"
     train_arrays, train_data = _cube_data(info["training"], config.data.in_memory) if semi else (None, data)
@@ -401,10 +446,11 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier:
         arrays = _in_memory_cubes(info, arrays)
         train_arrays = _in_memory_cubes(info["training"], train_arrays) if semi else None
     components = learned_score(config, model.normaliser_(errors).sum(1), train_arrays, arrays, progress)
+    if config.attributes.use == "sum" and distributed.is_main():
+        components["attributes"] = attribute_scores(config, info)
+        components["model"] = zscore(components["model"]) + zscore(components["attributes"])
     if distributed.is_main():
-        with atomic_path(out / "cube_errors.npz") as tmp, tmp.open("wb") as f:
-            np.savez_compressed(f, errors=errors, targets=np.array(config.model.targets), history=model.history_,
-                                **{f"component_{k}": v for k, v in components.items()})
+        _write_cube_errors(out, errors, config.model.targets, model.history_, components)
     distributed.sync()
     return model
 
@@ -445,10 +491,12 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
                          f"{len(energy)}: run `vad train` again")
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(energy, arrays["video"], arrays["frame"], n_frames)}
-    final = postprocess(fuse(raw["model"], raw["heuristic"], config.score.motion_weight), config.score)
+    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames)
+    final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
-                                                     "events.json")))
+                                                     "events.json", "fusion.json")))
+    write_json(out / "fusion.json", fusion)
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
@@ -462,6 +510,19 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
                             "" if labels is None else labels[t]])
     write_events(out, config, info, final, arrays, model_cubes)
+
+
+def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,
+                cubes: dict[str, np.ndarray], n_frames: list[int]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The learned and the motion-energy frame scores fused by ``score.fusion``; returns them and what the rule
+    read and chose (``fusion.json``)."""
+    s = config.score
+    if s.fusion == "fixed":
+        return fuse(model, heuristic, s.motion_weight), {"rule": "fixed", "motion_weight": s.motion_weight}
+    share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad)
+    a = min(1.0, share / s.fast_share_full)
+    return blend(model, heuristic, a), {"rule": "fast_share", "fast_share": share, "heuristic_weight": a,
+                                        "fast_mad": s.fast_mad, "fast_share_full": s.fast_share_full}
 
 
 def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
@@ -530,6 +591,8 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     cubes = load_npz(out / "cube_scores.npz", "run `vad score` again")
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
+    if (out / "fusion.json").is_file():
+        metrics["fusion"] = json.loads((out / "fusion.json").read_text())
     labelled = all(d["label"] is not None for d in scores.values())
     if labelled:
         labels = [d["label"] for d in scores.values()]
@@ -557,8 +620,10 @@ def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.
 def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], config: Config) -> dict[str, float]:
     """Micro/macro AUC of the final, model and heuristic scores with no smoothing and no per-video normalisation."""
     model, heuristic = _frames_of(cubes["score"], cubes, info), _frames_of(cubes["motion_energy"], cubes, info)
+    fused, _ = fuse_frames(config, model, heuristic, cubes["motion_energy"], cubes,
+                           [v["n_frames"] for v in info["videos"]])
     out = {}
-    for name, frames in (("final", fuse(model, heuristic, config.score.motion_weight)), ("model", model),
+    for name, frames in (("final", fused), ("model", model),
                          ("heuristic", heuristic)):
         m = frame_metrics(frames, labels)
         out.update({f"{name}_auc_micro": m["auc_micro"], f"{name}_auc_macro": m["auc_macro"]})
@@ -568,9 +633,9 @@ def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], 
 def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) -> dict[str, float]:
     """Micro AUC (no post-processing, no fusion) of each cloze target's z-scored error alone, of their sum, and of
     every learned component."""
-    z = np.stack([zscore(e) for e in cubes["errors"].T], 1)
-    columns = {str(name): z[:, i] for i, name in enumerate(cubes["targets"])}
-    columns["+".join(columns)] = z.sum(1)
+    columns = {str(name): zscore(e) for name, e in zip(cubes["targets"], cubes["errors"].T)}
+    if columns:
+        columns["+".join(columns)] = np.sum(list(columns.values()), 0)
     columns.update({k[len("component_"):]: cubes[k] for k in cubes if k.startswith("component_")})
     return {name: auc_micro(_frames_of(s, cubes, info), labels) for name, s in columns.items()}
 

@@ -36,3 +36,9 @@ def test_config_files_layer_in_order():
     c = load_config(["configs/ucsd_ped2.yaml", "configs/paper.yaml"], ["model.epochs=4"])
     assert c.name == "ucsd_ped2" and c.model.widths == [32, 64, 128] and c.score.motion_weight == 0.0
     assert c.model.epochs == 4
+
+
+def test_a_bare_off_is_the_word_not_a_boolean():
+    """YAML 1.1 reads `off` as false: a string setting takes it as the word, from --set and from files."""
+    c = load_config(None, ["attributes.use=off", "discriminative.use=off"])
+    assert c.attributes.use == "off" and c.discriminative.use == "off"

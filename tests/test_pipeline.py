@@ -97,7 +97,8 @@ def test_fit_on_a_sample_of_cubes_then_score_all(demo_run, tmp_path):
     cube is scored, and the error normalisation is that of all scored cubes."""
     out = tmp_path / "sample"
     assert main(["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
-                 "configs/demo.yaml", "--set", "model.epochs=1", "--set", "model.max_train_cubes=64",
+                 "configs/demo.yaml", "--set", "attributes.use=off", "--set", "model.epochs=1",
+                 "--set", "model.max_train_cubes=64",
                  "--set", "data.in_memory=false", "--out", str(out), "--quiet"]) == 0
     with np.load(out / "cube_errors.npz") as errors, np.load(demo_run / "cube_scores.npz") as full:
         assert len(errors["errors"]) == len(full["score"]) > 64

@@ -25,11 +25,11 @@ def _metrics(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """The generated set with two normal training videos, and a transductive run on it."""
+    """The generated set with two normal training videos, and a transductive run of the cloze generators on it."""
     root = make_synthetic_ucsd(tmp_path_factory.mktemp("gen") / "data", n_videos=3, n_frames=60, n_train_videos=2)
     run = root.parent / "run"
     assert main(["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-                 "--set", "model.epochs=3", "--quiet"]) == 0
+                 "--set", "model.epochs=3", "--set", "attributes.use=off", "--quiet"]) == 0
     return root, run
 
 
@@ -46,7 +46,7 @@ def test_each_option_runs_with_an_auc_floor(generated, tmp_path, name, sets, flo
     root, _ = generated
     run = tmp_path / name
     args = ["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
-            "--set", "model.epochs=3", "--quiet"]
+            "--set", "model.epochs=3", "--set", "attributes.use=off", "--quiet"]  # options of the cloze generators
     assert main(args + sum((["--set", s] for s in sets), [])) == 0
     m = _metrics(run)
     assert m["model_auc_micro"] > floor, (name, m["model_auc_micro"])

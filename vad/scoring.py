@@ -79,6 +79,26 @@ def fuse(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], weight: f
     return np.split(fused, cuts)
 
 
+def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
+               mads: float = 3.0) -> float:
+    """The share of frames holding a cube faster than median + ``mads`` robust deviations (1.4826 MAD) of every
+    cube's speed: how common clearly fast objects are. When they are in a large share of the frames, they are not
+    rare in the data, so rarity cannot find them and the motion prior is what does (label-free evidence)."""
+    if len(cube_speed) == 0:
+        return 0.0
+    median = float(np.median(cube_speed))
+    mad = 1.4826 * float(np.median(np.abs(cube_speed - median)))
+    fastest = np.concatenate(frame_scores(cube_speed, video, frame, n_frames))
+    return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
+
+
+def blend(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], a: float) -> list[np.ndarray]:
+    """Frame scores (1 - a) z(model) + a z(motion energy), z over all frames: a = 0 the model's, a = 1 the
+    heuristic's."""
+    cuts = np.cumsum([len(m) for m in model])[:-1]
+    return np.split((1 - a) * zscore(np.concatenate(model)) + a * zscore(np.concatenate(heuristic)), cuts)
+
+
 def postprocess(scores: Sequence[np.ndarray], settings) -> list[np.ndarray]:
     """The configured temporal smoothing (``settings.smoothing``, ``smooth_window``), then, if
     ``settings.per_video``, each video z-scored on its own."""

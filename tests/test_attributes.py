@@ -1,0 +1,118 @@
+"""Object attributes of cubes and their k-nearest-neighbour rarity (vad.attributes), on hand-made cases."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vad.attributes import AttributeKNN, cube_attributes, relative_speed, velocity_histogram
+
+
+def _flow(n: int, dx: float, dy: float, size: int = 8) -> np.ndarray:
+    f = np.zeros((n, 2, size, size), np.float16)
+    f[:, 0], f[:, 1] = dx, dy
+    return f
+
+
+def test_velocity_histogram_weights_orientations_by_magnitude():
+    hist = velocity_histogram(np.concatenate([_flow(1, 3.0, 0.0), _flow(1, 0.0, -2.0), _flow(1, 0.0, 0.0)]))
+    assert hist.shape == (3, 8)
+    np.testing.assert_allclose(hist.sum(1), [3.0, 2.0, 0.0], rtol=1e-3)  # the bins sum to the mean speed
+    assert np.count_nonzero(hist[0]) == 1 and np.count_nonzero(hist[1]) == 1
+    assert np.argmax(hist[0]) != np.argmax(hist[1])  # right and up fall in different bins
+
+
+def test_scale_aware_attributes_compare_near_and_far_objects():
+    boxes = np.array([[0, 0, 10, 20], [0, 0, 20, 40]], np.float32)  # a far and a near person, same aspect
+    flow = np.concatenate([_flow(1, 1.0, 0.0), _flow(1, 2.0, 0.0)])  # the near one moves twice the pixels
+    a = cube_attributes(flow, boxes)
+    np.testing.assert_allclose(a[0, :9], a[1, :9], rtol=1e-3)  # same pace per body height
+    np.testing.assert_allclose(relative_speed(flow, boxes), [0.05, 0.05], rtol=1e-3)
+    assert a[1, 9] - a[0, 9] == pytest.approx(np.log(2)) and a[0, 10] == pytest.approx(np.log(0.5))
+    raw = cube_attributes(flow, boxes, scale_aware=False)
+    assert raw[1, 8] == pytest.approx(2 * raw[0, 8], rel=1e-3)
+
+
+def test_an_outlier_beside_a_planted_cluster_is_found():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (300, 4)), [[6.0, 6.0, 6.0, 6.0]]]).astype(np.float32)
+    model = AttributeKNN(k=5, cleanse=0.0).fit(X)
+    assert np.argmax(model.decision_scores_) == 300
+    assert model.decision_function(np.array([[0, 0, 0, 0], [8, 8, 8, 8]], np.float32)).argmax() == 1
+
+
+def test_an_anomalys_own_temporal_copies_do_not_vouch_for_it():
+    """One object tracked over 8 frames of video 0 is far from the 400 normal rows: its copies are its nearest
+    neighbours unless the same-video, nearby-frame rule excludes them."""
+    rng = np.random.default_rng(1)
+    normal = rng.normal(0, 1, (400, 3)).astype(np.float32)
+    track = (np.array([5.0, 5.0, 5.0]) + rng.normal(0, 0.05, (8, 3))).astype(np.float32)
+    X = np.concatenate([normal, track])
+    groups = np.r_[rng.integers(0, 4, 400), np.zeros(8, int)]
+    times = np.r_[rng.integers(0, 1000, 400) + 100, np.arange(8)]
+    naive = AttributeKNN(k=5, cleanse=0.0, exclude_frames=-1).fit(X, groups, times).decision_scores_
+    honest = AttributeKNN(k=5, cleanse=0.0, exclude_frames=10).fit(X, groups, times).decision_scores_
+    assert np.median(naive[400:]) < np.median(naive[:400]) + 1  # vouched for by its copies: looks normal
+    assert honest[400:].min() > np.quantile(honest[:400], 0.99)  # every copy now among the rarest rows
+
+
+def test_cleansing_removes_a_planted_cluster_of_anomalies_from_the_bank():
+    """A loose cluster of 30 anomalies in different videos partly vouches for itself; cleansing the bank of its
+    most distant 10 % first drops most of them, after which all are scored against normal rows."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    X = np.concatenate([rng.normal(0, 1, (400, 3)), 4 + rng.normal(0, 0.8, (30, 3))]).astype(np.float32)
+    groups, times, y = np.arange(430), np.zeros(430, int), np.r_[np.zeros(400), np.ones(30)]
+    plain = AttributeKNN(k=20, cleanse=0.0).fit(X, groups, times).decision_scores_
+    cleansed = AttributeKNN(k=20, cleanse=0.1).fit(X, groups, times).decision_scores_
+    assert roc_auc_score(y, plain) < 0.97 and roc_auc_score(y, cleansed) > 0.99
+    assert cleansed[400:].min() > np.quantile(cleansed[:400], 0.95)
+
+
+def test_the_bank_is_bounded_and_bad_input_refused():
+    X = np.random.default_rng(3).normal(0, 1, (500, 2)).astype(np.float32)
+    model = AttributeKNN(k=3, max_bank=100, cleanse=0.0).fit(X)
+    assert len(model.bank_) == 100 and model.decision_scores_.shape == (500,)
+    with pytest.raises(ValueError, match="N >= 2"):
+        AttributeKNN().fit(np.zeros((1, 3)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        AttributeKNN().decision_function(X)
+
+
+def test_fast_share_and_blend():
+    from vad.scoring import blend, fast_share
+
+    # 2 videos of 10 frames; one cube per frame at speed 1, and a fast cube (speed 9) in frames 0-3 of video 0
+    video, frame = np.r_[np.zeros(10), np.ones(10), np.zeros(4)].astype(int), np.r_[np.arange(10), np.arange(10),
+                                                                                  np.arange(4)]
+    speed = np.r_[np.ones(20) + np.linspace(0, 0.1, 20), np.full(4, 9.0)]
+    assert fast_share(speed, video, frame, [10, 10]) == pytest.approx(4 / 20)
+    assert fast_share(speed, video, frame, [10, 10], mads=1e6) == 0.0
+    model, heuristic = [np.arange(5.0), np.arange(5.0)], [np.arange(5.0)[::-1], np.arange(5.0)[::-1]]
+    np.testing.assert_allclose(np.concatenate(blend(model, heuristic, 1.0)),
+                               np.concatenate(heuristic) / np.concatenate(heuristic).std() - 2 / np.sqrt(2))
+    assert np.argmax(blend(model, heuristic, 0.0)[0]) == 4 and np.argmax(blend(model, heuristic, 0.9)[0]) == 0
+
+
+def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
+    """attributes.use=alone: no generator is trained, the learned score is the attribute rarity; score.fusion=
+    fast_share records what it read and chose; both score the generated anomalies above the normal frames."""
+    import json
+
+    from pipelines.vad_cli import main as vad
+    from vad.synthetic import make_synthetic_ucsd
+
+    root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=40)
+    out = tmp_path / "run"
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert vad(["run", "--root", str(root), "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet",
+                "--config", demo, "--set", "attributes.use=alone", "--set", "score.fusion=fast_share"]) == 0
+    assert not (out / "model.pt").exists()
+    with np.load(out / "cube_errors.npz") as f:
+        assert f["errors"].shape[1] == 0 and np.array_equal(f["component_model"], f["component_attributes"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    fusion = metrics["fusion"]
+    assert fusion["rule"] == "fast_share" and 0 <= fusion["fast_share"] <= 1
+    assert fusion["heuristic_weight"] == pytest.approx(min(1, fusion["fast_share"] / 0.5))
+    assert metrics["model_auc_micro"] > 0.75 and metrics["auc_micro"] > 0.75
+    assert "fusion.json" in json.loads((out / "run_manifest.json").read_text())["files"]
