@@ -230,7 +230,10 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else None
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:  # e.g. a !!python/ tag (refused by safe_load), "[1", ": x: y"
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({' '.join(str(err).split())})") from None
     nested: dict[str, Any] = {}
     node = nested
     parts = key.strip().split(".")

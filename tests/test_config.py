@@ -42,3 +42,9 @@ def test_a_bare_off_is_the_word_not_a_boolean():
     """YAML 1.1 reads `off` as false: a string setting takes it as the word, from --set and from files."""
     c = load_config(None, ["attributes.use=off", "discriminative.use=off"])
     assert c.attributes.use == "off" and c.discriminative.use == "off"
+
+
+@pytest.mark.parametrize("value", ["!!python/object/apply:os.system ['true']", "[1", ": x: y"])
+def test_bad_yaml_in_a_set_value_is_one_clear_error(value):
+    with pytest.raises(ConfigError, match="--set model.epochs=.*is not valid YAML"):
+        load_config(None, [f"model.epochs={value}"])

@@ -262,3 +262,15 @@ def test_a_crafted_yolo_pt_never_runs_without_the_opt_in(tmp_path, capsys):
                 "--set", f"regions.detector_weights={weights}"])
     assert code == 2 and "refusing to load an ultralytics .pt file" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_box_files_with_float_frames_or_no_bytes_name_the_file(tmp_path):
+    float_frames = tmp_path / "float.npz"
+    np.savez(float_frames, boxes_xyxy=np.array([[1, 1, 5, 5]], np.float32), global_frame=np.array([0.0]),
+             video_lengths=np.array([3]))
+    with pytest.raises(RegionError, match="float.npz: global_frame must hold integer frame indices, not float64"):
+        load_box_file(float_frames, [3])
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(RegionError, match="empty.npz: not a readable npz box file \\(empty file\\)"):
+        load_box_file(empty, [3])

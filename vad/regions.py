@@ -237,8 +237,9 @@ def _read_box_file(path: Path) -> dict[str, np.ndarray]:
             raise ValueError("a single .npy array, not an npz archive")
         with data:
             arrays = {k: data[k] for k in BOX_FILE_KEYS if k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise RegionError(f"{path}: not a readable npz box file ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        what = "empty file" if path.stat().st_size == 0 else str(err) or type(err).__name__
+        raise RegionError(f"{path}: not a readable npz box file ({what})") from None
     missing = [k for k in BOX_FILE_KEYS if k not in arrays]
     if missing:
         raise RegionError(f"{path}: missing arrays {missing}; a box file holds {list(BOX_FILE_KEYS)}")
@@ -304,6 +305,8 @@ def load_box_file(path: str | Path, video_lengths: Sequence[int],
     if boxes.ndim != 2 or boxes.shape[1] != 4 or frame.shape != (len(boxes),):
         raise RegionError(f"{path}: boxes_xyxy must be (M,4) with one global_frame each; got {boxes.shape} and "
                           f"{frame.shape}")
+    if not np.issubdtype(frame.dtype, np.integer):
+        raise RegionError(f"{path}: global_frame must hold integer frame indices, not {frame.dtype}")
     file_lengths, lengths = [int(n) for n in data["video_lengths"]], [int(n) for n in video_lengths]
     if file_lengths != lengths:
         raise RegionError(f"{path}: video lengths in the file {file_lengths} do not match the dataset's {lengths}")
