@@ -22,15 +22,27 @@ from . import run_folder
 CURVE_HEIGHT = 90
 
 
-def _frames(path: Path) -> Iterator[np.ndarray]:
-    """The BGR frames of a frame folder or a video file, one at a time (``vad.readers.Video.iter_frames``)."""
-    return Video(path.stem, path).iter_frames(grey=False)
+def _frames(path: Path, bad_frames: str = "error") -> Iterator[np.ndarray]:
+    """The BGR frames of a frame folder or a video file, one at a time (``vad.readers.Video.iter_frames``), with
+    the run's policy for unreadable frame images (``data.bad_frames``)."""
+    return Video(path.stem, path).iter_frames(grey=False, bad_frames=bad_frames)
 
 
-def read_frames_at(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+def _checked_run(out: Path) -> str:
+    """The run's ``data.bad_frames`` policy, after checking that its videos are still those it scored (the cube
+    cache's fingerprints: size, modification time, frame count), so that boxes are never drawn on other footage."""
+    from .vad_pipeline import _cache_of, check_cache_matches, load_run
+
+    config, info = load_run(out)
+    if (Path(info["cache"]) / "manifest.json").is_file():  # without its cache a run can still be drawn
+        check_cache_matches(_cache_of(info), info)
+    return config.data.bad_frames
+
+
+def read_frames_at(path: Path, wanted: set[int], bad_frames: str = "error") -> dict[int, np.ndarray]:
     """The BGR frames of ``path`` whose indices are in ``wanted``, reading no further than the last of them."""
     found = {}
-    for t, frame in enumerate(_frames(path)):
+    for t, frame in enumerate(_frames(path, bad_frames)):
         if t in wanted:
             found[t] = frame
         if len(found) == len(wanted):
@@ -94,10 +106,11 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     index = {v["name"]: i for i, v in enumerate(info["videos"])}
     paths = {v["name"]: Path(v["path"]) for v in info["videos"]}
     rank = _cube_rank(cubes["score"])
+    bad_frames = _checked_run(out)
     images = {}
     for name in {c[0] for c in chosen}:
-        images.update({(name, t): img for t, img in
-                       read_frames_at(paths[name], {t for v, t, _ in chosen if v == name}).items()})
+        wanted = {t for v, t, _ in chosen if v == name}
+        images.update({(name, t): img for t, img in read_frames_at(paths[name], wanted, bad_frames).items()})
     cols = min(4, len(chosen))
     rows = -(-len(chosen) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
@@ -170,7 +183,8 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
         run_folder.record(out, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     source = Path(info["videos"][v]["path"])
-    first = next(_frames(source))
+    bad_frames = _checked_run(out)
+    first = next(_frames(source, bad_frames))
     h, w = first.shape[:2]
     w_even, h_even = w - w % 2, (h + CURVE_HEIGHT) - (h + CURVE_HEIGHT) % 2  # yuv420p needs even sizes
     with atomic_path(path) as tmp:
@@ -178,7 +192,7 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
                "-r", str(fps), "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            for t, img in enumerate(tqdm(_frames(source), total=len(scores), desc=f"render {video}",
+            for t, img in enumerate(tqdm(_frames(source, bad_frames), total=len(scores), desc=f"render {video}",
                                          disable=not progress)):
                 if t >= len(scores):
                     break

@@ -343,3 +343,25 @@ def test_image_od_skip_bad_scores_the_rest_and_lists_what_it_skipped(tmp_path, c
     listed = (out / "skipped.txt").read_text().splitlines()
     assert len(listed) == 2 and "cut.jpg" in listed[0] and "junk.png" in listed[1]
     assert "skipped 2 bad image file(s)" in err and all(line in err for line in listed)
+
+
+# ----------------------------------------------------------------------------------------------- round 2
+def test_bad_frames_skip_holds_in_every_stage_and_render_refuses_changed_footage(tmp_path, capsys):
+    """data.bad_frames=skip is the run's policy for plot and render too; a video changed after the run is refused
+    by render instead of having the run's boxes drawn on other footage."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg binary (apt-get install ffmpeg)")
+    folder = write_frames(tmp_path / "videos" / "clip", frames(12, 32, 32), ".jpg", 0)
+    data = (folder / "005.jpg").read_bytes()
+    (folder / "005.jpg").write_bytes(data[:len(data) * 2 // 3])
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--quiet"]
+    assert vad(["run", "--videos", str(folder.parent), "--cache", str(tmp_path / "cache"), *common, *TINY,
+                "--set", "data.bad_frames=skip", "--set", "regions.motion_min_area=4"]) == 0
+    assert (out / "metrics.json").is_file() and (out / "plots" / "top_events.png").is_file()
+    assert vad(["render", "--video", "clip", *common]) == 0 and (out / "render" / "clip.mp4").stat().st_size > 0
+    capsys.readouterr()
+    write_frames(folder, frames(12, 32, 32, seed=5)[:1], ".jpg", 0)  # another first frame, another size
+    os.utime(folder / "000.jpg", (1, 1))
+    assert vad(["render", "--video", "clip", *common]) == 2
+    assert "cached cubes of video clip" in capsys.readouterr().err
