@@ -365,3 +365,16 @@ def test_bad_frames_skip_holds_in_every_stage_and_render_refuses_changed_footage
     os.utime(folder / "000.jpg", (1, 1))
     assert vad(["render", "--video", "clip", *common]) == 2
     assert "cached cubes of video clip" in capsys.readouterr().err
+
+
+def test_every_entry_a_videos_folder_skips_is_said(tmp_path, capsys):
+    folder = tmp_path / "videos"
+    write_frames(folder / "clip", frames(6))
+    (folder / "loop").symlink_to(folder / "loop")
+    (folder / "broken.avi").symlink_to(tmp_path / "nowhere.avi")
+    (folder / "notes.txt").write_text("not a video")
+    assert [v.name for v in open_videos(folder)] == ["clip"]
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'loop'}: a broken or looping link" in err
+    assert f"skipped {folder / 'broken.avi'}: a broken or looping link" in err
+    assert f"skipped {folder / 'notes.txt'}: not a video file or a folder of frames" in err

@@ -590,6 +590,12 @@ def open_videos(path: str | Path) -> list[Video]:
     if image_files(path):
         return [Video(path.name, path)]
     videos = [Video(p.stem, p) for p in _video_files(path)] + [Video(d.name, d) for d in _frame_folders(path)]
+    used = {v.path for v in videos}
+    for entry in _visible(path):  # say aloud what is not read: broken or looping links, other files
+        if entry not in used:
+            why = ("a broken or looping link" if entry.is_symlink() and not entry.exists() else
+                   "not a video file or a folder of frames")
+            print(f"warning: skipped {entry}: {why}", file=sys.stderr)
     if not videos:
         raise DatasetError(f"no videos in {path}: expected video files ({', '.join(sorted(VIDEO_EXT))}), "
                            "frame images, or folders of frame images")
