@@ -83,7 +83,7 @@ def test_detector_boxes_are_cached_written_out_and_read_back(clip, tmp_path):
     common = ["--videos", str(clip), "--cache", str(cache), "--quiet", "--config", str(CONFIGS / "ucsd_ped2.yaml")]
     assert vad(["extract", *common, "--detector", str(XL), "--out", str(tmp_path / "a")]) == 0
     config = load_config(tmp_path / "a" / "config.yaml")
-    assert config.regions.sources == ["detector", "motion"] and config.regions.detector_weights == str(XL)
+    assert config.regions.sources == ["detector", "motion"] and config.regions.detector_weights == str(XL.resolve())
     (folder,) = cache.iterdir()
     key = json.loads((folder / "manifest.json").read_text())["settings"]["regions"]["detector_weights"]
     assert len(key["sha256"]["weights"]) == 64 and len(key["sha256"]["cfg"]) == 64  # content, not only mtime

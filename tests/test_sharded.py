@@ -57,7 +57,7 @@ def test_two_processes_extract_and_score_as_one(tmp_path):
     data = make_synthetic_ucsd(tmp_path / "data", n_videos=3, n_frames=30)
     one, two = tmp_path / "one", tmp_path / "two"
     torchrun = [str(TORCHRUN), "--standalone", "--nproc_per_node=2"]
-    source = ["--config", CONFIG, "--root", str(data), "--set", "model.epochs=1"]
+    source = ["--config", CONFIG, "--root", str(data), "--set", "attributes.use=off", "--set", "model.epochs=1"]
     _vad([sys.executable], "extract", *source, "--out", str(one), "--cache", str(tmp_path / "cache1"))
     _vad(torchrun, "extract", *source, "--out", str(two), "--cache", str(tmp_path / "cache2"))
 
