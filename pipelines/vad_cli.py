@@ -1,6 +1,6 @@
-"""``vad``: unsupervised video abnormal-event detection with generative E3Outlier.
+"""``vad``: unsupervised video abnormal-event detection (object-attribute density or generative E3Outlier).
 
-Stages share a run folder (``--out``): ``extract`` (boxes, cubes, flow -> cache), ``train`` (cloze generators),
+Stages share a run folder (``--out``): ``extract`` (boxes, cubes, flow -> cache), ``train`` (the learned score),
 ``score`` (cube and frame scores), ``eval`` (frame-level AUC/EER), ``plot``; ``run`` does them all and ``demo``
 does them all on a generated dataset.
 """
@@ -23,7 +23,7 @@ from .vad_plots import plot_run
 EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
           --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz --out runs/ped2
-  vad run --config configs/ucsd_ped2.yaml --root DATA --out runs/x --set model.epochs=5 --set score.motion_weight=0
+  vad run --config configs/ucsd_ped2.yaml --root DATA --out runs/x --set attributes.use=off --set model.epochs=5
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
           --detector ../shared/weights/yolo-fastest-1.1-coco/yolo-fastest-1.1-xl.weights --out runs/ped2_det
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("extract", "find foreground boxes, cut cubes and flow into the cache", source=True)
-    command("train", "train the cloze generators on the run's cubes (transductive)")
+    command("train", "fit the learned cube score on the run's cubes (transductive): the attribute density, or "
+                     "the cloze generators with attributes.use=off")
     score = command("score", "turn the run's cube errors into cube, frame and event scores")
     score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change a score.* or events.* setting of the run first (fusion, smoothing, "
