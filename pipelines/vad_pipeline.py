@@ -39,7 +39,7 @@ from image_od.generative import GenerativeE3Outlier, Normaliser
 from image_od.precision import resolve_precision
 from image_od.training import resolve_device
 from vad import regions as regions_mod
-from vad.attributes import AttributeKNN, attribute_rows, velocity_histogram
+from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score
 from vad.events import event_threshold, find_events, peak_box
@@ -395,10 +395,11 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
         raise ValueError(NO_CUBES.format(source=info["source"]))
     if config.model.train_on == "training":
         train_X, _ = rows(info["training"])
-        model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank, seed=config.seed)
+        model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank, pooled=VELOCITY_COLUMNS,
+                             seed=config.seed)
         return model.fit(train_X).decision_function(X)
     model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
-                         seed=config.seed)
+                         pooled=VELOCITY_COLUMNS, seed=config.seed)
     return model.fit(X, arrays["video"], arrays["frame"]).decision_scores_
 
 

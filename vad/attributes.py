@@ -5,8 +5,9 @@ inside its box (Reiss & Hoshen's velocity feature), and its size (box height, as
 velocity is divided by the box height, so that a near and a far object walking at the same pace compare (a fixed
 camera sees near objects move more pixels).
 
-Rarity (:class:`AttributeKNN`): the mean distance to the k nearest cubes of a bank, on robustly standardised
-attributes. Fitted transductively on the very cubes it scores, two rules keep it honest: a cube's neighbours never
+Rarity (:class:`AttributeKNN`): the mean distance to the k nearest cubes of a bank, on standardised attributes,
+the velocity histogram's columns with one pooled scale (per-column scales would blow up the rare directions' nearly
+empty bins, so that direction noise outweighs speed). Fitted transductively on the very cubes it scores, two rules keep it honest: a cube's neighbours never
 come from the same video within ``exclude_frames`` frames (an anomaly's copies in the next frames must not vouch
 for it), and the bank is cleansed (fit, score, drop the ``cleanse`` share of most distant cubes, score again
 against what is left), as CKNN does.
@@ -19,6 +20,7 @@ import torch
 from image_od.detector import OutlierDetector
 
 ORIENTATION_BINS = 8
+VELOCITY_COLUMNS = ORIENTATION_BINS + 1  # the first columns of cube_attributes: histogram and speed
 
 
 def velocity_histogram(flow: np.ndarray, bins: int = ORIENTATION_BINS) -> np.ndarray:
@@ -67,13 +69,14 @@ class AttributeKNN(OutlierDetector):
     ``fit(X, groups, times)`` scores the fitted rows themselves (``decision_scores_``) with the temporal exclusion
     (rows of the same group within ``exclude_frames`` of each other, and the row itself, are never neighbours) and
     the cleansing; ``decision_function(X)`` scores new rows against the bank, with no exclusion. ``max_bank``
-    bounds the bank (a seeded sample), so that hours of footage cost linear time.
+    bounds the bank (a seeded sample), so that hours of footage cost linear time. Columns are centred on their
+    median and divided by their standard deviation; the first ``pooled`` columns share one (pooled) scale.
     """
 
     def __init__(self, k: int = 10, exclude_frames: int = 10, cleanse: float = 0.1, max_bank: int = 50000,
-                 seed: int = 0, chunk: int = 1024):
+                 pooled: int = 0, seed: int = 0, chunk: int = 1024):
         self.k, self.exclude_frames, self.cleanse, self.max_bank = k, exclude_frames, cleanse, max_bank
-        self.seed, self.chunk = seed, chunk
+        self.pooled, self.seed, self.chunk = pooled, seed, chunk
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, np.float32) - self.centre_) / self.scale_
@@ -110,9 +113,10 @@ class AttributeKNN(OutlierDetector):
         times = np.arange(len(X), dtype=np.int64) * (self.exclude_frames + 1) if times is None \
             else np.asarray(times, np.int64)
         self.centre_ = np.median(X, 0)
-        q25, q75 = np.percentile(X, [25, 75], axis=0)
-        spread = (q75 - q25) / 1.349
-        self.scale_ = np.where(spread > 1e-6, spread, np.maximum(X.std(0), 1e-6)).astype(np.float32)
+        scale = np.maximum(X.std(0), 1e-6)
+        if self.pooled:  # one scale for a histogram's columns keeps its geometry: rare bins are not blown up
+            scale[:self.pooled] = max(float(X[:, :self.pooled].std()), 1e-6)
+        self.scale_ = scale.astype(np.float32)
         Z = self._standardise(X)
         rng = np.random.default_rng(self.seed)
         members = np.arange(len(Z)) if len(Z) <= self.max_bank else np.sort(rng.choice(len(Z), self.max_bank,
