@@ -1,4 +1,6 @@
-"""Who owns the files of a run folder: a manifest (``run_manifest.json``) lists every file a run wrote there.
+"""The video run folder: who owns its files, and reading what the stages wrote there.
+
+Ownership: a manifest (``run_manifest.json``) lists every file a run wrote there.
 
 A rerun into the same folder removes only the files that manifest lists (and the ``.tmp`` a killed write of one of
 them left); a folder that is not empty and holds no manifest is refused, so no command ever deletes or overwrites a
@@ -6,11 +8,20 @@ file it did not write. Stages record a file before writing it, so that an interr
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import zipfile
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from image_od.atomic import write_json
+from vad.cache import CubeCache
+from vad.readers import Video
+
+from .config import Config, load_config
 
 MANIFEST = "run_manifest.json"
 KIND = "e3outlier video run"
@@ -81,3 +92,68 @@ def record(out: str | Path, *paths: str | Path) -> None:
     new = [n for n in names if n not in manifest["files"]]
     if new:
         write_json(out / MANIFEST, {**manifest, "files": manifest["files"] + new})
+
+
+# ----------------------------------------------------------------------------------------------- reading a run
+def load_run(out: str | Path) -> tuple[Config, dict[str, Any]]:
+    out = Path(out)
+    if not (out / "config.yaml").is_file() or not (out / "videos.json").is_file():
+        raise FileNotFoundError(f"{out} is not a run folder (no config.yaml/videos.json): run `vad extract` first")
+    return load_config(out / "config.yaml"), json.loads((out / "videos.json").read_text())
+
+
+def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
+    """The cached cubes must come from the run's videos as they are now: same frame counts as ``videos.json``
+    and, where recorded, the same source fingerprint (size, modification time, frame count)."""
+    for v in info["videos"]:
+        cached = cache.n_frames(v["name"])
+        if cached != v["n_frames"]:
+            raise ValueError(f"cache {cache.folder} holds {cached} frames for video {v['name']} but it has "
+                             f"{v['n_frames']} ({v['path']}): run `vad extract` again")
+        if cache.manifest["videos"][v["name"]].get("source") is not None:
+            now = Video(v["name"], Path(v["path"])).source_fingerprint(n_frames=v["n_frames"])
+            reason = cache.stale_reason(v["name"], now)
+            if reason:
+                raise ValueError(f"cached cubes of video {v['name']} ({v['path']}) are stale: {reason}; "
+                                 "run `vad extract` again")
+
+
+def cache_of(info: dict[str, Any]) -> CubeCache:
+    """The cube cache that a part of ``videos.json`` (``info``) names, with the settings its manifest records."""
+    folder = Path(info["cache"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return CubeCache(folder.parent, manifest["settings"])
+
+
+def ready_cache(info: dict[str, Any]) -> CubeCache:
+    """The cache of the videos of ``info``, checked to hold all of them as they are now."""
+    cache = cache_of(info)
+    missing = [v["name"] for v in info["videos"] if not cache.has(v["name"])]
+    if missing:
+        raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
+    check_cache_matches(cache, info)
+    return cache
+
+
+def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
+    """The arrays of a run's ``.npz`` (no pickled objects), or an error naming the file and the remedy."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: {remedy}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path} is unreadable ({err}): {remedy}") from None
+
+
+def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """frame_scores.csv as {video: {"score", "model", "heuristic", "label"}} (label None when unlabeled)."""
+    rows: dict[str, dict[str, list]] = {}
+    with (out / "frame_scores.csv").open() as f:
+        for r in csv.DictReader(f):
+            d = rows.setdefault(r["video"], {"score": [], "model": [], "heuristic": [], "label": []})
+            for k in ("score", "model", "heuristic"):
+                d[k].append(float(r[k]))
+            d["label"].append(None if r["label"] == "" else int(r["label"]))
+    return {v: {**{k: np.array(d[k]) for k in ("score", "model", "heuristic")},
+                "label": None if d["label"][0] is None else np.array(d["label"])} for v, d in rows.items()}

@@ -135,7 +135,7 @@ def _join_ranks(args: argparse.Namespace) -> None:
     if args.command not in SHARDED:
         raise ValueError(f"`vad {args.command}` runs in one process: start it without torchrun "
                          f"(under torchrun: {', '.join(SHARDED)})")
-    device = _config(args).device if args.command in ("extract", "run") else P.load_run(args.out)[0].device
+    device = _config(args).device if args.command in ("extract", "run") else run_folder.load_run(args.out)[0].device
     distributed.setup(resolve_device(device))
 
 

@@ -24,7 +24,6 @@ import hashlib
 import json
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,6 +50,7 @@ from vad.scoring import blend, fast_share, frame_scores, fuse, motion_energy, po
 
 from . import run_folder
 from .config import Config, ConfigError, load_config, save_config, to_dict
+from .run_folder import cache_of, load_npz, load_run, read_frame_scores, ready_cache
 from .run_env import environment, peak_rss_mb
 from .vad_plots import plot_run
 
@@ -115,13 +115,6 @@ def training_config(config: Config) -> Config:
     return dataclasses.replace(config, regions=dataclasses.replace(r, box_file=r.train_box_file))
 
 
-def load_run(out: str | Path) -> tuple[Config, dict[str, Any]]:
-    out = Path(out)
-    if not (out / "config.yaml").is_file() or not (out / "videos.json").is_file():
-        raise FileNotFoundError(f"{out} is not a run folder (no config.yaml/videos.json): run `vad extract` first")
-    return load_config(out / "config.yaml"), json.loads((out / "videos.json").read_text())
-
-
 def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
@@ -164,22 +157,6 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shar
     if config.data.bad_frames != "error":  # only then part of the key, so that existing caches stay valid
         settings["bad_frames"] = config.data.bad_frames
     return CubeCache(cache_root, settings, shard)
-
-
-def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
-    """The cached cubes must come from the run's videos as they are now: same frame counts as ``videos.json``
-    and, where recorded, the same source fingerprint (size, modification time, frame count)."""
-    for v in info["videos"]:
-        cached = cache.n_frames(v["name"])
-        if cached != v["n_frames"]:
-            raise ValueError(f"cache {cache.folder} holds {cached} frames for video {v['name']} but it has "
-                             f"{v['n_frames']} ({v['path']}): run `vad extract` again")
-        if cache.manifest["videos"][v["name"]].get("source") is not None:
-            now = Video(v["name"], Path(v["path"])).source_fingerprint(n_frames=v["n_frames"])
-            reason = cache.stale_reason(v["name"], now)
-            if reason:
-                raise ValueError(f"cached cubes of video {v['name']} ({v['path']}) are stale: {reason}; "
-                                 "run `vad extract` again")
 
 
 # ----------------------------------------------------------------------------------------------- extract
@@ -304,7 +281,7 @@ def export_boxes(out: str | Path, output: str | Path | None = None, split: str =
             raise ValueError(f"{out} has no training split: it was not run with --train-on training")
         info = info["training"]
     names, lengths = [v["name"] for v in info["videos"]], [v["n_frames"] for v in info["videos"]]
-    arrays = _ready_cache(info).load(names, fields=("boxes", "frame"))
+    arrays = ready_cache(info).load(names, fields=("boxes", "frame"))
     starts = np.cumsum([0, *lengths])
     path = Path(output) if output else out / f"boxes_{split}.npz"
     if path.resolve().is_relative_to(out.resolve()):
@@ -317,26 +294,10 @@ def export_boxes(out: str | Path, output: str | Path | None = None, split: str =
 
 
 # ----------------------------------------------------------------------------------------------- train
-def _cache_of(info: dict[str, Any]) -> CubeCache:
-    folder = Path(info["cache"])
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return CubeCache(folder.parent, manifest["settings"])
-
-
-def _ready_cache(info: dict[str, Any]) -> CubeCache:
-    """The cache of the videos of ``info``, checked to hold all of them as they are now."""
-    cache = _cache_of(info)
-    missing = [v["name"] for v in info["videos"] if not cache.has(v["name"])]
-    if missing:
-        raise FileNotFoundError(f"cache {cache.folder} lacks videos {missing}: run `vad extract` first")
-    check_cache_matches(cache, info)
-    return cache
-
-
 def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
     """The cubes' arrays and the samples the model reads: everything in memory, or, when ``in_memory`` is false
     (sets larger than RAM), only the cubes' video and frame indices, with samples read lazily from the cache."""
-    cache = _ready_cache(info)
+    cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
     arrays = cache.load(names, fields=FIELDS if in_memory else ("frame",))
     if len(arrays["frame"]) == 0:
@@ -350,7 +311,7 @@ def _in_memory_cubes(info: dict[str, Any], arrays: dict[str, np.ndarray]) -> dic
     """``arrays`` with the cubes and their flow (read from the cache if the run keeps them on disk)."""
     if "cubes" in arrays:
         return arrays
-    loaded = _cache_of(info).load([v["name"] for v in info["videos"]], fields=("cubes", "flow"))
+    loaded = cache_of(info).load([v["name"] for v in info["videos"]], fields=("cubes", "flow"))
     return {**arrays, "cubes": loaded["cubes"], "flow": loaded["flow"]}
 
 
@@ -369,7 +330,7 @@ def _cube_errors(model: GenerativeE3Outlier, info: dict[str, Any], data: SampleS
     """Every cube's errors under ``model``: from memory, or read from the cache in contiguous slices."""
     if isinstance(data, ArrayData):
         return model.task_errors(data)
-    slices = _cache_of(info).iter_slices([v["name"] for v in info["videos"]], ("cubes", "flow"))
+    slices = cache_of(info).iter_slices([v["name"] for v in info["videos"]], ("cubes", "flow"))
     return np.concatenate([model.task_errors(ArrayData(part)) for part in slices])
 
 
@@ -385,7 +346,7 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     a = config.attributes
 
     def rows(part: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        cache, names = _ready_cache(part), [v["name"] for v in part["videos"]]
+        cache, names = ready_cache(part), [v["name"] for v in part["videos"]]
         hist = np.concatenate([cache.map_rows(n, "flow", velocity_histogram) for n in names])
         arrays = cache.load(names, fields=("boxes", "frame"))
         return attribute_rows(hist, arrays["boxes"], a.scale_aware), arrays
@@ -479,7 +440,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     out = Path(out)
     config, info = load_run(out)
     learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
-    cache = _ready_cache(info)
+    cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
     energy = cube_motion_energy(cache, names, progress)
     if not distributed.is_main():
@@ -553,30 +514,6 @@ def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[n
         w.writerows(rows)
     rule = "given" if config.events.threshold is not None else f"percentile {config.events.percentile}"
     write_json(out / "events.json", {"threshold": threshold, "rule": rule, "n_events": len(rows)})
-
-
-def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
-    """The arrays of a run's ``.npz`` (no pickled objects), or an error naming the file and the remedy."""
-    try:
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: {remedy}") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path} is unreadable ({err}): {remedy}") from None
-
-
-def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    """frame_scores.csv as {video: {"score", "model", "heuristic", "label"}} (label None when unlabeled)."""
-    rows: dict[str, dict[str, list]] = {}
-    with (out / "frame_scores.csv").open() as f:
-        for r in csv.DictReader(f):
-            d = rows.setdefault(r["video"], {"score": [], "model": [], "heuristic": [], "label": []})
-            for k in ("score", "model", "heuristic"):
-                d[k].append(float(r[k]))
-            d["label"].append(None if r["label"] == "" else int(r["label"]))
-    return {v: {**{k: np.array(d[k]) for k in ("score", "model", "heuristic")},
-                "label": None if d["label"][0] is None else np.array(d["label"])} for v, d in rows.items()}
 
 
 # ----------------------------------------------------------------------------------------------- eval

@@ -61,12 +61,11 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
 def plot_run(out: str | Path) -> Path:
     """Write plots/<video>.png for every video and plots/roc.png when labels exist; return the folder."""
     from .config import load_config
-    from .vad_pipeline import read_frame_scores
     from .vad_render import plot_top_events
 
     out = Path(out)
     folder = out / "plots"
-    scores = read_frame_scores(out)
+    scores = run_folder.read_frame_scores(out)
     run_folder.record(out, *(folder / f"{name}.png" for name in [*scores, "roc", "top_events"]))
     folder.mkdir(exist_ok=True)
     for name, d in scores.items():

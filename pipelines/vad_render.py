@@ -31,11 +31,9 @@ def _frames(path: Path, bad_frames: str = "error") -> Iterator[np.ndarray]:
 def _checked_run(out: Path) -> str:
     """The run's ``data.bad_frames`` policy, after checking that its videos are still those it scored (the cube
     cache's fingerprints: size, modification time, frame count), so that boxes are never drawn on other footage."""
-    from .vad_pipeline import _cache_of, check_cache_matches, load_run
-
-    config, info = load_run(out)
+    config, info = run_folder.load_run(out)
     if (Path(info["cache"]) / "manifest.json").is_file():  # without its cache a run can still be drawn
-        check_cache_matches(_cache_of(info), info)
+        run_folder.check_cache_matches(run_folder.cache_of(info), info)
     return config.data.bad_frames
 
 
@@ -57,11 +55,9 @@ def _score_colour(value: float) -> tuple[int, int, int]:
 
 
 def _run_data(out: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    from .vad_pipeline import load_npz, read_frame_scores
-
     info = json.loads((out / "videos.json").read_text())
-    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again")
-    return info, read_frame_scores(out), {k: cubes[k] for k in ("video", "frame", "boxes", "score")}
+    cubes = run_folder.load_npz(out / "cube_scores.npz", "run `vad score` again")
+    return info, run_folder.read_frame_scores(out), {k: cubes[k] for k in ("video", "frame", "boxes", "score")}
 
 
 def _cube_rank(scores: np.ndarray) -> np.ndarray:

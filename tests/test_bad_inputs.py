@@ -349,8 +349,6 @@ def test_image_od_skip_bad_scores_the_rest_and_lists_what_it_skipped(tmp_path, c
 def test_bad_frames_skip_holds_in_every_stage_and_render_refuses_changed_footage(tmp_path, capsys):
     """data.bad_frames=skip is the run's policy for plot and render too; a video changed after the run is refused
     by render instead of having the run's boxes drawn on other footage."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("needs the ffmpeg binary (apt-get install ffmpeg)")
     folder = write_frames(tmp_path / "videos" / "clip", frames(12, 32, 32), ".jpg", 0)
     data = (folder / "005.jpg").read_bytes()
     (folder / "005.jpg").write_bytes(data[:len(data) * 2 // 3])

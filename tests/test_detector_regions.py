@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import vad_pipeline as P
+from pipelines import run_folder
 from pipelines.config import ConfigError, load_config
 from pipelines.vad_cli import main as vad
 from vad.regions import DarknetBoxes, RegionError, box_areas, make_detector, network_size, remove_covered
@@ -100,8 +100,8 @@ def test_detector_boxes_are_cached_written_out_and_read_back(clip, tmp_path):
     assert vad(["extract", *common, "--boxes", str(exported), "--out", str(tmp_path / "b")]) == 0
     cached = {}
     for run in ("a", "b"):
-        _, info = P.load_run(tmp_path / run)
-        cached[run] = P._ready_cache(info).load(["01"], fields=("boxes", "frame", "cubes"))
+        _, info = run_folder.load_run(tmp_path / run)
+        cached[run] = run_folder.ready_cache(info).load(["01"], fields=("boxes", "frame", "cubes"))
     for k in ("boxes", "frame", "cubes"):
         np.testing.assert_array_equal(cached["a"][k], cached["b"][k])
 

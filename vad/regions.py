@@ -206,8 +206,9 @@ class DarknetBoxes:
         if len(frames) == 0:
             return []
         size = network_size(frames.shape[1:3], self.imgsz)
-        return [remove_covered(filter_boxes(boxes, scores, score_thr=-1.0, min_area=self.min_area), self.cover_thr)
-                for boxes, scores, _ in self.detector.detect_with_scores(frames, input_size=size)]
+        # the score threshold was applied before the detector's NMS; VEC's area floor and covered-box removal remain
+        return [remove_covered(boxes[box_areas(boxes) >= self.min_area], self.cover_thr)
+                for boxes in self.detector.detect(frames, input_size=size)]
 
 
 def make_detector(weights: str | Path, *, classes: list[int] | None, score_thr: float, nms_iou: float,

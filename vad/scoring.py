@@ -70,13 +70,18 @@ def per_video_zscore(scores: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [zscore(np.asarray(s, float)) for s in scores]
 
 
+def _weighted_z(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], w_model: float,
+                w_heuristic: float) -> list[np.ndarray]:
+    """w_model z(model) + w_heuristic z(heuristic), z over all frames, split back into videos."""
+    cuts = np.cumsum([len(m) for m in model])[:-1]
+    return np.split(w_model * zscore(np.concatenate(model)) + w_heuristic * zscore(np.concatenate(heuristic)), cuts)
+
+
 def fuse(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], weight: float) -> list[np.ndarray]:
     """Frame scores z(model) + weight * z(motion energy), z over all frames; weight 0 leaves the model's as they are."""
     if weight == 0:
         return [np.asarray(m, float) for m in model]
-    cuts = np.cumsum([len(m) for m in model])[:-1]
-    fused = zscore(np.concatenate(model)) + weight * zscore(np.concatenate(heuristic))
-    return np.split(fused, cuts)
+    return _weighted_z(model, heuristic, 1.0, weight)
 
 
 def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
@@ -95,8 +100,7 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
 def blend(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], a: float) -> list[np.ndarray]:
     """Frame scores (1 - a) z(model) + a z(motion energy), z over all frames: a = 0 the model's, a = 1 the
     heuristic's."""
-    cuts = np.cumsum([len(m) for m in model])[:-1]
-    return np.split((1 - a) * zscore(np.concatenate(model)) + a * zscore(np.concatenate(heuristic)), cuts)
+    return _weighted_z(model, heuristic, 1 - a, a)
 
 
 def postprocess(scores: Sequence[np.ndarray], settings) -> list[np.ndarray]:
