@@ -40,6 +40,16 @@ class ArrayData:
 SampleSource = ArrayData | Dataset
 
 
+def split_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``, a last batch of one sample merged into the one before: a
+    batch of one has no batch statistics (BatchNorm fails on it, or trains on garbage), so 129 images in
+    batches of 128 make one step of 129."""
+    parts = list(order.split(batch_size))
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2:] = [torch.cat(parts[-2:])]
+    return parts
+
+
 def iterate_batches(
     data: SampleSource,
     batch_size: int,
@@ -49,12 +59,12 @@ def iterate_batches(
     num_workers: int = 0,
     indices: torch.Tensor | None = None,
 ) -> Iterator[Batch]:
-    """Yield dict batches from either source; ``indices`` restricts to a subset."""
+    """Yield dict batches from either source (:func:`split_batches`); ``indices`` restricts to a subset."""
     n = len(data)
     order = indices if indices is not None else torch.arange(n)
     if shuffle:
         order = order[torch.randperm(len(order), generator=generator)]
-    yield from load_batches(data, list(order.split(batch_size)), num_workers)
+    yield from load_batches(data, split_batches(order, batch_size), num_workers)
 
 
 def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0,
@@ -67,7 +77,7 @@ def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0,
     batch smaller than ``world_size``) gets the whole batch with weight 0: it still takes part in the step.
     With one rank this is the plain batching, weight 1.
     """
-    for batch in order.split(batch_size):
+    for batch in split_batches(order, batch_size):
         share = torch.tensor_split(batch, world_size)[rank]
         yield (share, world_size * len(share) / len(batch)) if len(share) else (batch, 0.0)
 

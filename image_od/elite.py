@@ -64,7 +64,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, jvp
 
 from .autoencoders import as_images
-from .data import ArrayData, Batch
+from .data import ArrayData, Batch, split_batches
 from .deep_svdd import DeepSVDDNet, init_center
 from .detector import OutlierDetector
 from .nets import DeepCAE
@@ -249,8 +249,8 @@ class ELITE(OutlierDetector):
             if rule == "labelled-max":
                 return float(self._scores(model(x_val), x_val).max())
             total = 0.0
-            for chunk in x.split(self.batch_size):
-                chunk = chunk.to(self.device_)
+            for rows in split_batches(torch.arange(len(x)), self.batch_size):
+                chunk = x[rows].to(self.device_)
                 total += float(self._scores(model(chunk), chunk).sum())
             return total / len(x)
 

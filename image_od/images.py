@@ -1,6 +1,9 @@
 """Load a user's images for outlier scoring: a folder of image files or a .npy array."""
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -38,12 +41,45 @@ def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarr
         raise ImageReadError(f"cannot read the image file {path}: {err.strerror or err}") from None
     if not data:
         raise ImageReadError(f"empty image file: {path}")
-    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
-        raise ImageReadError(f"truncated JPEG (no end-of-image marker after its last scan): {path}")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if data[:2] == b"\xff\xd8":
+        if not jpeg_is_complete(data):
+            raise ImageReadError(f"truncated JPEG (no end-of-image marker after its last scan): {path}")
+        img, warnings = _decode_jpeg_with_warnings(data, flags)
+        if warnings:
+            raise ImageReadError(f"corrupt JPEG (libjpeg: {warnings[0]}): {path}")
+    else:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if img is None:
         raise ImageReadError(f"OpenCV cannot decode the image file {path}")
     return img
+
+
+LIBJPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid JPEG", "Bogus", "Warning:")
+
+
+def _decode_jpeg_with_warnings(data: bytes, flags: int) -> tuple[np.ndarray | None, list[str]]:
+    """Decode JPEG bytes and return libjpeg's corrupt-data warnings. libjpeg decodes a damaged scan with the rows
+    it lost grey and only prints a warning to the C-level stderr (without the file's name), so fd 2 is pointed at a
+    temporary file for the decode; text that is not such a warning goes back to the real stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            finally:
+                os.dup2(saved, 2)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+    finally:
+        os.close(saved)
+    lines = text.splitlines()
+    warnings = [line.strip() for line in lines if line.strip().startswith(LIBJPEG_WARNINGS)]
+    rest = [line for line in lines if line.strip() and not line.strip().startswith(LIBJPEG_WARNINGS)]
+    if rest:
+        print("\n".join(rest), file=sys.stderr)
+    return img, warnings
 
 
 def decode_image(path: str | Path, grey: bool | None = False) -> np.ndarray:

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import ArrayData
+from .data import ArrayData, split_batches
 from .detector import OutlierDetector
 from .precision import PRECISIONS, resolve_precision
 from .safe_io import load_tensors, state_dict_in
@@ -405,7 +405,7 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
     x_dev, y_dev = x.to(dev), y.to(dev)
 
     def batches() -> Iterator[torch.Tensor]:
-        return iter(torch.randperm(len(x), generator=shuffle).split(batch_size))
+        return iter(split_batches(torch.randperm(len(x), generator=shuffle), batch_size))
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         idx = idx.to(dev)
@@ -514,7 +514,8 @@ class _TransferAD(OutlierDetector):
             return idx
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            return ((idx, next_oe()) for idx in torch.randperm(len(x), generator=shuffle).split(self.batch_size))
+            return ((idx, next_oe()) for idx in split_batches(torch.randperm(len(x), generator=shuffle),
+                                                              self.batch_size))
 
         def loss_fn(pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
             idx, oe_idx = (i.to(dev) for i in pair)

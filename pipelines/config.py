@@ -140,10 +140,12 @@ class AttributeConfig:
 class ScoreConfig:
     # fixed: frame score = z(model) + motion_weight * z(motion energy) (paper: motion_weight 0);
     # fast_share: (1 - a) z(model) + a z(motion energy), a = min(1, p / fast_share_full), p = the share of frames
-    # holding a cube faster than median + fast_mad MADs of every cube's speed (label-free: docs/METHOD.md)
+    # holding a cube faster than median + fast_mad MADs of the speed of the cubes moving more than fast_floor
+    # pixels per frame (label-free: docs/METHOD.md)
     fusion: str = "fast_share"
     motion_weight: float = 0.5
     fast_mad: float = 3.0
+    fast_floor: float = 0.25
     fast_share_full: float = 0.5
     smoothing: str = "gaussian"  # none | mean | gaussian: temporal smoothing of frame scores within each video
     smooth_window: float = 2  # mean: window in frames; gaussian: standard deviation in frames
@@ -299,6 +301,10 @@ class _Checks:
     def positive(self, key: str, value: float) -> None:
         self.need(math.isfinite(value) and value > 0, key, value, "must be positive")
 
+    def count(self, key: str, value: int, limit: int) -> None:
+        """An epoch or batch count: 1 to ``limit`` (far beyond any use: 1e23 fails here, not in torch later)."""
+        self.need(1 <= value <= limit, key, value, f"must be from 1 to {limit:,}")
+
     def non_negative(self, key: str, value: float) -> None:
         self.need(math.isfinite(value) and value >= 0, key, value, "must be >= 0")
 
@@ -394,7 +400,7 @@ def _check_refinements(checks: _Checks, c: Config) -> None:
     checks.need(0 < st.abnormal_fraction < 1 and st.normal_fraction + st.abnormal_fraction <= 1,
                 "self_train.abnormal_fraction", st.abnormal_fraction,
                 "must be within (0, 1), and normal_fraction + abnormal_fraction <= 1")
-    checks.positive("self_train.epochs", st.epochs)
+    checks.count("self_train.epochs", st.epochs, 100_000)
     checks.one_of("self_train.combine", st.combine, ("classifier", "sum"))
     checks.one_of("discriminative.use", d.use, ("off", "alone", "sum"))
     for key in ("epochs", "ops_per_image", "score_ops", "max_train"):
@@ -428,8 +434,8 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.subset("model.targets", m.targets, TARGETS)
     checks.need(bool(m.widths) and all(w > 0 for w in m.widths), "model.widths", m.widths,
                 "must be a non-empty list of positive integers")
-    checks.positive("model.epochs", m.epochs)
-    checks.positive("model.batch_size", m.batch_size)
+    checks.count("model.epochs", m.epochs, 100_000)
+    checks.count("model.batch_size", m.batch_size, 1 << 20)
     checks.positive("model.lr", m.lr)
     checks.one_of("model.normalisation", m.normalisation, NORMALISATIONS)
     checks.need(m.max_train_cubes >= 0, "model.max_train_cubes", m.max_train_cubes, "must be 0 (all cubes) or positive")
@@ -437,6 +443,7 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.positive("score.smooth_window", s.smooth_window)
     checks.one_of("score.fusion", s.fusion, ("fixed", "fast_share"))
     checks.positive("score.fast_mad", s.fast_mad)
+    checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
     checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")
     a = c.attributes
     checks.one_of("attributes.use", a.use, ("off", "alone", "sum"))

@@ -165,17 +165,19 @@ def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
     if args.size < 1 or args.size % 16:
         raise ValueError(f"--size must be a positive multiple of 16 (the generators halve it up to four times), "
                          f"got {args.size}")
-    settings = detector_settings(load_profile(args.profile, overrides), section, not args.grey, method.fixed)
-    for key in ("epochs", "batch_size"):
-        if settings.get(key, 1) < 1:
-            raise ValueError(f"{section}.{key} must be positive, got {settings[key]}")
-    return section, settings
+    return section, detector_settings(load_profile(args.profile, overrides), section, not args.grey, method.fixed)
+
+
+MIN_IMAGES = 2  # the transductive fit learns from the images it scores; batch statistics need two
 
 
 def run_score(args: argparse.Namespace) -> int:
     section, settings = _score_settings(args)
     skipped: list[str] | None = [] if args.skip_bad else None
     images, names = load_images(args.images, args.size, args.grey, skipped=skipped)
+    if len(images) < MIN_IMAGES:
+        raise ValueError(f"{args.images}: {args.method} needs at least {MIN_IMAGES} images to learn what is "
+                         f"normal, found {len(images)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_skipped(out, skipped or [])

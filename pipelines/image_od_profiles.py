@@ -127,6 +127,19 @@ def check_profile(profile: Profile, detectors: dict[str, type], where: str) -> N
             if unknown:
                 raise ConfigError(f"{where}: unknown setting {section}.{unknown[0]} ({cls.__name__} takes: "
                                   f"{', '.join(sorted(known))})")
+            for name, v in (value.items() if key in KINDS and isinstance(value, dict) else [(key, value)]):
+                _check_count(f"{where}: {section}.{key}" + (f".{name}" if name != key else ""), name, v)
+
+
+COUNT_LIMITS = {"epochs": 100_000, "batch_size": 1 << 20}  # far beyond any use; a typo fails when read, not later
+
+
+def _check_count(where: str, key: str, value: object) -> None:
+    """Epoch and batch counts are integers within ``COUNT_LIMITS`` (``--batch-size 1e23`` would overflow torch);
+    None leaves the detector's own rule."""
+    limit = COUNT_LIMITS.get(key)
+    if limit is not None and value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
+        raise ConfigError(f"{where} must be an integer from 1 to {limit:,}, got {value!r}")
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:

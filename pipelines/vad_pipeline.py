@@ -481,10 +481,11 @@ def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndar
     s = config.score
     if s.fusion == "fixed":
         return fuse(model, heuristic, s.motion_weight), {"rule": "fixed", "motion_weight": s.motion_weight}
-    share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad)
+    share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad, s.fast_floor)
     a = min(1.0, share / s.fast_share_full)
     return blend(model, heuristic, a), {"rule": "fast_share", "fast_share": share, "heuristic_weight": a,
-                                        "fast_mad": s.fast_mad, "fast_share_full": s.fast_share_full}
+                                        "fast_mad": s.fast_mad, "fast_floor": s.fast_floor,
+                                        "fast_share_full": s.fast_share_full}
 
 
 def change_score_settings(out: str | Path, overrides: list[str]) -> Config:

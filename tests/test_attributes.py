@@ -88,6 +88,13 @@ def test_fast_share_and_blend():
     speed = np.r_[np.ones(20) + np.linspace(0, 0.1, 20), np.full(4, 9.0)]
     assert fast_share(speed, video, frame, [10, 10]) == pytest.approx(4 / 20)
     assert fast_share(speed, video, frame, [10, 10], mads=1e6) == 0.0
+    # boxes of standing objects (speed 0.01, 30 in every frame) pull the median down and every frame looks fast;
+    # with the floor they are left out of the reference and the share is what it was without them
+    n = 30 * 20
+    still = (np.r_[video, np.repeat([0, 1], n // 2)], np.r_[frame, np.tile(np.arange(10), n // 10)],
+             np.r_[speed, np.full(n, 0.01)])
+    assert fast_share(still[2], still[0], still[1], [10, 10]) == pytest.approx(1.0)
+    assert fast_share(still[2], still[0], still[1], [10, 10], floor=0.25) == pytest.approx(4 / 20)
     model, heuristic = [np.arange(5.0), np.arange(5.0)], [np.arange(5.0)[::-1], np.arange(5.0)[::-1]]
     np.testing.assert_allclose(np.concatenate(blend(model, heuristic, 1.0)),
                                np.concatenate(heuristic) / np.concatenate(heuristic).std() - 2 / np.sqrt(2))

@@ -376,3 +376,79 @@ def test_every_entry_a_videos_folder_skips_is_said(tmp_path, capsys):
     assert f"skipped {folder / 'loop'}: a broken or looping link" in err
     assert f"skipped {folder / 'broken.avi'}: a broken or looping link" in err
     assert f"skipped {folder / 'notes.txt'}: not a video file or a folder of frames" in err
+
+
+def test_a_last_batch_of_one_sample_joins_the_batch_before():
+    """129 images in batches of 128 reached BatchNorm as a batch of one (issue 26): every training loop cuts its
+    batches with split_batches, which merges such a batch into the one before."""
+    from image_od.data import shard_batches, split_batches
+
+    assert [len(b) for b in split_batches(torch.arange(129), 128)] == [129]
+    assert [len(b) for b in split_batches(torch.arange(17), 8)] == [8, 9]
+    assert [len(b) for b in split_batches(torch.arange(18), 8)] == [8, 8, 2]
+    assert [len(b) for b in split_batches(torch.arange(1), 8)] == [1]  # nothing to merge with: callers refuse it
+    assert torch.equal(torch.cat(split_batches(torch.arange(17), 8)), torch.arange(17))
+    assert [len(b) for b, _ in shard_batches(torch.arange(17), 8)] == [8, 9]
+
+
+def test_image_od_score_on_one_image_says_how_many_it_needs(tmp_path, capsys):
+    from pipelines.image_od_cli import main as image_od
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "only.png"), np.zeros((32, 32), np.uint8))
+    assert image_od(["score", "--images", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert f"{folder}: e3outlier-g needs at least 2 images to learn what is normal, found 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "100000000000000000000000", "2.5"])
+def test_epoch_and_batch_counts_are_checked_when_read(tmp_path, capsys, value):
+    from pipelines.image_od_cli import main as image_od
+
+    assert image_od(["score", "--images", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet",
+                     "--set", f"generative.batch_size={value}"]) == 2
+    assert "generative.batch_size must be an integer from 1 to 1,048,576" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="model.batch_size=.* must be from 1 to 1,048,576"):
+        load_config(DEMO, [f"model.batch_size={value}"] if value != "2.5" else ["model.batch_size=0"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", __import__("pipelines.image_od_methods", fromlist=["x"]).SCORE_METHODS)
+def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
+    """Each detector of `image-od score`, batches of 8, on 17 images (2 x 8 + 1): scores for all, no crash."""
+    import inspect
+
+    from image_od.protocol import to_model_input
+    from pipelines.image_od_methods import METHODS, SECTIONS, detector_settings
+    from pipelines.image_od_profiles import load_profile
+
+    section = METHODS[method].section
+    known = inspect.signature(SECTIONS[section]).parameters
+    overrides = [f"{section}.{k}=1" for k in ("epochs", "epochs_joint", "epochs_discriminator") if k in known]
+    overrides += [f"{section}.batch_size=8"] if "batch_size" in known else []
+    settings = detector_settings(load_profile("cpu", overrides), section, False, METHODS[method].fixed)
+    images = np.random.default_rng(0).integers(0, 255, (17, 32, 32, 1), dtype=np.uint8)
+    model = SECTIONS[section](**settings, seed=0, device="cpu", progress=False)
+    scores = np.asarray(model.fit_score(to_model_input(images, 32)), float)
+    assert scores.shape == (17,) and np.isfinite(scores).all()
+
+
+def test_a_jpeg_cut_short_with_its_end_marker_put_back_is_caught_per_file(tmp_path, capfd):
+    """libjpeg decodes such a file half grey and only prints "Corrupt JPEG data" without the file's name; that
+    warning is caught per file and becomes the error (image-od) or the bad-frame policy (vad)."""
+    from image_od.images import ImageReadError, read_image_file
+
+    video = frames(5, 48, 48)
+    folder = write_frames(tmp_path / "clip", video, ".jpg", 0)
+    data = (folder / "002.jpg").read_bytes()
+    (folder / "002.jpg").write_bytes(data[:len(data) // 2] + b"\xff\xd9")
+    with pytest.raises(ImageReadError, match=r"corrupt JPEG \(libjpeg: Corrupt JPEG data: .*\): .*002\.jpg"):
+        read_image_file(folder / "002.jpg")
+    assert read_image_file(folder / "001.jpg").shape == (48, 48, 3)
+    clip = open_videos(folder)[0]
+    with pytest.raises(DatasetError, match=r"corrupt JPEG.*clip/002\.jpg"):
+        clip.read_frames()
+    assert len(clip.read_frames(bad_frames="skip")) == 5
+    said = [line for line in capfd.readouterr().err.splitlines() if "Corrupt JPEG data" in line]
+    assert said and all(str(folder / "002.jpg") in line for line in said)  # never libjpeg's bare line

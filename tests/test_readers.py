@@ -270,6 +270,6 @@ def test_iter_frames_decodes_lazily_and_repeats_good_frames_over_bad_ones(tmp_pa
     assert capsys.readouterr().err == ""  # the warning comes once the last file is read
     got = [video[2], *stream]
     assert [int(np.abs(g.astype(int) - video).sum((1, 2)).argmin()) for g in got] == [2, 2, 2, 3, 3, 5]
-    assert "3 unreadable or truncated frame(s)" in capsys.readouterr().err
+    assert "3 unreadable, truncated or corrupt frame(s)" in capsys.readouterr().err
     avi = open_videos(write_avi(tmp_path / "cam.avi", video))[0]
     assert np.array_equal(np.stack(list(avi.iter_frames())), avi.read_frames()) and avi.frame_count() == 6

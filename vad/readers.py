@@ -128,7 +128,7 @@ def iter_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", v
         except DatasetError as err:
             if bad_frames == "error":
                 raise DatasetError(f"{err} (set data.bad_frames=skip to repeat the previous frame instead)") from None
-            bad.append(str(p))
+            bad.append(str(err))
             if last is not None:
                 yield last
             continue
@@ -138,8 +138,8 @@ def iter_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", v
     if last is None:
         raise DatasetError(f"video {video}: none of its {len(files)} frame images is readable")
     if bad:
-        print(f"warning: video {video}: {len(bad)} unreadable or truncated frame(s) replaced by the previous good "
-              f"frame (data.bad_frames=skip): {', '.join(bad)}", file=sys.stderr, flush=True)
+        print(f"warning: video {video}: {len(bad)} unreadable, truncated or corrupt frame(s) replaced by the "
+              f"previous good frame (data.bad_frames=skip): {'; '.join(bad)}", file=sys.stderr, flush=True)
 
 
 def read_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> list[np.ndarray]:

@@ -85,14 +85,18 @@ def fuse(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], weight: f
 
 
 def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
-               mads: float = 3.0) -> float:
-    """The share of frames holding a cube faster than median + ``mads`` robust deviations (1.4826 MAD) of every
-    cube's speed: how common clearly fast objects are. When they are in a large share of the frames, they are not
-    rare in the data, so rarity cannot find them and the motion prior is what does (label-free evidence)."""
-    if len(cube_speed) == 0:
+               mads: float = 3.0, floor: float = 0.0) -> float:
+    """The share of frames holding a cube faster than median + ``mads`` robust deviations (1.4826 MAD) of the
+    moving cubes' speed: how common clearly fast objects are. When they are in a large share of the frames, they
+    are not rare in the data, so rarity cannot find them and the motion prior is what does (label-free evidence).
+
+    Cubes slower than ``floor`` (pixels per frame) are static and left out of the reference: a detector that also
+    boxes standing people must not lower the median, and with it the bar for "fast"."""
+    moving = cube_speed[cube_speed > floor]
+    if len(moving) == 0:
         return 0.0
-    median = float(np.median(cube_speed))
-    mad = 1.4826 * float(np.median(np.abs(cube_speed - median)))
+    median = float(np.median(moving))
+    mad = 1.4826 * float(np.median(np.abs(moving - median)))
     fastest = np.concatenate(frame_scores(cube_speed, video, frame, n_frames))
     return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
 
