@@ -31,8 +31,8 @@ def jpeg_is_complete(data: bytes) -> bool:
 def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Decode one image file with OpenCV (``flags`` as for ``cv2.imread``).
 
-    Raises :class:`ImageReadError` naming the file when it cannot be read, is empty, is a truncated JPEG or cannot
-    be decoded.
+    Raises :class:`ImageReadError` naming the file when it cannot be read, is empty, is a truncated or corrupt JPEG
+    or cannot be decoded. 16-bit images come back at 8 bits, scaled by their real bit depth (:func:`_to_8_bits`).
     """
     path = Path(path)
     try:
@@ -48,10 +48,38 @@ def read_image_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarr
         if warnings:
             raise ImageReadError(f"corrupt JPEG (libjpeg: {warnings[0]}): {path}")
     else:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise ImageReadError(f"OpenCV cannot decode the image file {path}")
-    return img
+    return _to_8_bits(img, data, path) if img.dtype == np.uint16 else img
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """The bit depth a PNG's sBIT chunk declares (the largest of its channels), or None without one."""
+    pos = 8
+    while data[:8] == b"\x89PNG\r\n\x1a\n" and pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if kind == b"sBIT":
+            return max(data[pos + 8:pos + 8 + length], default=None)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def _to_8_bits(img: np.ndarray, data: bytes, path: Path) -> np.ndarray:
+    """A 16-bit image at 8 bits, scaled by its real bit depth: the PNG's sBIT chunk when it has one, else 16 bits.
+    Without sBIT, values that all fit in 12 bits are ambiguous (12-bit camera data would be read nearly black as
+    16-bit, OpenCV's own conversion), so such a file is refused rather than guessed."""
+    bits = png_significant_bits(data)
+    if bits is None and int(img.max()) < 1 << 12:
+        raise ImageReadError(f"16-bit image whose values all fit in 12 bits (max {int(img.max())}) and that does not "
+                             f"declare its bit depth (no PNG sBIT chunk): scaling it as 16 bits would make it nearly "
+                             f"black; convert it to 8 bits, or add sBIT: {path}")
+    bits = bits or 16
+    if int(img.max()) >= 1 << bits:
+        raise ImageReadError(f"values up to {int(img.max())} in an image that declares {bits} significant bits: {path}")
+    return np.round(img.astype(np.float32) * (255.0 / ((1 << bits) - 1))).astype(np.uint8)
 
 
 LIBJPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid JPEG", "Bogus", "Warning:")

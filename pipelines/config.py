@@ -26,10 +26,15 @@ class ConfigError(ValueError):
 class DataConfig:
     layout: str = "auto"  # auto | ucsd | ucsd_preprocessed | avenue | videos
     grey: bool = True  # grey cubes (the paper's 5x32x32); false keeps BGR colour
-    in_memory: bool = True  # false: the model reads cubes lazily from the HDF5 cache (sets larger than RAM)
+    # true: the cloze generators train on cubes held in memory; false: read lazily from the HDF5 cache; auto: in memory
+    # up to IN_MEMORY_LIMIT bytes of cubes and flow (a few minutes of footage), lazily beyond (said aloud)
+    in_memory: bool | str = "auto"
     num_workers: int = 0  # DataLoader workers when in_memory is false
     avenue_labels: str = "auto"  # Avenue only: masks (official pixel masks) | npy (literature's frame labels) | auto
     bad_frames: str = "error"  # unreadable/truncated frame image: error | skip (repeat the previous good frame)
+    # how a cached video is matched to its source: fast (size, modification time, frame count) | content (SHA-256 of
+    # the bytes: catches changes that restore sizes and times, and reuses a cache after a copy to another machine)
+    fingerprint: str = "fast"
 
 
 @dataclass
@@ -333,6 +338,8 @@ def _check_data_regions(checks: _Checks, c: Config) -> None:
     checks.one_of("data.layout", d.layout, ("auto", *LAYOUTS))
     checks.one_of("data.avenue_labels", d.avenue_labels, AVENUE_LABELS)
     checks.one_of("data.bad_frames", d.bad_frames, BAD_FRAMES)
+    checks.one_of("data.fingerprint", d.fingerprint, ("fast", "content"))
+    checks.one_of("data.in_memory", d.in_memory, (True, False, "auto"))
     checks.non_negative("data.num_workers", d.num_workers)
     checks.subset("regions.sources", r.sources, REGION_SOURCES)
     checks.need("file" not in r.sources or bool(r.box_file), "regions.box_file", r.box_file,

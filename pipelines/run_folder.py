@@ -104,14 +104,15 @@ def load_run(out: str | Path) -> tuple[Config, dict[str, Any]]:
 
 def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
     """The cached cubes must come from the run's videos as they are now: same frame counts as ``videos.json``
-    and, where recorded, the same source fingerprint (size, modification time, frame count)."""
+    and, where recorded, the same source fingerprint (of the kind recorded: fast or content, ``data.fingerprint``)."""
     for v in info["videos"]:
         cached = cache.n_frames(v["name"])
         if cached != v["n_frames"]:
             raise ValueError(f"cache {cache.folder} holds {cached} frames for video {v['name']} but it has "
                              f"{v['n_frames']} ({v['path']}): run `vad extract` again")
-        if cache.manifest["videos"][v["name"]].get("source") is not None:
-            now = Video(v["name"], Path(v["path"])).source_fingerprint(n_frames=v["n_frames"])
+        recorded = cache.manifest["videos"][v["name"]].get("source")
+        if recorded is not None:
+            now = Video(v["name"], Path(v["path"])).source_fingerprint(v["n_frames"], content="sha256" in recorded)
             reason = cache.stale_reason(v["name"], now)
             if reason:
                 raise ValueError(f"cached cubes of video {v['name']} ({v['path']}) are stale: {reason}; "

@@ -231,25 +231,26 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
         cube_cache(config, videos, cache_root).merge_parts()
     distributed.sync()
     cache = cube_cache(config, videos, cache_root, shard=distributed.shard_index() if sharded else None)
-    todo = []
-    for v in videos:
-        source = v.source_fingerprint()
-        if not cache.has(v.name, source):
-            reason = cache.stale_reason(v.name, source)
-            if reason and distributed.is_main():
-                print(f"video {v.name} ({v.path}): {reason}: extracting it again")
-            todo.append((v, source))
-    distributed.sync()  # every rank has listed the work before any rank records a finished video
-    mine = [todo[i] for i in distributed.my_share([v.frame_count() for v, _ in todo])]
-    if mine:
-        boxes_for = BoxSource(config, videos)
-        flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
-                         raft_weights=config.flow.raft_weights,
-                         raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
-        show = progress and distributed.is_main()
-        desc = f"extract (rank 0 of {distributed.shard_count()})" if sharded else "extract"
-        for video, source in tqdm(mine, desc=desc, unit="video", disable=not show):
-            extract_video(config, video, cache, boxes_for, flow, source, show)
+    with cache.writing() as cache:  # another process extracting into the same folder: wait for it
+        todo = []
+        for v in videos:
+            source = v.source_fingerprint(content=config.data.fingerprint == "content")
+            if not cache.has(v.name, source):
+                reason = cache.stale_reason(v.name, source)
+                if reason and distributed.is_main():
+                    print(f"video {v.name} ({v.path}): {reason}: extracting it again")
+                todo.append((v, source))
+        distributed.sync()  # every rank has listed the work before any rank records a finished video
+        mine = [todo[i] for i in distributed.my_share([v.frame_count() for v, _ in todo])]
+        if mine:
+            boxes_for = BoxSource(config, videos)
+            flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
+                             raft_weights=config.flow.raft_weights,
+                             raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
+            show = progress and distributed.is_main()
+            desc = f"extract (rank 0 of {distributed.shard_count()})" if sharded else "extract"
+            for video, source in tqdm(mine, desc=desc, unit="video", disable=not show):
+                extract_video(config, video, cache, boxes_for, flow, source, show)
     if not sharded:
         return cache
     distributed.sync()
@@ -294,11 +295,22 @@ def export_boxes(out: str | Path, output: str | Path | None = None, split: str =
 
 
 # ----------------------------------------------------------------------------------------------- train
-def _cube_data(info: dict[str, Any], in_memory: bool = True) -> tuple[dict[str, np.ndarray], SampleSource]:
-    """The cubes' arrays and the samples the model reads: everything in memory, or, when ``in_memory`` is false
-    (sets larger than RAM), only the cubes' video and frame indices, with samples read lazily from the cache."""
+IN_MEMORY_LIMIT = 512 << 20  # data.in_memory=auto: bytes of cubes and flow held in memory before reading lazily
+
+
+def _cube_data(info: dict[str, Any], in_memory: bool | str = "auto") -> tuple[dict[str, np.ndarray], SampleSource]:
+    """The cubes' arrays and the samples the model reads: everything in memory, or (``in_memory`` false, or
+    ``"auto"`` past ``IN_MEMORY_LIMIT``: footage longer than a few minutes) only the cubes' video and frame indices,
+    with samples read lazily from the cache, so that memory does not grow with the footage."""
     cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
+    if in_memory == "auto":
+        size = cache.nbytes(names, ("cubes", "flow"))
+        in_memory = size <= IN_MEMORY_LIMIT
+        if not in_memory and distributed.is_main():
+            print(f"the cubes of {info['source']} take {size / 2 ** 20:.0f} MiB (more than "
+                  f"{IN_MEMORY_LIMIT / 2 ** 20:.0f}): training reads them lazily from the cache (data.in_memory=auto; "
+                  f"true holds them in memory)", flush=True)
     arrays = cache.load(names, fields=FIELDS if in_memory else ("frame",))
     if len(arrays["frame"]) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))

@@ -452,3 +452,140 @@ def test_a_jpeg_cut_short_with_its_end_marker_put_back_is_caught_per_file(tmp_pa
     assert len(clip.read_frames(bad_frames="skip")) == 5
     said = [line for line in capfd.readouterr().err.splitlines() if "Corrupt JPEG data" in line]
     assert said and all(str(folder / "002.jpg") in line for line in said)  # never libjpeg's bare line
+
+
+def test_sixteen_bit_png_is_scaled_by_its_real_bit_depth_or_refused(tmp_path):
+    """12-bit data in a 16-bit PNG was read nearly black (OpenCV shifts 16 bits down to 8 before any check)."""
+    import struct
+    import zlib
+
+    from image_od.images import ImageReadError, decode_image
+
+    twelve = np.random.default_rng(0).integers(0, 4096, (20, 30), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "raw12.png"), twelve)
+    with pytest.raises(ImageReadError, match=r"fit in 12 bits .*no PNG sBIT chunk.*raw12\.png"):
+        decode_image(tmp_path / "raw12.png", grey=True)
+    data = (tmp_path / "raw12.png").read_bytes()
+    chunk = b"sBIT" + bytes([12])  # declares 12 significant bits, right after IHDR (8 + 25 bytes)
+    sbit = struct.pack(">I", 1) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (tmp_path / "sbit12.png").write_bytes(data[:33] + sbit + data[33:])
+    grey = decode_image(tmp_path / "sbit12.png", grey=True)
+    assert grey.dtype == np.uint8 and np.abs(grey - twelve / 4095 * 255).max() <= 0.5 + 1e-6
+    full = np.random.default_rng(1).integers(0, 65536, (20, 30), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "raw16.png"), full)
+    assert np.abs(decode_image(tmp_path / "raw16.png", grey=True) - full / 65535 * 255).max() <= 0.5 + 1e-6
+    assert decode_image(tmp_path / "raw16.png", grey=False).shape == (20, 30, 3)
+
+
+def test_a_second_process_extracting_into_the_same_cache_says_so_and_waits(tmp_path, capsys):
+    """Two `vad run` on one --cache failed with lock and .tmp errors that did not say why; now the second waits for
+    the first's write lock, then finds the videos it finished and extracts nothing twice."""
+    import threading
+
+    root = make_synthetic_ucsd(tmp_path / "data", n_videos=1, n_frames=16)
+    config, cache_root = load_config(DEMO), tmp_path / "cache"
+    found = P.open_run(tmp_path / "run", config, root=str(root), videos_path=None, cache_root=cache_root)
+    first = P.extract(config, found, cache_root, progress=False)
+    made = {v: first.path(v).stat().st_mtime_ns for v in first.manifest["videos"]}
+    result = {}
+    with first.writing():  # this "process" holds the lock: the other must wait
+        other = threading.Thread(target=lambda: result.update(cache=P.extract(config, found, cache_root, False)))
+        other.start()
+        other.join(timeout=1.5)
+        assert other.is_alive()
+    other.join(timeout=60)
+    assert not other.is_alive()
+    assert f"is extracting into the cache folder {first.folder}: waiting for it to finish" in capsys.readouterr().err
+    assert {v: result["cache"].path(v).stat().st_mtime_ns for v in made} == made  # reused, not written again
+
+
+def test_content_fingerprint_catches_swapped_frames_that_the_fast_one_misses(tmp_path, capsys):
+    """Two frames swapped with their modification times restored keep size, count and newest time: the fast
+    fingerprint (the default, its limit documented) reuses the cache; data.fingerprint=content extracts again, and
+    reuses the cache when only the times changed (a copy to another machine)."""
+    folder = write_frames(tmp_path / "videos" / "clip", frames(10, 32, 32), ".png", 0)
+
+    def extract(mode: str) -> str:
+        config = load_config(DEMO, [f"data.fingerprint={mode}", "regions.motion_min_area=4"])
+        cache_root = tmp_path / f"cache_{mode}"
+        found = P.open_run(tmp_path / "run", config, root=None, videos_path=str(folder.parent), cache_root=cache_root)
+        P.extract(config, found, cache_root, progress=False)
+        return capsys.readouterr().out
+
+    extract("fast"), extract("content")
+    a, b = folder / "003.png", folder / "007.png"
+    times = [(p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (a, b)]
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b), b.write_bytes(data_a)
+    for p, t in zip((a, b), times):
+        os.utime(p, ns=t)
+    assert "extracting it again" not in extract("fast")  # the fast fingerprint's documented limit
+    assert "changed since it was cached (sha256 differ)" in extract("content")
+    for p in folder.iterdir():
+        os.utime(p, ns=(1, 1))  # times change, content does not
+    assert "extracting it again" not in extract("content")
+    assert "changed since it was cached (newest_mtime_ns differ)" in extract("fast")
+    with pytest.raises(ConfigError, match="data.fingerprint"):
+        load_config(DEMO, ["data.fingerprint=md5"])
+
+
+def test_a_full_disk_is_one_clear_line_and_a_rerun_after_freeing_space_gives_the_same_cubes(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """Extraction checks the free space before each HDF5 step (h5py on a full disk printed pages and then crashed
+    with a segfault); a checkpoint that fails to save on a full disk says so instead of torch's "unexpected pos"."""
+    from image_od import atomic
+
+    root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=16)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    real = atomic.shutil.disk_usage
+    usage = real(tmp_path)
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage._replace(free=10 << 20))
+    assert vad(["extract", "--root", str(root), "--out", str(out), "--cache", str(cache), "--config", DEMO,
+                "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" not in err and "not enough free disk space for the cubes of video" in err
+    assert "10 MiB free" in err and not list(cache.rglob("*.tmp"))
+    monkeypatch.setattr(atomic.shutil, "disk_usage", real)  # space freed
+    assert vad(["extract", "--root", str(root), "--out", str(out), "--cache", str(cache), "--config", DEMO,
+                "--quiet"]) == 0
+    fresh = tmp_path / "fresh"
+    assert vad(["extract", "--root", str(root), "--out", str(tmp_path / "run2"), "--cache", str(fresh), "--config",
+                DEMO, "--quiet"]) == 0
+    for a, b in zip(sorted(cache.rglob("*.h5")), sorted(fresh.rglob("*.h5"))):
+        with __import__("h5py").File(a) as fa, __import__("h5py").File(b) as fb:
+            assert all(np.array_equal(fa[k][()], fb[k][()]) for k in fa)
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
+    with pytest.raises(OSError, match="No space left on the device") as caught:
+        _fit(ArrayData({"x": torch.randn(32, 6)}), tmp_path / "ck" / "train_checkpoint.pt")
+    assert caught.value.filename == str(tmp_path / "ck" / "train_checkpoint.pt")
+    assert not (tmp_path / "ck" / "train_checkpoint.pt.tmp").exists()
+
+
+def test_a_cached_file_partly_overwritten_with_zeros_is_an_error_naming_it(tmp_path):
+    """Every HDF5 chunk of the cube cache carries a Fletcher-32 checksum: zeros written over part of a cached file
+    no longer shift the scores silently. Files of the earlier format (no checksums) are extracted again."""
+    from vad.cache import FORMAT, CacheError, CubeCache, CubeDataset
+
+    cache, rng, n = CubeCache(tmp_path, {"k": 1}), np.random.default_rng(0), 300
+    cache.write("v", {"cubes": rng.integers(0, 255, (n, 5, 32, 32), dtype=np.uint8),
+                      "flow": rng.random((n, 2, 32, 32)).astype(np.float16),
+                      "boxes": rng.random((n, 4)).astype(np.float32), "frame": np.arange(n, dtype=np.int32)}, 10)
+    good = cache.load(["v"])
+    path = cache.path("v")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    for read in (lambda: cache.load(["v"]), lambda: list(cache.iter_slices(["v"], ["cubes", "flow"])),
+                 lambda: [CubeDataset(cache, ["v"])[i] for i in range(n)]):
+        with pytest.raises(CacheError, match=rf"the cached file {path} is damaged"):
+            read()
+    assert len(good["frame"]) == n
+    entry = cache.manifest["videos"]["v"]
+    assert entry["format"] == FORMAT and cache.has("v")
+    del entry["format"]  # as an earlier version wrote it
+    assert not cache.has("v") and "older version" in cache.stale_reason("v", entry.get("source") or {})

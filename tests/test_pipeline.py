@@ -85,11 +85,28 @@ def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
             return np.array([float(r["score"]) for r in csv.DictReader(f)])
 
     args = ["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
-            "configs/demo.yaml", "--set", "model.epochs=1", "--quiet"]
-    assert main([*args, "--out", str(tmp_path / "mem")]) == 0
+            "configs/demo.yaml", "--set", "attributes.use=off", "--set", "model.epochs=1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "mem"), "--set", "data.in_memory=true"]) == 0
     assert main([*args, "--out", str(tmp_path / "lazy"), "--set", "data.in_memory=false",
                  "--set", "data.num_workers=2"]) == 0
     np.testing.assert_allclose(scores(tmp_path / "lazy"), scores(tmp_path / "mem"), rtol=1e-4, atol=1e-5)
+
+
+def test_in_memory_auto_reads_long_footage_lazily_with_the_same_scores(demo_run, tmp_path, monkeypatch, capsys):
+    """data.in_memory=auto (the default) holds the cubes in memory up to IN_MEMORY_LIMIT and reads them from the
+    cache beyond, said aloud, so that memory does not grow with the footage; the scores are the in-memory ones."""
+    from pipelines import vad_pipeline
+
+    args = ["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
+            "configs/demo.yaml", "--set", "attributes.use=off", "--set", "model.epochs=1", "--set",
+            "model.widths=[8,16,32]", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "mem")]) == 0
+    assert "training reads them lazily" not in capsys.readouterr().out
+    monkeypatch.setattr(vad_pipeline, "IN_MEMORY_LIMIT", 1024)
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 0
+    assert "MiB (more than 0): training reads them lazily from the cache" in capsys.readouterr().out
+    with np.load(tmp_path / "mem" / "cube_errors.npz") as a, np.load(tmp_path / "auto" / "cube_errors.npz") as b:
+        np.testing.assert_allclose(b["errors"], a["errors"], rtol=1e-4, atol=1e-6)
 
 
 def test_fit_on_a_sample_of_cubes_then_score_all(demo_run, tmp_path):

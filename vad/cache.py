@@ -2,7 +2,9 @@
 
 ``<root>/<key>/`` holds ``<video>.h5`` (datasets ``cubes`` uint8, ``flow`` float16, ``boxes`` float32,
 ``frame`` int32; attributes ``n_frames`` and ``video``) and ``manifest.json`` (the settings that produced the
-key, and the finished videos with their frame count and source fingerprint). Every file is written under a
+key, and the finished videos with their frame count, source fingerprint and file format). Every HDF5 chunk carries
+a Fletcher-32 checksum that HDF5 verifies on each read, so a damaged file is an error naming it (``CacheError``),
+not shifted scores. Every file is written under a
 temporary name and renamed, and a video enters the manifest only after its file is in place, so an interrupted
 extraction leaves no half-written video and a rerun skips the finished ones. The key holds the videos' paths;
 their content is checked per video through the fingerprint (size, modification time, frame count), so a video
@@ -14,8 +16,12 @@ parts into ``manifest.json`` (rank 0 at the end of the stage, or the next run if
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -24,9 +30,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from image_od.atomic import atomic_path, write_json
+from image_od.atomic import atomic_path, check_free_space, write_json
 
 FIELDS = ("cubes", "flow", "boxes", "frame")
+FORMAT = 2  # 2: every HDF5 chunk carries a Fletcher-32 checksum, verified by HDF5 on each read
+
+
+class CacheError(ValueError):
+    """A cached file that cannot be read or fails its checksum; the message names it."""
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[h5py.File]:
+    """Open a cached video's file for reading; damage (a failed chunk checksum, a broken header) becomes a
+    :class:`CacheError` naming the file instead of h5py's driver text or silently shifted scores."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise _damaged(path, err) from None
+
+
+def _damaged(path: Path, err: OSError) -> CacheError:
+    return CacheError(f"the cached file {path} is damaged ({' '.join(str(err).split())[:160]}): delete it, or its "
+                      f"cache folder, and run `vad extract` again")
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -41,7 +70,7 @@ def _append(f: h5py.File, name: str, rows: np.ndarray) -> None:
     if name not in f:
         per_row = max(rows[0].nbytes if len(rows) else rows.itemsize * int(np.prod(rows.shape[1:])), 1)
         f.create_dataset(name, shape=(0, *rows.shape[1:]), maxshape=(None, *rows.shape[1:]), dtype=rows.dtype,
-                         chunks=(max(2 ** 18 // per_row, 1), *rows.shape[1:]))
+                         chunks=(max(2 ** 18 // per_row, 1), *rows.shape[1:]), fletcher32=True)
     if len(rows):
         data = f[name]
         data.resize(len(data) + len(rows), axis=0)
@@ -87,6 +116,30 @@ class CubeCache:
                 path.unlink()
             self.manifest["videos"].update(merged["videos"])
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["CubeCache"]:
+        """Hold this folder's write lock (one per shard) while extracting into it, and yield the cache as it stands
+        once the lock is held. A second process extracting into the same folder says so and waits; it then sees the
+        videos the first one finished, instead of both writing the same files and the manifest over each other."""
+        path = self.folder / ("writer.lock" if self.shard is None else f"writer.rank{self.shard}.lock")
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                print(f"another process (pid {holder}) is extracting into the cache folder {self.folder}: waiting for "
+                      f"it to finish", file=sys.stderr, flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield CubeCache(self.folder.parent, self.settings, self.shard)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def path(self, video: str) -> Path:
         return self.folder / f"{video}.h5"
 
@@ -94,14 +147,18 @@ class CubeCache:
         """Whether ``video`` is cached; with ``source`` (``Video.source_fingerprint()``), also that it was
         extracted from that very content."""
         entry = self.manifest["videos"].get(video)
-        if entry is None or not self.path(video).exists():
+        if entry is None or not self.path(video).exists() or entry.get("format") != FORMAT:
             return False
         return source is None or entry.get("source") == source
 
     def stale_reason(self, video: str, source: dict[str, Any]) -> str | None:
         """Why a cached ``video`` cannot be reused for content ``source`` (None if it can, or is not cached)."""
         entry = self.manifest["videos"].get(video)
-        if entry is None or not self.path(video).exists() or entry.get("source") == source:
+        if entry is None or not self.path(video).exists():
+            return None
+        if entry.get("format") != FORMAT:
+            return "it was cached by an older version of the toolkit (without per-chunk checksums)"
+        if entry.get("source") == source:
             return None
         if "source" not in entry:
             return "it was cached without a content fingerprint (older version)"
@@ -121,6 +178,8 @@ class CubeCache:
         n_cubes = n_frames = 0
         with atomic_path(self.path(video)) as tmp, h5py.File(tmp, "w") as f:
             for arrays, frames in chunks:
+                check_free_space(self.folder, 2 * sum(arrays[name].nbytes for name in FIELDS),
+                                 f"the cubes of video {video}")
                 for name in FIELDS:
                     _append(f, name, arrays[name])
                 n_cubes, n_frames = n_cubes + len(arrays["frame"]), n_frames + frames
@@ -128,10 +187,18 @@ class CubeCache:
                 raise ValueError(f"no chunk of cubes was given for video {video}")
             f.attrs["n_frames"] = n_frames
             f.attrs["video"] = video
-        entry = {"n_cubes": int(n_cubes), "n_frames": int(n_frames)}
+        entry = {"n_cubes": int(n_cubes), "n_frames": int(n_frames), "format": FORMAT}
         entry = {**entry, "source": source} if source is not None else entry
         self.manifest["videos"][video] = self._recorded["videos"][video] = entry
         write_json(self.manifest_path, self._recorded)
+
+    def nbytes(self, videos: Sequence[str], fields: Sequence[str]) -> int:
+        """Bytes that ``load(videos, fields)`` would take in memory (from the files' shapes, nothing read)."""
+        total = 0
+        for name in videos:
+            with reading(self.path(name)) as f:
+                total += sum(f[k].size * f[k].dtype.itemsize for k in fields)
+        return total
 
     def n_frames(self, video: str) -> int:
         return int(self.manifest["videos"][video]["n_frames"])
@@ -140,7 +207,7 @@ class CubeCache:
         """The chosen videos' arrays ``fields``, ``rows`` cubes at a time in cache order: contiguous reads, memory
         holds one slice (reading cube by cube re-reads whole HDF5 chunks)."""
         for name in videos:
-            with h5py.File(self.path(name), "r") as f:
+            with reading(self.path(name)) as f:
                 for i in range(0, len(f["frame"]), rows):
                     yield {k: f[k][i:i + rows] for k in fields}
 
@@ -148,7 +215,7 @@ class CubeCache:
         """``fn`` of the video's array ``name``, ``rows`` cubes at a time, concatenated: memory holds one slice."""
         parts = [fn(part[name]) for part in self.iter_slices([video], [name], rows)]
         if not parts:
-            with h5py.File(self.path(video), "r") as f:
+            with reading(self.path(video)) as f:
                 parts = [fn(f[name][:0])]
         return np.concatenate(parts)
 
@@ -156,7 +223,7 @@ class CubeCache:
         """Concatenate the chosen videos' arrays in memory, adding ``video`` (index into ``videos``)."""
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (*fields, "video")}
         for i, name in enumerate(videos):
-            with h5py.File(self.path(name), "r") as f:
+            with reading(self.path(name)) as f:
                 for k in fields:
                     parts[k].append(f[k][()])
                 parts["video"].append(np.full(len(f["frame"]), i, np.int32))
@@ -182,10 +249,13 @@ class CubeDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        if v not in self._files:
-            self._files[v] = h5py.File(self.paths[v], "r")
-        f, j = self._files[v], i - int(self.offsets[v])
-        return {k: torch.as_tensor(f[k][j]) for k in self.fields}
+        try:
+            if v not in self._files:
+                self._files[v] = h5py.File(self.paths[v], "r")
+            f, j = self._files[v], i - int(self.offsets[v])
+            return {k: torch.as_tensor(f[k][j]) for k in self.fields}
+        except OSError as err:
+            raise _damaged(self.paths[v], err) from None
 
     def __getstate__(self):
         state = self.__dict__.copy()

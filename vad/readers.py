@@ -17,6 +17,7 @@ Every labelled video has exactly one label per frame; ``Video.label_source`` say
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -112,6 +113,18 @@ def _read_image(path: Path, grey: bool) -> np.ndarray:
         return read_image_file(path, cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     except ImageReadError as err:
         raise DatasetError(f"unreadable frame image: {err}") from None
+
+
+def _sha256(files: list[Path], names: bool = False) -> str:
+    """SHA-256 over the files' bytes in order (each preceded by its name when ``names``), read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    for path in files:
+        if names:
+            digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def iter_frame_files(files: list[Path], grey: bool, bad_frames: str = "error", video: str = "") -> Iterator[np.ndarray]:
@@ -250,17 +263,25 @@ class Video:
             cap.release()
         return tuple(frame.shape[:2]) if ok else tuple(next(_iter_ffmpeg(self.path, grey=True)).shape[:2])
 
-    def source_fingerprint(self, n_frames: int | None = None) -> dict[str, int]:
-        """What identifies the video's content cheaply: file size, modification time and frame count (for a frame
-        folder: number of files, newest modification time and total size). ``n_frames``, when known, spares
-        decoding a video file to count its frames."""
+    def source_fingerprint(self, n_frames: int | None = None, content: bool = False) -> dict[str, int | str]:
+        """What identifies the video's content. Fast (the default): file size, modification time and frame count
+        (for a frame folder: number of files, newest modification time and total size); it misses a change that
+        keeps sizes and restores modification times (two frames swapped, say). ``content``: sizes, counts and the
+        SHA-256 of the bytes (frame files in order, with their names) instead of times, so that a copy on another
+        machine is reused and any change is caught. ``n_frames``, when known, spares decoding a video file to count
+        its frames."""
         if self.path.is_dir():
-            stats = [p.stat() for p in frame_files(self.path)]
-            return {"files": len(stats), "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
-                    "total_size": sum(s.st_size for s in stats)}
+            files = frame_files(self.path)
+            stats = [p.stat() for p in files]
+            sizes = {"files": len(stats), "total_size": sum(s.st_size for s in stats)}
+            if content:
+                return {**sizes, "sha256": _sha256(files, names=True)}
+            return {**sizes, "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
         st = self.path.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "frames": self.frame_count() if n_frames is None else n_frames}
+        frames = self.frame_count() if n_frames is None else n_frames
+        if content:
+            return {"size": st.st_size, "frames": frames, "sha256": _sha256([self.path])}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "frames": frames}
 
     def iter_frames(self, grey: bool = True, bad_frames: str = "error") -> Iterator[np.ndarray]:
         """The frames one by one, uint8 (H,W) when grey, else (H,W,3) BGR: frame files in order (``bad_frames``:
