@@ -12,6 +12,8 @@ at the end (or the next run does, if a rank was killed first) and writes the sum
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +26,14 @@ from image_od.metrics import mean_std_by_seed, od_metrics
 from image_od.precision import resolve_precision
 from image_od.training import resolve_device
 
-from .image_od_methods import METHODS, Cell
-from .image_od_profiles import Profile, load_profile, save_profile
+from .image_od_methods import METHODS, Cell, detector_settings, load_profile
+from .image_od_profiles import Profile, save_profile
 from .run_env import environment
 
 __all__ = ["COLUMNS", "METHODS", "bench", "comparison_markdown", "load_profile", "summary_markdown"]
 RATIO_SYMBOL = {"transductive": "ρ", "polluted": "r_p"}  # what a row's ratio means in each protocol (none in one-class)
 COLUMNS = ["dataset", "protocol", "method", "ratio", "class", "seed", "auroc", "aupr_in", "aupr_out", "ap_out", "fit_s",
-           "score_s", "n", "n_outliers", "profile"]
+           "score_s", "n", "n_outliers", "profile", "settings"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -42,6 +44,7 @@ def read_rows(path: Path) -> list[dict]:
     for r in rows:
         r["ratio"], r["seed"], r["class"] = float(r["ratio"]), int(r["seed"]), r["class"]
         r["protocol"] = r.get("protocol") or "transductive"  # files written before protocols existed
+        r["settings"] = r.get("settings") or ""  # files written before the settings hash: never reused
         for k in ("auroc", "aupr_in", "aupr_out", "ap_out", "fit_s", "score_s"):
             r[k] = float(r[k])
     return rows
@@ -56,8 +59,20 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def row_key(r: dict) -> tuple:
-    """What identifies a result row: (dataset, protocol, method, ratio, class, seed)."""
-    return r["dataset"], r["protocol"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"])
+    """What identifies a result row: (dataset, protocol, method, ratio, class, seed, settings hash)."""
+    return r["dataset"], r["protocol"], r["method"], float(r["ratio"]), str(r["class"]), int(r["seed"]), r["settings"]
+
+
+def settings_hash(profile: Profile, method: str, colour: bool) -> str:
+    """A short hash of everything of the profile that a method's rows depend on: its detector's resolved settings
+    (the section over its family, the registry line's fixed settings; the ratio is a key column of its own), the
+    profile's ``max_size`` and the outlier-exposure corpus. A rerun into the same folder with another ``--profile``
+    or ``--set`` gets other hashes, so its rows are computed, not taken from the earlier run."""
+    line = METHODS[method]
+    resolved = {"settings": detector_settings(profile, line.section, colour, line.fixed), "max_size": profile.max_size,
+                "exposure": profile.exposure_source(colour)}
+    blob = json.dumps(resolved, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def summary_markdown(rows: list[dict]) -> str:
@@ -149,10 +164,12 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     distributed.sync()
     rows = read_rows(out / "results.csv")
     done = {row_key(r) for r in rows}
+    hashes = {m: settings_hash(profile, m, data.colour) for m in methods}
     if protocol == "one-class":
         ratios = [0.0]
     cells = [(ratio, c, seed) for seed in seeds for ratio in ratios for c in class_ids
-             if any((dataset, protocol, m, float(ratio), data.classes[c], seed) not in done for m in methods)]
+             if any((dataset, protocol, m, float(ratio), data.classes[c], seed, hashes[m]) not in done
+                    for m in methods)]
     sharded = distributed.shard_count() > 1
     mine = [cells[i] for i in distributed.my_share([1.0] * len(cells))]
     results = out / (f"results.rank{distributed.shard_index()}.csv" if sharded else "results.csv")
@@ -163,12 +180,12 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
             bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
             cell = Cell(data, ratio, c, seed, profile, device, progress, protocol)
             for method in [m for m in methods
-                           if (dataset, protocol, m, float(ratio), data.classes[c], seed) not in done]:
+                           if (dataset, protocol, m, float(ratio), data.classes[c], seed, hashes[m]) not in done]:
                 scores, fit_s, score_s = METHODS[method](cell)
                 row = {"dataset": dataset, "protocol": protocol, "method": method, "ratio": float(ratio),
                        "class": data.classes[c], "seed": seed, **od_metrics(cell.is_outlier, scores), "fit_s": fit_s,
                        "score_s": score_s, "n": len(cell.eval_x), "n_outliers": int(cell.is_outlier.sum()),
-                       "profile": profile.name}
+                       "profile": profile.name, "settings": hashes[method]}
                 written.append(row)
                 write_rows(results, written)
                 tqdm.write(f"{dataset} {protocol} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
@@ -177,6 +194,7 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     if not distributed.is_main():
         return []
     rows = merge_rank_rows(out) if sharded else written
+    rows = [r for r in rows if r["method"] not in hashes or r["settings"] == hashes[r["method"]]]  # this run's
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_markdown(rows))
     return rows

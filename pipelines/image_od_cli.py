@@ -104,8 +104,9 @@ def run_table(args: argparse.Namespace) -> int:
         path = Path(run) / "results.csv" if Path(run).is_dir() else Path(run)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no bench results here (expected a folder with results.csv)")
-        for r in read_rows(path):
-            if (key := row_key(r)) in source and source[key] != run:  # a mean over both would hide a variant
+        latest = {row_key(r)[:-1]: r for r in read_rows(path)}  # a cell rerun with other settings: the last one
+        for key, r in latest.items():
+            if key in source and source[key] != run:  # a mean over both would hide a variant
                 raise ValueError(f"{source[key]} and {run} both hold {r['method']} on {r['dataset']} "
                                  f"({r['protocol']}, ratio {r['ratio']:g}, class {r['class']}, seed {r['seed']}): "
                                  f"put them in separate tables")

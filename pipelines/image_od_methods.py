@@ -42,7 +42,7 @@ from image_od.shallow import PixelIsolationForest
 from image_od.transfer import ADIB, ADRA
 from image_od.unicon import UniConHA
 
-from .image_od_profiles import Profile
+from .image_od_profiles import Profile, read_profile
 from .pyod_methods import PyODDetector
 
 FAMILIES: dict[str, type] = {
@@ -56,6 +56,12 @@ FAMILIES: dict[str, type] = {
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
                    "e3outlier-jsr": "discriminative", "elite-ae": "elite"}
 SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
+
+
+def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+    """A profile (``cpu``, ``paper``, ``colour`` or a YAML path) with ``key=value`` overrides, checked against the
+    bench's detector families (:data:`SECTIONS`)."""
+    return read_profile(name_or_path, overrides, SECTIONS)
 RATIO = object()  # in a registry line's fixed settings: the cell's outlier ratio
 PROTOCOLS = ("transductive", "one-class", "polluted")
 VALIDATION_PER_SIDE = {False: 10, True: 50}  # ELITE's labelled validation set: 10 + 10 grey, 50 + 50 colour images

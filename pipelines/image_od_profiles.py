@@ -77,12 +77,10 @@ def _drop_kind_settings(data: dict[str, Any], override: dict[str, Any]) -> None:
                     sub.pop(key, None)
 
 
-def load_profile(name_or_path: str, overrides: list[str] | None = None,
-                 detectors: dict[str, type] | None = None) -> Profile:
+def read_profile(name_or_path: str, overrides: list[str] | None, detectors: dict[str, type]) -> Profile:
     """``paper``, ``cpu``, ``colour`` (files in configs/image_od/) or a YAML path, then ``key=value`` overrides,
-    checked against ``detectors`` (section -> detector class; default: the bench's families)."""
-    if detectors is None:
-        from .image_od_methods import SECTIONS as detectors
+    checked against ``detectors`` (section -> detector class: ``image_od_methods.load_profile`` passes the
+    bench's families)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.yaml"

@@ -421,7 +421,7 @@ def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
 
     from image_od.protocol import to_model_input
     from pipelines.image_od_methods import METHODS, SECTIONS, detector_settings
-    from pipelines.image_od_profiles import load_profile
+    from pipelines.image_od_methods import load_profile
 
     section = METHODS[method].section
     known = inspect.signature(SECTIONS[section]).parameters

@@ -232,7 +232,8 @@ def test_mogaal_on_digits():
     model = MOGAAL(epochs_joint=5, epochs_discriminator=15, width=16, device="cpu").fit(x)
     # measured 0.289: below chance, as the paper's MOGAAL on MNIST (30.9) and Fashion-MNIST (22.8), Table of
     # rho = 10%: the discriminator separates the real set from the barely trained generators' samples and scores
-    # inked digits as "more real" than the zeros. The floor guards against a broken score (e.g. constant).
+    # inked digits as "more real" than the zeros. The band pins that measured behaviour: a constant score (0.5), a
+    # flipped sign (0.71) or a collapse to the extremes all fail it.
     auroc = roc_auc_score(y, model.decision_scores_)
-    assert 0.2 < auroc
+    assert 0.2 < auroc < 0.4 and model.decision_scores_.std() > 0
     assert model.history_["discriminator"][-1] < model.history_["discriminator"][0]

@@ -104,7 +104,10 @@ def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
     assert list(table[0]) == COLUMNS and len(table) == 6
     assert {(r["method"], r["class"]) for r in table} == {(m, c) for m in methods for c in ("0", "1")}
     for r in table:
-        assert 0 <= float(r["auroc"]) <= 1 and float(r["fit_s"]) >= 0 and r["profile"] == "cpu"
+        assert float(r["fit_s"]) >= 0 and r["profile"] == "cpu"
+    # above chance (measured on 2026-12-06: iforest 0.996 / 0.955, NE 0.64 / 0.64, GTP 0.72 / 0.87 after 2 epochs):
+    # a constant or sign-flipped score fails
+    assert all(float(r["auroc"]) > (0.9 if r["method"] == "iforest" else 0.55) for r in table), table
     # the NE and GTP rows of a class come from one shared fit
     by = {(r["method"], r["class"]): r for r in table}
     assert by[("e3outlier", "0")]["fit_s"] == by[("e3outlier-gtp", "0")]["fit_s"]
@@ -114,11 +117,26 @@ def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
     summary = (out / "summary.md").read_text()
     assert "digits ROC" in summary and "| e3outlier |" in summary and "ρ = 0.1" in summary
 
+    from dataclasses import replace
+
     calls = []
-    monkeypatch.setitem(image_od_bench.METHODS, "iforest", lambda cell: calls.append(cell) or (_ for _ in ()).throw(
-        AssertionError("a finished row was recomputed")))
+    forest = image_od_bench.METHODS["iforest"]
+    monkeypatch.setitem(image_od_bench.METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or (
+        _ for _ in ()).throw(AssertionError("a finished row was recomputed"))))
     again = bench("digits", methods, [0.1], ["0", "1"], [0], profile, out, progress=False)
     assert len(again) == 6 and not calls
+
+    # another setting of one method (issue 25: the old rows were reported as the new run's): its rows are computed
+    # anew, the other methods' reused; results.csv keeps both versions, the summary and the return only this run's
+    monkeypatch.setitem(image_od_bench.METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or
+                                                                 forest(cell)))
+    other = load_profile("cpu", [*TINY, "iforest.n_estimators=7"])
+    rows = bench("digits", methods, [0.1], ["0", "1"], [0], other, out, progress=False)
+    assert len(calls) == 2 and len(rows) == 6
+    with (out / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8 and len({r["settings"] for r in table if r["method"] == "iforest"}) == 2
+    assert {r["settings"] for r in rows if r["method"] == "iforest"} == {table[-1]["settings"]}
 
 
 def test_summary_reports_std_over_seeds():
@@ -186,7 +204,7 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
 
     monkeypatch.setitem(SECTIONS, "spy", Spy)
     monkeypatch.setitem(image_od_bench.METHODS, "spy", own("spy"))
-    profile = load_profile("cpu", ["max_size=150"], detectors={**SECTIONS, "spy": Spy})
+    profile = load_profile("cpu", ["max_size=150"])  # SECTIONS holds the spy now
     rows = bench("digits", ["spy", "iforest"], [0.2], ["3"], [0], profile, tmp_path / "oc", progress=False,
                  protocol="one-class")
     assert {r["protocol"] for r in rows} == {"one-class"} and len(rows) == 2
@@ -237,7 +255,7 @@ def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     def row(dataset, protocol, method, cls, auroc, seconds):
         return {"dataset": dataset, "protocol": protocol, "method": method, "ratio": 0.1, "class": cls, "seed": 0,
                 "auroc": auroc, "aupr_in": 0.9, "aupr_out": 0.5, "ap_out": 0.5, "fit_s": seconds, "score_s": 0.0,
-                "n": 100, "n_outliers": 10, "profile": "cpu"}
+                "n": 100, "n_outliers": 10, "profile": "cpu", "settings": "abc"}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     write_rows(tmp_path / "a" / "results.csv", [row("digits", "transductive", "iforest", "0", 0.8, 0.0),
