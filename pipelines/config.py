@@ -161,8 +161,11 @@ class ScoreConfig:
 class EventConfig:
     """Where the anomalies are: events.csv and plots/top_events.png."""
 
-    threshold: float | None = None  # frame score above which a frame is abnormal; None: the percentile rule
-    percentile: float = 95.0  # label-free default: frames above this percentile of all frame scores
+    # frame score above which a frame is abnormal: a label-free rule (percentile | mad | mixture; vad/events.py)
+    # or a number. mixture: chosen on the generated set by frame F1 (docs/BENCHMARKS.md, "Alarm thresholds")
+    threshold: float | str = "mixture"
+    percentile: float = 95.0  # the percentile rule: frames above this percentile of all frame scores
+    mad_k: float = 3.0  # the mad rule: frames above median + mad_k * 1.4826 MAD of all frame scores
     min_length: int = 3  # shorter runs of abnormal frames are dropped
     merge_gap: int = 5  # runs closer than this many frames are merged
     top: int = 12  # frames shown in plots/top_events.png
@@ -425,8 +428,11 @@ def _check_events(checks: _Checks, c: Config) -> None:
 
     s, e = c.score, c.events
     checks.one_of("score.smoothing", s.smoothing, SMOOTHING)
-    checks.need(e.threshold is None or math.isfinite(e.threshold), "events.threshold", e.threshold,
-                "must be a finite number or null (the percentile rule)")
+    from vad.events import THRESHOLD_RULES
+
+    checks.need(e.threshold in THRESHOLD_RULES if isinstance(e.threshold, str) else math.isfinite(e.threshold),
+                "events.threshold", e.threshold, f"must be one of {list(THRESHOLD_RULES)} or a finite number")
+    checks.positive("events.mad_k", e.mad_k)
     checks.need(0 < e.percentile < 100, "events.percentile", e.percentile, "must be within (0, 100)")
     checks.positive("events.min_length", e.min_length)
     checks.non_negative("events.merge_gap", e.merge_gap)

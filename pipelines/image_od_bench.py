@@ -28,6 +28,7 @@ from image_od.training import resolve_device
 
 from .image_od_methods import METHODS, Cell, detector_settings, load_profile
 from .image_od_profiles import Profile, save_profile
+from .image_od_report import write_bench_report
 from .run_env import environment
 
 __all__ = ["COLUMNS", "METHODS", "bench", "comparison_markdown", "load_profile", "summary_markdown"]
@@ -195,8 +196,10 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
         return []
     rows = merge_rank_rows(out) if sharded else written
     rows = [r for r in rows if r["method"] not in hashes or r["settings"] == hashes[r["method"]]]  # this run's
+    summary = summary_markdown(rows)
     with atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(rows))
+        tmp.write_text(summary)
+    write_bench_report(out, rows, summary, f"image-od bench: {dataset} ({protocol})")
     return rows
 
 

@@ -28,6 +28,7 @@ from image_od.training import resolve_device
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
 from .image_od_methods import SCORE_METHODS, SECTIONS, detector_settings
+from .image_od_report import plot_score_histogram, plot_top_outliers
 from .run_env import environment
 
 
@@ -193,9 +194,11 @@ def run_score(args: argparse.Namespace) -> int:
         ranks = np.argsort(np.argsort(-scores))
         for name, s, r in zip(names, scores, ranks):
             w.writerow([name, f"{s:.6g}", int(r) + 1])
+    plot_top_outliers(images, names, scores, out / "plots" / "top_outliers.png")
+    plot_score_histogram(scores, out / "plots" / "score_histogram.png")
     top = np.argsort(-scores)[:5]
     print(f"scored {len(names)} images; most anomalous: " + ", ".join(names[i] for i in top))
-    print(f"results: {out / 'scores.csv'}")
+    print(f"results: {out / 'scores.csv'}; plots: {out / 'plots'} (top_outliers.png, score_histogram.png)")
     return 0
 
 

@@ -136,7 +136,8 @@ def _check_count(where: str, key: str, value: object) -> None:
     """Epoch and batch counts are integers within ``COUNT_LIMITS`` (``--batch-size 1e23`` would overflow torch);
     None leaves the detector's own rule."""
     limit = COUNT_LIMITS.get(key)
-    if limit is not None and value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
+    bad = isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit if limit else False
+    if value is not None and bad:
         raise ConfigError(f"{where} must be an integer from 1 to {limit:,}, got {value!r}")
 
 

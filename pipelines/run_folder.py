@@ -119,6 +119,15 @@ def check_cache_matches(cache: CubeCache, info: dict[str, Any]) -> None:
                                  "run `vad extract` again")
 
 
+def checked_bad_frames(out: Path) -> str:
+    """The run's ``data.bad_frames`` policy, after checking that its videos are still those it scored (the cube
+    cache's fingerprints), so that nothing of the run is ever drawn on other footage."""
+    config, info = load_run(out)
+    if (Path(info["cache"]) / "manifest.json").is_file():  # without its cache a run can still be drawn
+        check_cache_matches(cache_of(info), info)
+    return config.data.bad_frames
+
+
 def cache_of(info: dict[str, Any]) -> CubeCache:
     """The cube cache that a part of ``videos.json`` (``info``) names, with the settings its manifest records."""
     folder = Path(info["cache"])
@@ -136,15 +145,20 @@ def ready_cache(info: dict[str, Any]) -> CubeCache:
     return cache
 
 
-def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
-    """The arrays of a run's ``.npz`` (no pickled objects), or an error naming the file and the remedy."""
+def load_npz(path: Path, remedy: str, needs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of a run's ``.npz`` (no pickled objects), or an error naming the file and the remedy (also when
+    an array of ``needs`` is missing: a file of an earlier version)."""
     try:
         with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+            arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: {remedy}") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path} is unreadable ({err}): {remedy}") from None
+    missing = [k for k in needs if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (written by an earlier version): {remedy}")
+    return arrays
 
 
 def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:

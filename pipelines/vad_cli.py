@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
           --detector ../shared/weights/yolo-fastest-1.1-coco/yolo-fastest-1.1-xl.weights --out runs/ped2_det
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
+  vad report --out runs/mine --render-top 3            # runs/mine/report.html, the 3 highest alarms rendered
   vad demo --out runs/demo                             # generated dataset, no download
   torchrun --nproc_per_node=8 -m pipelines.vad_cli extract --videos cams/ --out runs/cams   # 8 processes
 
@@ -115,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     boxes.add_argument("--output", help="the .npz to write (default: RUN/boxes_SPLIT.npz)")
     boxes.add_argument("--split", choices=("test", "training"), default="test",
                        help="the scored videos (test) or, in the semi-supervised mode, the training videos")
-    command("run", "all stages: extract, train, score, plot, eval", source=True)
+    report = command("report", "report.html: the run on one page (settings, metrics, ROC, every video's curve, "
+                               "the alarms with thumbnails); vad run writes it too")
+    report.add_argument("--render-top", type=int, default=0, metavar="N",
+                        help="first render the videos of the N highest alarms (render/VIDEO.mp4), linked from the page")
+    command("run", "all stages: extract, train, score, plot, eval, report", source=True)
     demo = command("demo", "generate a small surveillance-like dataset and run all stages on it")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     demo.add_argument("--cache", default=None, help="cache root (default: RUN/cache)")
@@ -192,6 +197,12 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         _print_metrics(out, P.eval_stage(out))
     elif args.command == "plot":
         print(f"plots: {plot_run(out)}")
+    elif args.command == "report":
+        from .vad_report import write_report
+
+        if args.render_top < 0:
+            raise ValueError(f"--render-top must be 0 or more, got {args.render_top}")
+        print(f"report: {write_report(out, args.render_top, progress)}")
     elif args.command == "boxes":
         print(f"boxes: {P.export_boxes(out, args.output, args.split)}")
     elif args.command == "render":

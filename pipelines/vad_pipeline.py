@@ -42,10 +42,11 @@ from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, veloc
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score
 from vad.events import event_threshold, find_events, peak_box
+from vad.localisation import link_tracks, mask_regions, pixel_level, rbdc_tbdc
 from vad.cubes import Window, iter_cubes
 from vad.flow import make_flow
 from vad.metrics import auc_micro, frame_metrics
-from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos
+from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
 from vad.scoring import blend, fast_share, frame_scores, fuse, motion_energy, postprocess, zscore
 
 from . import run_folder
@@ -53,6 +54,7 @@ from .config import Config, ConfigError, load_config, save_config, to_dict
 from .run_folder import cache_of, load_npz, load_run, read_frame_scores, ready_cache
 from .run_env import environment, peak_rss_mb
 from .vad_plots import plot_run
+from .vad_report import write_report
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -471,10 +473,12 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
                                                      "events.json", "fusion.json")))
     write_json(out / "fusion.json", fusion)
+    cube_final = cube_final_scores({"score": model_cubes, "motion_energy": energy}, fusion)
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
-                            score=model_cubes, **{k: learned[k] for k in learned if k.startswith("component_")})
+                            score=model_cubes, final=cube_final,
+                            **{k: learned[k] for k in learned if k.startswith("component_")})
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "frame", "score", "model", "heuristic", "label"])
@@ -483,7 +487,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
             for t in range(len(s)):
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
                             "" if labels is None else labels[t]])
-    write_events(out, config, info, final, arrays, model_cubes)
+    write_events(out, config, info, final, arrays, cube_final)
 
 
 def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,
@@ -512,8 +516,9 @@ def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
 
 def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[np.ndarray],
                  arrays: dict[str, np.ndarray], cube_score: np.ndarray) -> None:
-    """events.csv: runs of frames above the event threshold, with the box of their most anomalous cube."""
-    threshold = event_threshold(frames, config.events)
+    """events.csv: runs of frames above the event threshold, with the box of their most anomalous cube
+    (``cube_score``: the cubes' fused score, as the frames')."""
+    threshold, rule = event_threshold(frames, config.events)
     rows = []
     for v, (video, s) in enumerate(zip(info["videos"], frames)):
         for first, last in find_events(s, threshold, config.events.min_length, config.events.merge_gap):
@@ -525,7 +530,6 @@ def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[n
         w = csv.writer(f)
         w.writerow(["video", "first_frame", "last_frame", "peak_frame", "peak_score", "x1", "y1", "x2", "y2"])
         w.writerows(rows)
-    rule = "given" if config.events.threshold is not None else f"percentile {config.events.percentile}"
     write_json(out / "events.json", {"threshold": threshold, "rule": rule, "n_events": len(rows)})
 
 
@@ -539,7 +543,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     scores = read_frame_scores(out)
     metrics: dict[str, Any] = {"n_frames": int(sum(len(d["score"]) for d in scores.values())),
                                "n_videos": len(scores)}
-    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again")
+    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final",))
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
     if (out / "fusion.json").is_file():
@@ -553,6 +557,9 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
         metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, config)
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
+        masks = [avenue_masks(v["path"]) for v in info["videos"]]
+        if all(m is not None for m in masks):
+            metrics["localisation"] = localisation_metrics(cubes, cubes["final"], masks)
     else:
         metrics["note"] = "unlabeled videos: scores and plots only, no AUC"
     prior = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -562,6 +569,36 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     run_folder.record(out, out / "metrics.json")
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def cube_final_scores(cubes, fusion: dict[str, Any]) -> np.ndarray:
+    """Every cube's score under the run's fusion (``fusion.json``): the learned score and the motion energy z-scored
+    over the cubes and weighted as the frames were, so that boxes can be ranked by what the frame score used."""
+    model, energy = [cubes["score"]], [cubes["motion_energy"]]
+    if fusion["rule"] == "fixed":
+        return fuse(model, energy, fusion["motion_weight"])[0]
+    return blend(model, energy, fusion["heuristic_weight"])[0]
+
+
+def localisation_metrics(cubes, scores: np.ndarray, masks: list[list[np.ndarray]]) -> dict[str, Any]:
+    """RBDC, TBDC and the pixel-level AUC of the cube boxes scored by ``scores`` against per-frame pixel ``masks``
+    (``vad.localisation``; a cube's box counts in its own frame)."""
+    detections, regions, tracks, flat_masks, next_track = [], [], [], [], 0
+    order = np.lexsort((cubes["frame"], cubes["video"]))
+    keys = cubes["video"][order].astype(np.int64) * 10 ** 7 + cubes["frame"][order]
+    for v, video_masks in enumerate(masks):
+        video_regions = [mask_regions(m) for m in video_masks]
+        video_tracks = link_tracks(video_regions)
+        for t, (mask, truth, ids) in enumerate(zip(video_masks, video_regions, video_tracks)):
+            lo, hi = np.searchsorted(keys, v * 10 ** 7 + t, "left"), np.searchsorted(keys, v * 10 ** 7 + t, "right")
+            rows = order[lo:hi]
+            detections.append((cubes["boxes"][rows], scores[rows]))
+            regions.append(truth)
+            tracks.append(ids + next_track)
+            flat_masks.append(mask)
+        next_track += 1 + max((int(i.max()) for i in video_tracks if len(i)), default=-1)
+    return {**rbdc_tbdc(detections, regions, tracks), **pixel_level(detections, flat_masks),
+            "masks": "official pixel masks (testing_label_mask)", "beta": 0.1, "alpha": 0.1}
 
 
 def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.ndarray]:
@@ -609,4 +646,7 @@ def run(config: Config, out: str | Path, *, root: str | None = None, videos_path
         plot_run(out)
     timings = {"extract_s": round(t1 - t0, 2), "train_s": round(t2 - t1, 2), "score_s": round(t3 - t2, 2),
                "total_s": round(time.perf_counter() - t0, 2)}
-    return eval_stage(out, timings)
+    metrics = eval_stage(out, timings)
+    if make_plots:
+        write_report(out, progress=progress)
+    return metrics

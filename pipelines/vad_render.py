@@ -28,15 +28,6 @@ def _frames(path: Path, bad_frames: str = "error") -> Iterator[np.ndarray]:
     return Video(path.stem, path).iter_frames(grey=False, bad_frames=bad_frames)
 
 
-def _checked_run(out: Path) -> str:
-    """The run's ``data.bad_frames`` policy, after checking that its videos are still those it scored (the cube
-    cache's fingerprints: size, modification time, frame count), so that boxes are never drawn on other footage."""
-    config, info = run_folder.load_run(out)
-    if (Path(info["cache"]) / "manifest.json").is_file():  # without its cache a run can still be drawn
-        run_folder.check_cache_matches(run_folder.cache_of(info), info)
-    return config.data.bad_frames
-
-
 def read_frames_at(path: Path, wanted: set[int], bad_frames: str = "error") -> dict[int, np.ndarray]:
     """The BGR frames of ``path`` whose indices are in ``wanted``, reading no further than the last of them."""
     found = {}
@@ -56,8 +47,10 @@ def _score_colour(value: float) -> tuple[int, int, int]:
 
 def _run_data(out: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     info = json.loads((out / "videos.json").read_text())
-    cubes = run_folder.load_npz(out / "cube_scores.npz", "run `vad score` again")
-    return info, run_folder.read_frame_scores(out), {k: cubes[k] for k in ("video", "frame", "boxes", "score")}
+    cubes = run_folder.load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final",))
+    # boxes are ranked by the cubes' fused score, the one the frame scores and events use
+    return info, run_folder.read_frame_scores(out), {**{k: cubes[k] for k in ("video", "frame", "boxes")},
+                                                     "score": cubes["final"]}
 
 
 def _cube_rank(scores: np.ndarray) -> np.ndarray:
@@ -102,7 +95,7 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     index = {v["name"]: i for i, v in enumerate(info["videos"])}
     paths = {v["name"]: Path(v["path"]) for v in info["videos"]}
     rank = _cube_rank(cubes["score"])
-    bad_frames = _checked_run(out)
+    bad_frames = run_folder.checked_bad_frames(out)
     images = {}
     for name in {c[0] for c in chosen}:
         wanted = {t for v, t, _ in chosen if v == name}
@@ -179,7 +172,7 @@ def render_video(out: str | Path, video: str, output: str | Path | None = None, 
         run_folder.record(out, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     source = Path(info["videos"][v]["path"])
-    bad_frames = _checked_run(out)
+    bad_frames = run_folder.checked_bad_frames(out)
     first = next(_frames(source, bad_frames))
     h, w = first.shape[:2]
     w_even, h_even = w - w % 2, (h + CURVE_HEIGHT) - (h + CURVE_HEIGHT) % 2  # yuv420p needs even sizes

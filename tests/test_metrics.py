@@ -54,3 +54,16 @@ def test_fusion_adds_weighted_zscores_across_all_frames():
     expected = z(np.array([0.0, 2, 4])) + 2 * z(np.array([1.0, 1, 4]))
     assert [len(f) for f in fused] == [2, 1]
     assert np.allclose(np.concatenate(fused), expected)
+
+
+def test_alarm_metrics_on_a_hand_made_case():
+    from vad.metrics import alarm_metrics, runs
+
+    labels = [np.r_[np.zeros(10), np.ones(5), np.zeros(10), np.ones(5)], np.zeros(30)]
+    assert runs(labels[0]) == [(10, 14), (25, 29)]
+    events = [[(12, 16)], [(0, 2), (20, 21)]]  # one hit of two intervals; two false alarms in video 2
+    m = alarm_metrics(events, labels, fps=1.0)  # 60 frames at 1 fps: one minute
+    assert m["precision"] == pytest.approx(3 / 10) and m["recall"] == pytest.approx(3 / 10)
+    assert m["f1"] == pytest.approx(0.3) and m["hits"] == 0.5 and m["false_alarms"] == 2
+    assert m["false_alarms_per_min"] == pytest.approx(2.0) and m["events"] == 3 and m["abnormal_intervals"] == 2
+    assert alarm_metrics([[], []], labels, 1.0)["f1"] == 0.0

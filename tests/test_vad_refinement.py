@@ -124,14 +124,25 @@ def test_find_events_merges_gaps_and_drops_short_runs():
     assert find_events(np.zeros(5), 1.0) == []
 
 
-def test_event_threshold_is_the_percentile_unless_given():
+def test_event_threshold_rules():
     class Settings:
-        threshold, percentile = None, 90.0
+        threshold, percentile, mad_k = "percentile", 90.0, 3.0
 
     frames = [np.arange(10.0), np.arange(10.0, 20.0)]
-    assert event_threshold(frames, Settings) == pytest.approx(np.percentile(np.arange(20.0), 90))
+    assert event_threshold(frames, Settings) == (pytest.approx(np.percentile(np.arange(20.0), 90)), "percentile 90")
     Settings.threshold = 3.5
-    assert event_threshold(frames, Settings) == 3.5
+    assert event_threshold(frames, Settings) == (3.5, "fixed")
+    # 190 normal frames around 0 (MAD 1) and 10 outlying ones at 8: the robust rule and the mixture split both put
+    # the bar between them; the 95th percentile lets 10 normal frames through here only by chance of the tie
+    rng = np.random.default_rng(0)
+    scores = [np.r_[rng.normal(0, 1.4826, 190), np.full(10, 8.0)]]
+    Settings.threshold = "mad"
+    value, rule = event_threshold(scores, Settings)
+    assert rule == "median + 3 MAD" and 3 < value < 6
+    Settings.threshold = "mixture"
+    value, rule = event_threshold(scores, Settings)
+    assert rule == "two-component mixture split" and 2 < value < 8
+    assert (scores[0] > value).sum() >= 10 and (scores[0][:190] > value).mean() < 0.05
 
 
 def test_peak_box_is_the_best_cube_of_the_event():

@@ -10,6 +10,7 @@ install_apt() {
     local missing=()
     command -v ffmpeg >/dev/null || missing+=(ffmpeg)
     [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+    command -v chromium >/dev/null || missing+=(chromium)  # the HTML reports' browser test
     [ ${#missing[@]} -eq 0 ] && return
     echo "[setup] apt: ${missing[*]}"
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

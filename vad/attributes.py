@@ -71,12 +71,13 @@ class AttributeKNN(OutlierDetector):
     the cleansing; ``decision_function(X)`` scores new rows against the bank, with no exclusion. ``max_bank``
     bounds the bank (a seeded sample), so that hours of footage cost linear time. Columns are centred on their
     median and divided by their standard deviation; the first ``pooled`` columns share one (pooled) scale.
+    Distances are computed ``block`` (query rows x bank rows) at a time, so memory does not grow with the bank.
     """
 
     def __init__(self, k: int = 10, exclude_frames: int = 10, cleanse: float = 0.1, max_bank: int = 50000,
-                 pooled: int = 0, seed: int = 0, chunk: int = 1024):
+                 pooled: int = 0, seed: int = 0, block: int = 1 << 22):
         self.k, self.exclude_frames, self.cleanse, self.max_bank = k, exclude_frames, cleanse, max_bank
-        self.pooled, self.seed, self.chunk = pooled, seed, chunk
+        self.pooled, self.seed, self.block = pooled, seed, block
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, np.float32) - self.centre_) / self.scale_
@@ -88,14 +89,17 @@ class AttributeKNN(OutlierDetector):
         bank_t = torch.from_numpy(bank)
         k = min(self.k, len(bank))
         out = np.empty(len(query), np.float32)
-        for start in range(0, len(query), self.chunk):
-            q = torch.from_numpy(query[start:start + self.chunk])
+        rows = max(1, self.block // max(len(bank), 1))  # about 16 MB of distances (and 4 of masks) per step
+        if q_groups is not None:
+            bank_groups = torch.from_numpy(self.bank_groups_)[None]
+            bank_times = torch.from_numpy(self.bank_times_.astype(np.int32))[None]
+        for start in range(0, len(query), rows):
+            q = torch.from_numpy(query[start:start + rows])
             d = torch.cdist(q, bank_t)
             if q_groups is not None:
-                g = torch.from_numpy(q_groups[start:start + self.chunk])[:, None]
-                t = torch.from_numpy(q_times[start:start + self.chunk])[:, None]
-                near = (g == torch.from_numpy(self.bank_groups_)[None]) & \
-                    ((t - torch.from_numpy(self.bank_times_)[None]).abs() <= self.exclude_frames)
+                g = torch.from_numpy(q_groups[start:start + rows])[:, None]
+                t = torch.from_numpy(q_times[start:start + rows].astype(np.int32))[:, None]
+                near = (g == bank_groups) & ((t - bank_times).abs() <= self.exclude_frames)
                 d.masked_fill_(near, float("inf"))
             nearest = torch.topk(d, k, dim=1, largest=False).values
             finite = torch.isfinite(nearest)

@@ -1,7 +1,10 @@
 """Where the anomalies are: abnormal events as runs of frames whose score passes a threshold.
 
-The threshold is the user's (``events.threshold``) or, by default, a label-free rule: the given percentile of all
-frame scores of the run. Runs shorter than ``min_length`` frames are dropped after runs separated by fewer than
+The threshold (``events.threshold``) is a label-free rule over all frame scores of the run, or a fixed value:
+``percentile`` (frames above the ``events.percentile`` percentile: alarms at a fixed rate), ``mad`` (above
+median + ``events.mad_k`` robust deviations, 1.4826 MAD: alarms only where scores stand out), ``mixture`` (where a
+two-component Gaussian mixture's upper component becomes the likelier: the split of a bimodal score
+distribution), or a number. Runs shorter than ``min_length`` frames are dropped after runs separated by fewer than
 ``merge_gap`` normal frames are merged. Each event is located by the box of its most anomalous cube.
 """
 from __future__ import annotations
@@ -10,12 +13,39 @@ from typing import Any, Sequence
 
 import numpy as np
 
+THRESHOLD_RULES = ("percentile", "mad", "mixture")
 
-def event_threshold(frames: Sequence[np.ndarray], settings: Any) -> float:
-    """``settings.threshold`` if set, else the ``settings.percentile`` percentile of every frame score."""
-    if settings.threshold is not None:
-        return float(settings.threshold)
-    return float(np.percentile(np.concatenate([np.asarray(f, float) for f in frames]), settings.percentile))
+
+def event_threshold(frames: Sequence[np.ndarray], settings: Any) -> tuple[float, str]:
+    """The alarm threshold of ``settings.threshold`` (a rule of ``THRESHOLD_RULES`` or a number) over every frame
+    score, and a description of the rule that made it (``events.json``)."""
+    rule = settings.threshold
+    x = np.concatenate([np.asarray(f, float) for f in frames])
+    if not isinstance(rule, str):
+        return float(rule), "fixed"
+    if rule == "percentile":
+        return float(np.percentile(x, settings.percentile)), f"percentile {settings.percentile:g}"
+    if rule == "mad":
+        median = float(np.median(x))
+        return median + settings.mad_k * 1.4826 * float(np.median(np.abs(x - median))), f"median + {settings.mad_k:g} MAD"
+    if rule == "mixture":
+        return mixture_split(x), "two-component mixture split"
+    raise ValueError(f"unknown events.threshold rule {rule!r}; expected one of {THRESHOLD_RULES} or a number")
+
+
+def mixture_split(x: np.ndarray, seed: int = 0) -> float:
+    """The score where a two-component Gaussian mixture fitted to ``x`` starts to prefer its upper component (the
+    point between the two means where the posteriors cross); the upper mean when they never cross."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(x, float).reshape(-1, 1)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float(x.max()) if len(x) else 0.0
+    gmm = GaussianMixture(2, random_state=seed).fit(x)
+    low, high = np.argsort(gmm.means_[:, 0])
+    grid = np.linspace(gmm.means_[low, 0], gmm.means_[high, 0], 2001).reshape(-1, 1)
+    upper = gmm.predict_proba(grid)[:, high] >= 0.5
+    return float(grid[np.argmax(upper), 0]) if upper.any() else float(gmm.means_[high, 0])
 
 
 def find_events(scores: np.ndarray, threshold: float, min_length: int = 1, merge_gap: int = 0) -> list[tuple[int, int]]:

@@ -35,3 +35,40 @@ def eer(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float:
 def frame_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[str, float]:
     return {"auc_micro": auc_micro(scores, labels), "auc_macro": auc_macro(scores, labels),
             "eer": eer(scores, labels), "n_frames": int(sum(len(s) for s in scores))}
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame of every run of true values (inclusive)."""
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(mask, np.int8), 0]))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def alarm_metrics(events: Sequence[Sequence[tuple[int, int]]], labels: Sequence[np.ndarray],
+                  fps: float) -> dict[str, float]:
+    """How a run's alarms (``events``: per video, (first, last) frames, as ``events.csv``) meet the labels.
+
+    Frame level: the frames inside an event are the alarmed ones; precision, recall and F1 over every frame.
+    Event level: ``hits`` = the share of abnormal intervals (runs of abnormal frames) that some event overlaps;
+    ``false_alarms`` = events that overlap no abnormal frame, also per minute of footage at ``fps``."""
+    alarmed = [np.zeros(len(y), bool) for y in labels]
+    for a, evs in zip(alarmed, events):
+        for first, last in evs:
+            a[first:last + 1] = True
+    a, y = np.concatenate(alarmed), np.concatenate(labels).astype(bool)
+    tp = int((a & y).sum())
+    precision = tp / a.sum() if a.sum() else float("nan")
+    recall = tp / y.sum() if y.sum() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    intervals = hit = false = n_events = 0
+    for evs, lab in zip(events, labels):
+        lab = np.asarray(lab).astype(bool)
+        for first, last in runs(lab):
+            intervals += 1
+            hit += any(e0 <= last and e1 >= first for e0, e1 in evs)
+        for e0, e1 in evs:
+            n_events += 1
+            false += not lab[e0:e1 + 1].any()
+    minutes = len(y) / fps / 60
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "events": n_events,
+            "abnormal_intervals": intervals, "hits": hit / intervals if intervals else float("nan"),
+            "false_alarms": false, "false_alarms_per_min": false / minutes if minutes else float("nan")}

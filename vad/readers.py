@@ -491,6 +491,22 @@ def _avenue_videos(root: Path) -> list[Video]:
     return videos
 
 
+def avenue_mask_file(video_path: str | Path) -> Path | None:
+    """The official pixel-mask file of an Avenue test video (``<root>/testing_videos/08.avi`` ->
+    ``<root>/testing_label_mask/8_label.mat``), or None when there is none."""
+    path = Path(video_path)
+    if not path.stem.isdigit():
+        return None
+    mask = path.parent.parent / "testing_label_mask" / f"{int(path.stem)}_label.mat"
+    return mask if mask.is_file() else None
+
+
+def avenue_masks(video_path: str | Path) -> list[np.ndarray] | None:
+    """The video's per-frame anomaly masks (HxW, nonzero = abnormal) from its official mask file, or None."""
+    path = avenue_mask_file(video_path)
+    return None if path is None else [np.asarray(m) for m in load_mat_var(path, "volLabel").ravel()]
+
+
 def _avenue_masks(root: Path, videos: list[Video]) -> list[Video]:
     """Labels from ``testing_label_mask/N_label.mat``: a frame is abnormal if any mask pixel is set."""
     labelled = []

@@ -1,0 +1,74 @@
+"""RBDC, TBDC and the pixel-level criterion on hand-made masks and boxes (vad/localisation.py)."""
+import numpy as np
+import pytest
+
+from vad.localisation import iou, link_tracks, mask_regions, pixel_level, rbdc_tbdc
+
+
+def _mask(boxes, shape=(40, 60)):
+    m = np.zeros(shape, np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        m[y1:y2, x1:x2] = 1
+    return m
+
+
+def test_regions_tracks_and_iou():
+    regions = mask_regions(_mask([(2, 3, 12, 13), (30, 10, 40, 30)]))
+    np.testing.assert_array_equal(regions, [[2, 3, 12, 13], [30, 10, 40, 30]])
+    assert iou([[0, 0, 10, 10]], [[5, 0, 15, 10], [20, 20, 30, 30]]) == pytest.approx(np.array([[1 / 3, 0]]))
+    # one object moving right, a second appearing in frame 1: two tracks, the first carried on
+    frames = [np.array([[0, 0, 10, 10]]), np.array([[2, 0, 12, 10], [40, 20, 50, 30]]), np.array([[4, 0, 14, 10]])]
+    ids = link_tracks(frames)
+    assert [list(i) for i in ids] == [[0], [0, 1], [0]]
+
+
+def test_perfect_detector_scores_one_and_false_positives_cost():
+    truth = [np.array([[10, 10, 20, 20]], np.float32)] * 4 + [np.zeros((0, 4), np.float32)] * 4
+    tracks = [np.array([0])] * 4 + [np.zeros(0, int)] * 4
+    hit = (np.array([[10, 10, 20, 20]]), np.array([0.9]))
+    nothing = (np.zeros((0, 4)), np.zeros(0))
+    perfect = rbdc_tbdc([hit] * 4 + [nothing] * 4, truth, tracks)
+    assert perfect["rbdc"] == pytest.approx(1.0) and perfect["tbdc"] == pytest.approx(1.0)
+    # a confident false box in every normal frame: 0.5 false positives per frame before any region is found
+    false = (np.array([[40, 0, 50, 10]]), np.array([0.95]))
+    noisy = rbdc_tbdc([hit] * 4 + [false] * 4, truth, tracks)
+    assert noisy["rbdc"] == pytest.approx(0.5) and noisy["tbdc"] == pytest.approx(0.5)
+    # boxes that miss the regions (IoU < 0.1) find nothing
+    miss = (np.array([[30, 30, 40, 40]]), np.array([0.9]))
+    assert rbdc_tbdc([miss] * 4 + [nothing] * 4, truth, tracks)["rbdc"] == 0.0
+
+
+def test_a_track_counts_when_a_tenth_of_its_regions_is_found():
+    truth = [np.array([[10, 10, 20, 20]], np.float32)] * 10
+    tracks = [np.array([7])] * 10
+    found_once = [(np.array([[10, 10, 20, 20]]), np.array([0.8]))] + [(np.zeros((0, 4)), np.zeros(0))] * 9
+    m = rbdc_tbdc(found_once, truth, tracks)
+    assert m["tbdc"] == pytest.approx(1.0) and m["rbdc"] == pytest.approx(0.1) and m["n_tracks"] == 1
+
+
+def test_pixel_level_criterion_needs_40_percent_of_the_mask():
+    masks = [_mask([(0, 0, 10, 10)]), _mask([(0, 0, 10, 10)]), _mask([])]
+    half = (np.array([[0, 0, 5, 10]]), np.array([0.9]))  # covers 50 % of the mask
+    sliver = (np.array([[0, 0, 2, 10]]), np.array([0.95]))  # 20 %
+    normal_box = (np.array([[30, 30, 40, 40]]), np.array([0.5]))
+    m = pixel_level([half, sliver, normal_box], masks)
+    # frame 1 detected at 0.9, frame 2 never, the normal frame is a false positive from 0.5
+    assert m["pixel_auc"] == pytest.approx(0.5) and m["pixel_detected_share"] == pytest.approx(0.5)
+    assert pixel_level([half, half, normal_box], masks)["pixel_auc"] == pytest.approx(1.0)
+
+
+def test_a_runs_cubes_are_matched_to_the_masks_of_their_own_frame():
+    """pipelines.vad_pipeline.localisation_metrics: cubes of two videos, the right cube in each abnormal frame."""
+    from pipelines.vad_pipeline import localisation_metrics
+
+    mask = _mask([(10, 10, 20, 20)])
+    masks = [[mask, mask, _mask([])], [_mask([]), mask]]
+    cubes = {"video": np.array([1, 0, 0, 1, 0]), "frame": np.array([1, 0, 1, 0, 2]),
+             "boxes": np.array([[10, 10, 20, 20], [10, 10, 20, 20], [11, 10, 21, 20], [40, 0, 50, 10],
+                                [40, 0, 50, 10]], np.float32)}
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2])  # the false boxes (normal frames) score lowest
+    m = localisation_metrics(cubes, scores, masks)
+    assert m["n_regions"] == 3 and m["n_tracks"] == 2 and m["n_frames"] == 5
+    assert m["rbdc"] == pytest.approx(1.0) and m["tbdc"] == pytest.approx(1.0) and m["pixel_auc"] == 1.0
+    shuffled = {"video": cubes["video"], "frame": np.array([0, 1, 2, 1, 0]), "boxes": cubes["boxes"]}
+    assert localisation_metrics(shuffled, scores, masks)["rbdc"] < 1.0  # boxes in the wrong frames miss
