@@ -362,9 +362,6 @@ class CSI(OutlierDetector):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return -self.normality_scores(X)
 
-    def get_params(self) -> dict:
-        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
 
 
 # ------------------------------------------------------------------------------------- adversarial autoencoder

@@ -10,6 +10,7 @@ so ``fit_score(X)`` is offered as the usual entry point.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -34,6 +35,26 @@ class OutlierDetector(ABC):
     def fit_score(self, X: Any) -> np.ndarray:
         """Fit on ``X`` and score the same samples (the transductive protocol)."""
         return self.fit(X).decision_function(X)
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The ``__init__`` arguments, each stored unchanged under its own name."""
+        kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind not in kinds]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The ``__init__`` settings as given (scikit-learn's contract, so that ``sklearn.base.clone`` works)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "OutlierDetector":
+        """Change ``__init__`` settings (scikit-learn's contract); unknown names are an error."""
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no setting {', '.join(unknown)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def _check_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):

@@ -306,6 +306,3 @@ class DiscriminativeE3Outlier(OutlierDetector):
         ensemble._use_networks([net for m in members for net in m.nets_], X)
         return ensemble
 
-    def get_params(self) -> dict:
-        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}

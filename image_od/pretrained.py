@@ -141,9 +141,6 @@ class PretrainedFeatureOD(OutlierDetector):
         self.device = device
         self.progress = progress
 
-    def get_params(self) -> dict:
-        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     def _check_settings(self) -> None:
         if self.weights is None:

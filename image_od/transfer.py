@@ -441,9 +441,6 @@ class _TransferAD(OutlierDetector):
     adapters = False  # ADRA: parallel 1x1 adapters, frozen 3x3 convolutions
     needs = ("pre-trained weights", "an outlier-exposure corpus")
 
-    def get_params(self) -> dict:
-        """The ``__init__`` settings, as scikit-learn's ``get_params``."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     def _check_settings(self) -> None:
         _check_common(self.epochs, self.batch_size, self.lr, self.milestones, self.gamma, self.input_norm,

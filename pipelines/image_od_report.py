@@ -6,13 +6,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # draws with Agg itself: no pyplot, no global backend choice
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from image_od.atomic import atomic_path  # noqa: E402
+from image_od.atomic import atomic_path
 
 
 def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, path: Path, top: int = 24) -> Path:
@@ -20,7 +17,8 @@ def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, 
     order = np.argsort(-scores)[:top]
     cols = min(8, len(order))
     rows = -(-len(order) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.9 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for rank, (ax, i) in enumerate(zip(axes.ravel(), order), 1):
@@ -34,7 +32,8 @@ def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, 
 
 
 def plot_score_histogram(scores: np.ndarray, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
     ax.hist(scores, bins=min(60, max(10, len(scores) // 10)), color="tab:blue", alpha=0.8)
     ax.set(xlabel="outlier score (higher = more anomalous)", ylabel="images", title=f"{len(scores)} images")
     fig.tight_layout()
@@ -46,7 +45,6 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def _markdown_table_html(markdown: str) -> str:

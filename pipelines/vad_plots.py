@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # a Figure draws with Agg itself: no pyplot, no global backend choice
+from sklearn.metrics import roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
-
-from . import run_folder  # noqa: E402
+from . import run_folder
 
 
 def _shade(ax, labels: np.ndarray) -> None:
@@ -28,7 +25,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def plot_video(name: str, score: np.ndarray, heuristic: np.ndarray, labels: np.ndarray | None, path: Path,
                model: np.ndarray | None = None) -> None:
-    fig, ax = plt.subplots(figsize=(9, 2.8))
+    fig = Figure(figsize=(9, 2.8))
+    ax = fig.subplots()
     if labels is not None:
         _shade(ax, labels)
     ax.plot(_normalise(score), color="tab:blue", lw=1.4, label="final score")
@@ -42,11 +40,11 @@ def plot_video(name: str, score: np.ndarray, heuristic: np.ndarray, labels: np.n
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     for label, (score, y) in curves.items():
         fpr, tpr, _ = roc_curve(y, score)
         ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, score):.3f})")
@@ -55,7 +53,6 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_run(out: str | Path) -> Path:

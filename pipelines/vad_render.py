@@ -82,10 +82,7 @@ def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float]]:
 def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     """plots/top_events.png: the ``top`` most anomalous frames, every cube box drawn coloured by its score rank
     (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = Path(out)
     info, frames, cubes = _run_data(out)
@@ -102,7 +99,8 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
         images.update({(name, t): img for t, img in read_frames_at(paths[name], wanted, bad_frames).items()})
     cols = min(4, len(chosen))
     rows = -(-len(chosen) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    fig = Figure(figsize=(3.6 * cols, 2.9 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (name, t, score) in zip(axes.ravel(), chosen):
@@ -119,7 +117,6 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     path = out / "plots" / "top_events.png"
     path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

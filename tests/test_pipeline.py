@@ -29,8 +29,10 @@ def test_demo_end_to_end_auc_floor(demo_run):
     assert metrics["n_frames"] == sum(v["n_frames"] for v in videos) > 0
     assert set(metrics["timings"]) == {"extract_s", "train_s", "score_s", "total_s"}
     for name in ("config.yaml", "env.json", "frame_scores.csv", "cube_scores.npz", "plots/roc.png",
-                 "plots/Test001.png"):
+                 "plots/Test001.png", "report.html"):
         assert (demo_run / name).is_file(), name
+    report = (demo_run / "report.html").read_text()  # opened in a browser by the slow tier's tests/test_reports.py
+    assert "How well it did" in report and report.count("<svg") == 1 + 4 and "data:image/jpeg" in report
     env = json.loads((demo_run / "env.json").read_text())
     assert env["seed"] == 0 and "torch" in env["versions"]
     assert env["reference_workload_s"] > 0 and env["cpu"]["torch_capability"] and "precision" not in env
@@ -95,6 +97,7 @@ def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
     np.testing.assert_allclose(scores(tmp_path / "lazy"), scores(tmp_path / "mem"), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # trains the cloze generators twice (about 5 s)
 def test_in_memory_auto_reads_long_footage_lazily_with_the_same_scores(demo_run, tmp_path, monkeypatch, capsys):
     """data.in_memory=auto (the default) holds the cubes in memory up to IN_MEMORY_LIMIT and reads them from the
     cache beyond, said aloud, so that memory does not grow with the footage; the scores are the in-memory ones."""

@@ -1,5 +1,5 @@
 """The HTML reports open in a real browser (headless Chromium, Debian package ``chromium``; ``tools/dev.sh``
-installs it): the page renders (a screenshot that is not blank), every image is decoded by the browser, every link
+installs it; the slow tier, which ``.ci/run`` runs): the page renders (a screenshot that is not blank), every image is decoded by the browser, every link
 into the run folder resolves, and the page logs nothing to the console (no script error)."""
 import re
 import shutil
@@ -53,6 +53,7 @@ def check_page(page: Path, work: Path, expect_images: bool) -> None:
     assert all((page.parent / t).resolve().is_relative_to(page.parent.resolve()) for t in local)
 
 
+@pytest.mark.slow  # a demo run, a render and two browser starts: about 5 s
 def test_the_video_report_renders_in_a_browser(tmp_path):
     out = tmp_path / "run"
     assert vad(["demo", "--out", str(out), "--quiet"]) == 0
@@ -64,6 +65,7 @@ def test_the_video_report_renders_in_a_browser(tmp_path):
     check_page(page, tmp_path, expect_images=True)
 
 
+@pytest.mark.slow
 def test_the_bench_report_renders_in_a_browser(tmp_path):
     out = tmp_path / "bench"
     assert image_od(["bench", "--dataset", "digits", "--method", "iforest", "--classes", "0", "1", "--out", str(out),
