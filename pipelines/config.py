@@ -71,6 +71,7 @@ class FlowConfig:
     method: str = "dis"  # dis | farneback | raft (FlowNet2, the paper's, is unavailable here)
     preset: str = "medium"  # DIS preset
     upscale: float = 1.0  # DIS on frames enlarged by this factor, vectors returned in frame pixels
+    min_side: int = 0  # DIS: and enlarged at least until the frames' shorter side has this many pixels (0: none)
     raft_weights: str | None = None
     raft_small: bool = False
 
@@ -152,6 +153,11 @@ class ScoreConfig:
     fast_mad: float = 3.0
     fast_floor: float = 0.25
     fast_share_full: float = 0.5
+    # per-position normalisation of the cube scores and motion energy before the frame max: off | run | video (each
+    # cube against the cubes of its cell of a position_grid x position_grid partition of the box centres, over the
+    # whole run or per video; vad.scoring.position_normalise)
+    position_norm: str = "off"
+    position_grid: int = 4
     smoothing: str = "gaussian"  # none | mean | gaussian: temporal smoothing of frame scores within each video
     smooth_window: float = 2  # mean: window in frames; gaussian: standard deviation in frames
     per_video: bool = False  # z-score each video's frame scores on their own
@@ -375,6 +381,7 @@ def _check_cubes_flow(checks: _Checks, c: Config) -> None:
     if fl.method == "dis":
         checks.one_of("flow.preset", fl.preset, DIS_PRESETS)
     checks.positive("flow.upscale", fl.upscale)
+    checks.need(0 <= fl.min_side <= 8192, "flow.min_side", fl.min_side, "must be from 0 (none) to 8192 pixels")
     checks.need(fl.method != "raft" or bool(fl.raft_weights), "flow.raft_weights", fl.raft_weights,
                 "must be set when flow.method is raft")
 
@@ -455,6 +462,8 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
     checks.positive("score.smooth_window", s.smooth_window)
     checks.one_of("score.fusion", s.fusion, ("fixed", "fast_share"))
+    checks.one_of("score.position_norm", s.position_norm, ("off", "run", "video"))
+    checks.count("score.position_grid", s.position_grid, 64)
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
     checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")

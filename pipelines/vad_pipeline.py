@@ -47,7 +47,8 @@ from vad.cubes import Window, iter_cubes
 from vad.flow import make_flow
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
-from vad.scoring import blend, fast_share, frame_scores, fuse, motion_energy, postprocess, zscore
+from vad.scoring import (blend, fast_share, frame_scores, fuse, motion_energy, position_normalise, postprocess,
+                         zscore)
 
 from . import run_folder
 from .config import Config, ConfigError, load_config, save_config, to_dict
@@ -247,6 +248,7 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
         if mine:
             boxes_for = BoxSource(config, videos)
             flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
+                             min_side=config.flow.min_side,
                              raft_weights=config.flow.raft_weights,
                              raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
             show = progress and distributed.is_main()
@@ -465,15 +467,16 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
+    model_cubes, placed_energy = _position_normalised(config, model_cubes, energy, arrays)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
-           "heuristic": frame_scores(energy, arrays["video"], arrays["frame"], n_frames)}
+           "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
     fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames)
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
                                                      "events.json", "fusion.json")))
     write_json(out / "fusion.json", fusion)
-    cube_final = cube_final_scores({"score": model_cubes, "motion_energy": energy}, fusion)
+    cube_final = cube_final_scores({"score": model_cubes, "motion_energy": placed_energy}, fusion)
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
@@ -488,6 +491,18 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
                             "" if labels is None else labels[t]])
     write_events(out, config, info, final, arrays, cube_final)
+
+
+def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray,
+                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The learned cube scores and motion energies, each against the cubes near the same image position when
+    ``score.position_norm`` asks (over the run, or per video); unchanged otherwise."""
+    mode = config.score.position_norm
+    if mode == "off":
+        return model_cubes, energy
+    groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
+    return tuple(position_normalise(x, arrays["boxes"], groups, config.score.position_grid)
+                 for x in (model_cubes, energy))
 
 
 def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,

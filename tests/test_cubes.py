@@ -60,6 +60,18 @@ def test_flow_patch_is_the_middle_frame_flow():
         assert abs(dx - 2) < 0.5 and abs(dy) < 0.5
 
 
+def test_dis_min_side_enlarges_small_frames_only():
+    """flow.min_side: frames whose shorter side is below it are enlarged to reach it (Ped2's 240 rows: x2), larger
+    frames are left as they are; the vectors come back in frame pixels either way."""
+    assert DisFlow(min_side=480).scale(240, 360) == 2.0 and DisFlow(min_side=480).scale(576, 768) == 1.0
+    assert DisFlow(upscale=1.5, min_side=480).scale(576, 768) == 1.5
+    rng = np.random.default_rng(1)
+    bg = cv2.GaussianBlur(rng.integers(0, 255, (64, 96)).astype(np.uint8), (7, 7), 0)
+    video = np.stack([np.roll(bg, 2 * t, axis=1) for t in range(3)])
+    pairs = [(0, 1), (1, 2)]
+    np.testing.assert_array_equal(DisFlow(min_side=128)(video, pairs), DisFlow(upscale=2.0)(video, pairs))
+
+
 def test_video_without_boxes_gives_empty_arrays():
     out = extract_cubes(_video(), [np.zeros((0, 4), np.float32)] * 7, ZeroFlow())
     assert out["cubes"].shape == (0, 5, 32, 32) and out["frame"].shape == (0,)

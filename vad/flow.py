@@ -38,6 +38,7 @@ class DisFlow:
 
     preset: str = "medium"
     upscale: float = 1.0  # compute on frames enlarged by this factor (finer flow for small objects)
+    min_side: int = 0  # and enlarged at least until the shorter side has this many pixels (0: no minimum)
 
     def __post_init__(self):
         presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -46,14 +47,19 @@ class DisFlow:
             raise FlowError(f"unknown DIS preset {self.preset!r}; expected one of {sorted(presets)}")
         self._dis = cv2.DISOpticalFlow_create(presets[self.preset])
 
+    def scale(self, h: int, w: int) -> float:
+        """The enlargement used for h x w frames: ``upscale``, or more where the shorter side is below ``min_side``."""
+        return max(self.upscale, self.min_side / min(h, w)) if self.min_side else self.upscale
+
     def __call__(self, frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
-        if self.upscale == 1.0:
-            return np.stack([self._dis.calc(_grey(frames[a]), _grey(frames[b]), None) for a, b in pairs])
         h, w = frames.shape[1:3]
-        big = lambda f: cv2.resize(_grey(f), None, fx=self.upscale, fy=self.upscale, interpolation=cv2.INTER_LINEAR)
+        scale = self.scale(h, w)
+        if scale == 1.0:
+            return np.stack([self._dis.calc(_grey(frames[a]), _grey(frames[b]), None) for a, b in pairs])
+        big = lambda f: cv2.resize(_grey(f), None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)  # noqa: E731
         flows = [cv2.resize(self._dis.calc(big(frames[a]), big(frames[b]), None), (w, h), interpolation=cv2.INTER_AREA)
                  for a, b in pairs]
-        return np.stack(flows) / self.upscale  # back to frame pixels
+        return np.stack(flows) / scale  # back to frame pixels
 
 
 @dataclass
@@ -102,11 +108,11 @@ class RaftFlow:
         return flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy()
 
 
-def make_flow(method: str = "dis", *, preset: str = "medium", upscale: float = 1.0, raft_weights: str | None = None,
-              raft_small: bool = False, device: str = "cpu"):
+def make_flow(method: str = "dis", *, preset: str = "medium", upscale: float = 1.0, min_side: int = 0,
+              raft_weights: str | None = None, raft_small: bool = False, device: str = "cpu"):
     """Build the flow estimator named in the config."""
     if method == "dis":
-        return DisFlow(preset, upscale)
+        return DisFlow(preset, upscale, min_side)
     if method == "farneback":
         return FarnebackFlow()
     if method == "raft":

@@ -101,6 +101,34 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
     return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
 
 
+def position_normalise(cube_scores: np.ndarray, boxes: np.ndarray, video: np.ndarray, grid: int = 4,
+                       min_cubes: int = 30) -> np.ndarray:
+    """Each cube's score against the cubes near the same image position: (score - median) / (1.4826 MAD) within its
+    cell of a ``grid`` x ``grid`` partition of each video's box centres (cut at the centres' quantiles, so every
+    cell holds cubes); a cell with fewer than ``min_cubes`` cubes uses its video's statistics. Label-free: a fixed
+    camera sees normal speed and size change with the image row, so a fast object far away stands out from its
+    neighbours, not from the near ones."""
+    out = np.empty(len(cube_scores), np.float64)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+
+    def robust(x: np.ndarray) -> tuple[float, float]:
+        median = float(np.median(x))
+        return median, max(1.4826 * float(np.median(np.abs(x - median))), 1e-9)
+
+    for v in np.unique(video):
+        rows = np.flatnonzero(video == v)
+        whole = robust(cube_scores[rows])
+        cells = np.zeros(len(rows), np.int64)
+        for axis in (0, 1):
+            edges = np.quantile(centres[rows, axis], np.linspace(0, 1, grid + 1)[1:-1])
+            cells = cells * grid + np.searchsorted(edges, centres[rows, axis])
+        for c in np.unique(cells):
+            mine = rows[cells == c]
+            median, spread = robust(cube_scores[mine]) if len(mine) >= min_cubes else whole
+            out[mine] = (cube_scores[mine] - median) / spread
+    return out
+
+
 def blend(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], a: float) -> list[np.ndarray]:
     """Frame scores (1 - a) z(model) + a z(motion energy), z over all frames: a = 0 the model's, a = 1 the
     heuristic's."""
