@@ -42,7 +42,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-CPU_SCORE_BATCH = 64  # images per forward pass when scoring on a CPU (measured: docs/BENCHMARKS.md, "Scoring batch")
+CPU_SCORE_BATCH = 64  # images per forward pass when scoring on a CPU (measured: docs/BENCHMARKS.md#scoring-batch)
 ACCELERATOR_SCORE_BATCH = 1024
 
 

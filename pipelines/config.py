@@ -51,7 +51,7 @@ class RegionConfig:
     motion_margin: int = 2
     detector_weights: str | None = None  # Darknet .weights (its .cfg beside it) or ultralytics .pt (source "detector")
     detector_classes: list[int] | None = None  # COCO class ids kept; null: every class (as VEC)
-    detector_score: float = 0.4  # keep detections above this (chosen for Yolo-Fastest-XL: docs/BENCHMARKS.md)
+    detector_score: float = 0.4  # keep detections above this (chosen for Yolo-Fastest-XL: docs/BENCHMARKS.md#detector-settings)
     detector_nms_iou: float = 0.45  # non-maximum suppression between boxes of one class (Darknet models)
     detector_min_area: float = 100.0
     detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
@@ -83,7 +83,7 @@ class ModelConfig:
     # the paper's two targets plus flow_hof, a motion target (chosen on the generated development set)
     targets: list[str] = field(default_factory=lambda: ["appearance", "flow", "flow_hof"])
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # paper: not published (32/64/128 in paper.yaml)
-    epochs: int = 3  # paper: 10 (inlier priority: normal cubes are learned first; docs/BENCHMARKS.md)
+    epochs: int = 3  # paper: 10 (inlier priority: normal cubes are learned first; docs/BENCHMARKS.md#cloze-epochs)
     batch_size: int = 128
     lr: float = 1e-3
     normalisation: str = "zscore"  # zscore | minmax | none
@@ -133,7 +133,7 @@ class AttributeConfig:
     """The object-attribute density scorer (vad/attributes.py): k-NN rarity of each cube's velocity and size."""
 
     # off (the cloze generators) | alone (the learned score; no generator is trained) | sum (z(cloze) + z(it));
-    # alone won leave-one-dataset-out between Ped2 and Avenue partial (docs/BENCHMARKS.md, issue 24)
+    # alone won leave-one-dataset-out between Ped2 and Avenue partial (docs/BENCHMARKS.md#attribute-density)
     use: str = "alone"
     k: int = 10
     exclude_frames: int = 10  # neighbours from the same video within this many frames never vouch for a cube
@@ -168,7 +168,7 @@ class EventConfig:
     """Where the anomalies are: events.csv and plots/top_events.png."""
 
     # frame score above which a frame is abnormal: a label-free rule (percentile | mad | mixture; vad/events.py)
-    # or a number. mixture: chosen on the generated set by frame F1 (docs/BENCHMARKS.md, "Alarm thresholds")
+    # or a number. mixture: chosen on the generated set by frame F1 (docs/BENCHMARKS.md#alarm-thresholds)
     threshold: float | str = "mixture"
     percentile: float = 95.0  # the percentile rule: frames above this percentile of all frame scores
     mad_k: float = 3.0  # the mad rule: frames above median + mad_k * 1.4826 MAD of all frame scores

@@ -1,6 +1,6 @@
 """Measure discriminative E3Outlier settings on single classes: AUROC of every score against minutes per class.
 
-This is how the ``cpu`` profile was chosen (docs/BENCHMARKS.md, "Choosing the cpu profile"). Each variant is a JSON
+This is how the ``cpu`` profile was chosen (docs/BENCHMARKS.md#cpu-profile). Each variant is a JSON
 object of ``DiscriminativeE3Outlier`` settings; each (variant, class) pair is one fit on the full contaminated
 set (rho, seed as given) and appends one JSON line to ``--out``; pairs already there are skipped. ``--seed`` draws
 the set and seeds the network; a variant's own ``"seed"`` reseeds the network alone (the spread over networks on
