@@ -15,7 +15,6 @@ Choices common to all (not in the papers):
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -124,10 +123,6 @@ def rsr_proj_loss(A: torch.Tensor) -> torch.Tensor:
 def rsr_losses(z: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both RSR terms: (``rsr_pca_loss(z, A)``, ``rsr_proj_loss(A)``)."""
     return rsr_pca_loss(z, A), rsr_proj_loss(A)
-
-
-def _fingerprint(x: torch.Tensor) -> str:
-    return hashlib.sha256(f"{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ CAE family
@@ -324,15 +319,14 @@ class RDAE(CAE):
         self.sparse_ = sparse
         self.sparse_fraction_ = float(np.mean(outcome["s_norm"] > 0))  # share of samples with S_i != 0
         self.fitted_scores_ = outcome
-        self.fit_key_ = _fingerprint(x)
         self.decision_scores_ = outcome[self.score]
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
+        """New data: its robust decomposition from S = 0 (the fitted set's own, with the S learned in training, is
+        ``decision_scores_``)."""
         self._check_fitted("fitted_scores_")
         x = as_images(X)
-        if _fingerprint(x) == self.fit_key_:
-            return self.fitted_scores_[self.score]
         return self._decompose(x, torch.zeros_like(x))[self.score]
 
 

@@ -413,7 +413,7 @@ class ContrastiveE3Outlier(OutlierDetector):
             lambda batch, r=r: self._forward(self.net_, torch.rot90(batch["image"], r, dims=(2, 3)))[2],
             data, device=self.device_)) for r in range(N_ROTATIONS)])
 
-    def normality_scores(self, X: np.ndarray) -> np.ndarray:
+    def _normality(self, X: np.ndarray) -> np.ndarray:
         """Eq. 22 (higher = more normal): the sum over rotations of the leave-one-out maximum similarity among X's
         samples, divided by the rotation's mean ||f|| (Eq. 21) except for the ``cosine`` similarity."""
         total = torch.zeros(len(X))
@@ -426,5 +426,6 @@ class ContrastiveE3Outlier(OutlierDetector):
         return total.numpy()
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return -self.normality_scores(X)
+        """Minus Eq. 22: X's samples compared with each other (the transductive score of the paper)."""
+        return -self._normality(X)
 

@@ -256,10 +256,6 @@ class CSI(OutlierDetector):
         self.decision_scores_ = -self._normality(features, None)
         return self
 
-    def fit_score(self, X: np.ndarray) -> np.ndarray:
-        """The transductive protocol: fit on X and score X with each image's self-match excluded."""
-        return self.fit(X).decision_scores_
-
     def _check_images(self, images: torch.Tensor) -> None:
         if len(images) < 2:
             raise ValueError("fit needs at least 2 images")
@@ -354,13 +350,10 @@ class CSI(OutlierDetector):
             total += max_similarity(q, b, similarity="csi").cpu()
         return total.numpy()
 
-    def normality_scores(self, X: np.ndarray) -> np.ndarray:
-        """Eq. 11 (higher = more normal) of X against the training bank."""
-        self._check_fitted("bank_")
-        return self._normality(self._score_features(as_images(X)), self.bank_)
-
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return -self.normality_scores(X)
+        """Minus Eq. 11 of X against the training bank (new data: no self-match to leave out)."""
+        self._check_fitted("bank_")
+        return -self._normality(self._score_features(as_images(X)), self.bank_)
 
 
 

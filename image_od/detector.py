@@ -1,12 +1,15 @@
 """The one detector API shared by every method, image and video alike.
 
 Conventions (scikit-learn / PyOD style):
-- every setting is an ``__init__`` argument, stored unchanged;
-- ``fit(X)`` learns from unlabeled data and returns ``self``;
-- ``decision_function(X)`` gives one score per sample, **higher = more anomalous**.
+- every setting is an ``__init__`` argument, stored unchanged under its own name (``get_params``/``set_params``
+  here, once, so that ``sklearn.base.clone`` works);
+- ``fit(X)`` learns from unlabeled data, sets ``decision_scores_`` (the scores of the fitted set: the transductive
+  scores, with any leave-self-out rule applied there) and returns ``self``;
+- ``decision_function(X)`` scores ``X`` as new data, one score per sample, **higher = more anomalous**; there is no
+  public score of the other direction.
 
 Methods are transductive in the paper's protocol: the data that is fitted is also the data that is scored,
-so ``fit_score(X)`` is offered as the usual entry point.
+so ``fit_score(X)`` (``fit(X).decision_scores_``) is offered as the usual entry point.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ class OutlierDetector(ABC):
         """One outlier score per sample of ``X``: higher = more anomalous."""
 
     def fit_score(self, X: Any) -> np.ndarray:
-        """Fit on ``X`` and score the same samples (the transductive protocol)."""
-        return self.fit(X).decision_function(X)
+        """Fit on ``X`` and return its own scores, ``decision_scores_`` (the transductive protocol)."""
+        return np.asarray(self.fit(X).decision_scores_)
 
     @classmethod
     def _param_names(cls) -> list[str]:

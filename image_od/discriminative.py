@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -97,10 +98,11 @@ class DiscriminativeE3Outlier(OutlierDetector):
         weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
         if self.reweight == "reboot":  # Algorithm 2: the first network's scores weight the final ones
             self._use_networks([self._train_net(images, self.seed, weight)], X)
-            weight = torch.from_numpy(weights_from_scores(self.normality_scores(X, ssd_if=False)["ne"]))
+            weight = torch.from_numpy(weights_from_scores(-self.scores(X, ["ne"])["ne"]))
         self._use_networks([self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
                             for j in range(self.ensemble)], X)
         self.sample_weight_ = None if weight is None else weight.numpy()
+        self.decision_scores_ = self.decision_function(X)
         return self
 
     def _use_networks(self, nets: list[torch.nn.Module], X: np.ndarray) -> None:
@@ -201,7 +203,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
 
         def reweight_online(epoch: int) -> None:  # Algorithm 1, line 6-8
             self._use_networks([net], images.numpy())
-            normality = self.normality_scores(images.numpy(), ssd_if=False)["ne"]
+            normality = -self.scores(images.numpy(), ["ne"])["ne"]
             weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
         settings = TrainSettings(epochs=self.epochs or math.ceil(250 / k), batch_size=self.batch_size,
@@ -213,24 +215,35 @@ class DiscriminativeE3Outlier(OutlierDetector):
         return net
 
     # ----------------------------------------------------------------------------------------------- scoring
+    @property
+    def available_scores(self) -> tuple[str, ...]:
+        """The score rules this detector can compute (``mcd`` only with dropout)."""
+        return tuple(s for s in SCORES if s != "mcd" or self.dropout > 0)
+
     @torch.no_grad()
-    def normality_scores(self, X: np.ndarray, ssd_if: bool = True) -> dict[str, np.ndarray]:
-        """Every score (higher = more normal), averaged over the scored operations (and the heads); an ensemble
-        averages its networks' softmax outputs first. ``ssd_if=False`` skips the Isolation Forest."""
+    def scores(self, X: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The outlier scores ``names`` of ``X`` (higher = more anomalous; ``SCORES``: gtp, mp, ne, mcd, ssd_if),
+        each computed only when asked: the probability rules averaged over the scored operations (and the heads;
+        an ensemble averages its networks' softmax outputs first), ``mcd`` with dropout, ``ssd_if`` an Isolation
+        Forest on the penultimate features."""
         self._check_fitted("nets_")
+        unknown = sorted(set(names) - set(SCORES))
+        if unknown or ("mcd" in names and self.dropout <= 0):
+            raise ValueError(f"unknown or unavailable scores {unknown or ['mcd']} (mcd needs dropout > 0)")
         for net in self.nets_:
             net.eval()
         images = torch.as_tensor(X, dtype=torch.float32)
-        names = ["gtp", "mp", "ne"] + (["mcd"] if self.dropout > 0 else [])
-        sums = {s: torch.zeros(len(images)) for s in names}
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device_.type == "cuda" else []):
-            torch.manual_seed(self.seed)  # MC-dropout masks: the same scores on every call
-            self._accumulate(images, sums)
+        per_op = [n for n in ("gtp", "mp", "ne", "mcd") if n in names]
+        sums = {s: torch.zeros(len(images)) for s in per_op}
+        if per_op:
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device_.type == "cuda" else []):
+                torch.manual_seed(self.seed)  # MC-dropout masks: the same scores on every call
+                self._accumulate(images, sums)
         n = len(self.score_labels_) * len(self.heads_)
-        scores = {s: (v / n).numpy() for s, v in sums.items()}
-        if ssd_if:
-            scores["ssd_if"] = self._isolation_forest(images)
-        return scores
+        out = {s: -(v / n).numpy() for s, v in sums.items()}
+        if "ssd_if" in names:
+            out["ssd_if"] = -self._isolation_forest(images)
+        return out
 
     def _accumulate(self, images: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
         """Add each scored operation's per-image scores (summed over heads) to ``sums``."""
@@ -246,9 +259,12 @@ class DiscriminativeE3Outlier(OutlierDetector):
             part = slice(start, start + len(x))
             for h, logp in enumerate(self._mean_log_probs(x)):
                 p = logp.exp()
-                sums["gtp"][part] += p[:, self.labels_[label, h]]
-                sums["mp"][part] += p.max(1).values
-                sums["ne"][part] += (p * logp).sum(1) / math.log(2)
+                if "gtp" in sums:
+                    sums["gtp"][part] += p[:, self.labels_[label, h]]
+                if "mp" in sums:
+                    sums["mp"][part] += p.max(1).values
+                if "ne" in sums:
+                    sums["ne"][part] += (p * logp).sum(1) / math.log(2)
             if "mcd" in sums:
                 sums["mcd"][part] += self._mc_dropout_max_prob(x)
 
@@ -292,7 +308,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
             return torch.cat([net(x)[1].float().cpu() for net in self.nets_], 1)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return -self.normality_scores(X)[self.score]
+        """The ``score`` rule's outlier scores of ``X`` (only that rule is computed)."""
+        return self.scores(X, [self.score])[self.score]
 
     @classmethod
     def merged(cls, members: list["DiscriminativeE3Outlier"], X: np.ndarray) -> "DiscriminativeE3Outlier":

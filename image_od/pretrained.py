@@ -28,7 +28,6 @@ transductive protocol too. IF: score = ``-decision_function`` (the same for the 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +108,6 @@ def _images(X: Any) -> np.ndarray | torch.Tensor:
     return X
 
 
-def _fingerprint(X: np.ndarray | torch.Tensor) -> str:
-    a = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
-    a = np.ascontiguousarray(a)
-    return f"{a.dtype}:{a.shape}:" + hashlib.sha1(a.view(np.uint8).reshape(-1).data).hexdigest()
-
-
 class PretrainedFeatureOD(OutlierDetector):
     """Pre-trained ResNet50 penultimate features + LOF (``detector="lof"``) or Isolation Forest (``"if"``).
 
@@ -187,20 +180,14 @@ class PretrainedFeatureOD(OutlierDetector):
                                      random_state=self.seed)
             self.detector_ = forest.fit(feats)
             self.decision_scores_ = -forest.decision_function(feats)
-        self.fit_fingerprint_ = _fingerprint(images)
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Scores of ``X``, higher = more anomalous; the fitted array itself gets ``decision_scores_``."""
+        """Scores of ``X`` as new data, higher = more anomalous (LOF: novelty scores, where the fitted set's own
+        ``decision_scores_`` leave each sample's self-match out)."""
         self._check_fitted("detector_")
-        images = _images(X)
-        if _fingerprint(images) == self.fit_fingerprint_:
-            return self.decision_scores_.copy()
-        feats = self.features(images)
+        feats = self.features(_images(X))
         if self.detector == "lof":
             return -self.detector_.score_samples(feats)  # novelty LOF of new data; sklearn: larger = normal
         return -self.detector_.decision_function(feats)
 
-    def fit_score(self, X: Any) -> np.ndarray:
-        """Fit on ``X`` and return its own scores (the transductive protocol)."""
-        return self.fit(X).decision_scores_.copy()

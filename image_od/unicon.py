@@ -230,10 +230,6 @@ class UniConHA(OutlierDetector):
         self.decision_scores_ = -max_similarity(self.bank_.to(self.device_), similarity="cosine").cpu().numpy()
         return self
 
-    def fit_score(self, X: np.ndarray) -> np.ndarray:
-        """The transductive protocol: fit on X and score X with each image's self-match excluded."""
-        return self.fit(X).decision_scores_
-
     def _autocast(self):
         return autocast_context(self.precision_, self.device_)
 
@@ -283,12 +279,9 @@ class UniConHA(OutlierDetector):
         return tta_features(self._embed, images, rotations=[0], samples=self.tta_samples, augmentation=tta,
                             hflip_p=self.hflip_p, seed=self.seed + 104729, device=self.device_, normalise=True)[0]
 
-    def normality_scores(self, X: np.ndarray) -> np.ndarray:
-        """Eq. 10 (higher = more normal): the maximum cosine of X's features to the training bank."""
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Minus Eq. 10: the maximum cosine of X's features to the training bank (new data)."""
         self._check_fitted("bank_")
         q = self._score_features(as_images(X)).to(self.device_)
-        return max_similarity(q, self.bank_.to(self.device_), similarity="cosine").cpu().numpy()
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return -self.normality_scores(X)
+        return -max_similarity(q, self.bank_.to(self.device_), similarity="cosine").cpu().numpy()
 

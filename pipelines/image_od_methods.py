@@ -159,9 +159,9 @@ class Cell:
         return timed(lambda: model.fit(self.x, **extra, **fit_args))
 
     def scores(self, key: str, model: DiscriminativeE3Outlier) -> tuple[dict[str, np.ndarray], float]:
-        """All normality scores of ``eval_x`` by a discriminative model and the seconds they took (computed once)."""
+        """Every outlier score of ``eval_x`` by a discriminative model and the seconds they took (computed once)."""
         if key not in self._scores:
-            self._scores[key] = timed(lambda: model.normality_scores(self.eval_x))
+            self._scores[key] = timed(lambda: model.scores(self.eval_x, model.available_scores))
         return self._scores[key]
 
     # the discriminative networks the methods share: one network, no refinement, unless a method says so
@@ -172,7 +172,7 @@ class Cell:
         return self.fit("base", lambda: self.timed_fit(self.discriminative()))
 
     def base_weights(self) -> np.ndarray:
-        return weights_from_scores(self.scores("base", self.base()[0])[0]["ne"])
+        return weights_from_scores(-self.scores("base", self.base()[0])[0]["ne"])
 
     def weighted(self, j: int):
         """The j-th network trained with the base network's scores as weights (reboot re-weighting)."""
@@ -215,7 +215,7 @@ def shared(name: str) -> Method:
     def run(cell: Cell) -> Result:
         model, fit_s = cell.base()
         scores, score_s = cell.scores("base", model)
-        return -scores[name], fit_s, score_s
+        return scores[name], fit_s, score_s
     return Method(run, "discriminative", {**ONE_NETWORK, "score": name})
 
 
@@ -224,7 +224,7 @@ def single(key: str, score: str, section: str = "discriminative", **fixed) -> Me
     def run(cell: Cell) -> Result:
         model, fit_s = cell.fit(key, lambda: cell.timed_fit(cell.detector(section, **line.fixed)))
         scores, score_s = cell.scores(key, model)
-        return -scores[score], fit_s, score_s
+        return scores[score], fit_s, score_s
     line = Method(run, section, {**ONE_NETWORK, "score": score, **fixed})
     return line
 
@@ -232,14 +232,14 @@ def single(key: str, score: str, section: str = "discriminative", **fixed) -> Me
 def _rrw(cell: Cell) -> Result:
     model, fit_s = cell.weighted(0)
     scores, score_s = cell.scores("weighted0", model)
-    return -scores["ne"], cell.base()[1] + fit_s, score_s
+    return scores["ne"], cell.base()[1] + fit_s, score_s
 
 
 def _ensemble(cell: Cell, method: str, member: Callable[[int], tuple[Any, float]], extra_fit_s: float) -> Result:
     fits = [member(j) for j in range(cell.detector(method).ensemble)]
     merged = DiscriminativeE3Outlier.merged([m for m, _ in fits], cell.x)
-    scores, score_s = timed(lambda: merged.normality_scores(cell.eval_x, ssd_if=False)["ne"])
-    return -scores, extra_fit_s + sum(s for _, s in fits), score_s
+    scores, score_s = timed(lambda: merged.scores(cell.eval_x, ["ne"])["ne"])
+    return scores, extra_fit_s + sum(s for _, s in fits), score_s
 
 
 def _ens(cell: Cell) -> Result:

@@ -43,17 +43,13 @@ class PyODDetector(OutlierDetector):
         np.random.seed(self.seed)  # MO_GAAL takes no seed
         self.model_ = self._make(flat.shape[1]).fit(flat)
         self.decision_scores_ = self._oriented(self.model_.decision_scores_)
-        self._fitted = flat
         return self
 
     def _oriented(self, scores: np.ndarray) -> np.ndarray:
         return 1.0 - scores if self.model == "mo-gaal" else np.asarray(scores, float)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """The fitted set's own scores for the fitted set (transductive: LOF excludes the self-match), else PyOD's
-        ``decision_function``."""
+        """PyOD's ``decision_function`` of ``X`` as new data (the fitted set's own scores, where LOF excludes the
+        self-match, are ``decision_scores_``)."""
         self._check_fitted("model_")
-        flat = np.asarray(X, np.float64).reshape(len(X), -1)
-        if flat.shape == self._fitted.shape and np.array_equal(flat, self._fitted):
-            return self.decision_scores_
-        return self._oriented(self.model_.decision_function(flat))
+        return self._oriented(self.model_.decision_function(np.asarray(X, np.float64).reshape(len(X), -1)))

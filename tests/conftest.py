@@ -1,6 +1,28 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the ``needs`` marker of the tests that read real data.
+
+``@pytest.mark.needs("data/ucsd_ped2", "weights/yolo-fastest-1.1-coco")`` names what a test reads from the
+project's shared folder (``../shared`` beside the checkout; its README says what each holds). Without it the test
+fails and says which folder it needs: real-data checks are never silently skipped.
+"""
+from pathlib import Path
+
 import pytest
 import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(*paths): the shared data or weights (under ../shared) a test reads")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures, which may already read the data
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        missing = [p for p in mark.args if not (SHARED / p).exists()]
+        if missing:
+            pytest.fail(f"{item.nodeid} needs {', '.join(str(SHARED / p) for p in missing)}: the project's shared "
+                        f"data (read-only, beside the checkout; see {SHARED / 'data' / 'README.md'})", pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -416,7 +416,8 @@ def test_epoch_and_batch_counts_are_checked_when_read(tmp_path, capsys, value):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", __import__("pipelines.image_od_methods", fromlist=["x"]).SCORE_METHODS)
 def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
-    """Each detector of `image-od score`, batches of 8, on 17 images (2 x 8 + 1): scores for all, no crash."""
+    """Each detector of `image-od score`, batches of 8, on 17 images (2 x 8 + 1): scores for all, no crash; fit
+    returns the detector with decision_scores_ set, and decision_function scores new data."""
     import inspect
 
     from image_od.protocol import to_model_input
@@ -430,8 +431,11 @@ def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
     settings = detector_settings(load_profile("cpu", overrides), section, False, METHODS[method].fixed)
     images = np.random.default_rng(0).integers(0, 255, (17, 32, 32, 1), dtype=np.uint8)
     model = SECTIONS[section](**settings, seed=0, device="cpu", progress=False)
-    scores = np.asarray(model.fit_score(to_model_input(images, 32)), float)
+    x = to_model_input(images, 32)
+    assert model.fit(x) is model  # the contract (issue 25): fit returns self and sets decision_scores_
+    scores = np.asarray(model.decision_scores_, float)
     assert scores.shape == (17,) and np.isfinite(scores).all()
+    assert np.asarray(model.decision_function(x[:3])).shape == (3,)  # new data
 
 
 def test_a_jpeg_cut_short_with_its_end_marker_put_back_is_caught_per_file(tmp_path, capfd):

@@ -261,8 +261,7 @@ def test_detector_on_a_tiny_model(tmp_path):
 
 # ------------------------------------------------------------------------------------------ real weights
 
-needs_real = pytest.mark.skipif(not (YOLO_DIR / "yolo-fastest-1.1-xl.weights").is_file() or not PED2.is_dir(),
-                                reason=f"no Yolo-Fastest weights under {YOLO_DIR} or no UCSD Ped2 under {PED2}")
+needs_real = pytest.mark.needs("weights/yolo-fastest-1.1-coco", "data/ucsd_ped2")
 
 
 def _frames(video: str, indices) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The detector as a region source of the video pipeline: choosing the weights format, the input size, the default
 sources, the cache key, and the boxes written out as a box file and read back with --boxes.
 
-Needs the real Yolo-Fastest weights and UCSD Ped2 frames in ../shared (skipped, saying so, without them)."""
+Needs the real Yolo-Fastest weights and UCSD Ped2 frames in ../shared (the ``needs`` marker says so)."""
 import json
 import shutil
 from pathlib import Path
@@ -18,8 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 XL = SHARED / "weights" / "yolo-fastest-1.1-coco" / "yolo-fastest-1.1-xl.weights"
 PED2_TEST = SHARED / "data" / "ucsd_ped2" / "testing" / "frames"
-needs_real = pytest.mark.skipif(not (XL.is_file() and PED2_TEST.is_dir()),
-                                reason=f"needs the Yolo-Fastest weights ({XL}) and UCSD Ped2 ({PED2_TEST})")
+needs_real = pytest.mark.needs("weights/yolo-fastest-1.1-coco", "data/ucsd_ped2")
 
 
 def test_network_size_keeps_the_aspect_in_multiples_of_32():

@@ -167,8 +167,11 @@ def test_pyod_adapter_flattens_orients_and_names_the_missing_extra(monkeypatch):
             self.stop_epochs = stop_epochs
 
         def fit(self, X):
-            self.decision_scores_ = 1.0 / (1.0 + np.abs(X).sum(1))  # far from 0 = less "real"
+            self.decision_scores_ = self.decision_function(X)
             return self
+
+        def decision_function(self, X):
+            return 1.0 / (1.0 + np.abs(X).sum(1))  # far from 0 = less "real"
 
     fake = types.ModuleType("pyod.models.mo_gaal")
     fake.MO_GAAL = FakeGAAL

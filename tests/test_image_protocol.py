@@ -133,6 +133,7 @@ def test_folder_set_errors_name_the_folder_or_file(tmp_path, damage):
         load_dataset("folders", root)
 
 
+@pytest.mark.needs("data/cifar10")
 def test_real_cifar10_folder_class():
     root = SHARED / "cifar10" / "test" / "airplane"
     assert len(list(root.glob("*.jpg"))) == 1000

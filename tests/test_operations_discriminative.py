@@ -142,13 +142,14 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
                                     batch_size=32, optimizer="adam", precision="fp32", dropout=0.05, mc_passes=2,
                                     progress=False)
     assert model.fit(x) is model
-    normality = model.normality_scores(x)
-    assert set(normality) == set(SCORES) and np.all(normality["ne"] <= 0)
-    assert np.all(normality["mcd"] <= normality["mp"] + 0.2)  # a mean minus a spread, on the max probability
-    model.score = "mcd"  # decision_function negates the chosen score: higher = more anomalous
-    assert np.allclose(model.decision_function(x), -normality["mcd"])
+    scores = model.scores(x, model.available_scores)  # higher = more anomalous, every rule
+    assert set(scores) == set(SCORES) and np.all(scores["ne"] >= 0)  # minus a negative entropy
+    assert np.all(-scores["mcd"] <= -scores["mp"] + 0.2)  # a mean minus a spread, on the max probability
+    model.score = "mcd"  # decision_function computes only the chosen rule
+    assert np.allclose(model.decision_function(x), scores["mcd"])
+    assert np.array_equal(model.scores(x, ["ne"])["ne"], scores["ne"])
     for score in SCORES:
-        assert roc_auc_score(s.is_outlier, -normality[score]) > FLOORS[score], score
+        assert roc_auc_score(s.is_outlier, scores[score]) > FLOORS[score], score
     import pytest
 
     with pytest.raises(ValueError, match="dropout"):

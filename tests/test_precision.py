@@ -112,7 +112,7 @@ def test_bf16_training_tracks_fp32():
     start = params(make_backbone("wrn-10-1", 1, 72))
     trained = (params(fp32.nets_[0]) - start).norm()
     assert trained > 0.1 and (params(bf16.nets_[0]) - params(fp32.nets_[0])).norm() < 0.4 * trained
-    a, b = fp32.normality_scores(x, ssd_if=False), bf16.normality_scores(x, ssd_if=False)
+    a, b = fp32.scores(x, ["gtp", "mp", "ne"]), bf16.scores(x, ["gtp", "mp", "ne"])
     for score in a:
         assert b[score].dtype == np.float32 and np.isfinite(b[score]).all()
         assert np.corrcoef(a[score], b[score])[0, 1] > 0.99, score

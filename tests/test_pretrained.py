@@ -155,10 +155,11 @@ def test_lof_matches_sklearn_transductive_and_novelty(weights):
     feats = od.features(x)
     expected = -LocalOutlierFactor(n_neighbors=5, novelty=False).fit(feats).negative_outlier_factor_
     np.testing.assert_array_equal(od.decision_scores_, expected)
-    np.testing.assert_array_equal(od.decision_function(x), expected)  # the fitted set: transductive scores
-    np.testing.assert_array_equal(od.fit_score(x), expected)
-    # scoring the fitted samples as new data counts each as its own neighbour (distance 0): other values
+    np.testing.assert_array_equal(od.fit_score(x), expected)  # the fitted set: transductive scores
+    # decision_function always scores new data: on the fitted samples each is its own neighbour (distance 0), so
+    # the values differ from the transductive ones
     novelty_on_fitted = -LocalOutlierFactor(n_neighbors=5, novelty=True).fit(feats).score_samples(feats)
+    np.testing.assert_allclose(od.decision_function(x), novelty_on_fitted, rtol=1e-12)
     assert not np.allclose(novelty_on_fitted, expected)
     novelty = -LocalOutlierFactor(n_neighbors=5, novelty=True).fit(feats).score_samples(od.features(new))
     np.testing.assert_allclose(od.decision_function(new), novelty, rtol=1e-12)

@@ -240,6 +240,7 @@ def test_missing_and_empty_inputs(tmp_path):
 
 # ---------------------------------------------------------------- the real shared data (labels and counts only)
 
+@pytest.mark.needs("data/ucsd_ped2")
 def test_real_ped2_preprocessed():
     videos = open_dataset(SHARED / "ucsd_ped2")
     assert [v.frame_count() for v in videos] == [180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180]
@@ -248,6 +249,7 @@ def test_real_ped2_preprocessed():
     assert videos[0].labels[59:61].tolist() == [0, 1]  # Test001: [61:180], 1-based
 
 
+@pytest.mark.needs("data/avenue_partial")
 def test_real_avenue_partial_masks_and_literature_npy():
     videos = open_dataset(SHARED / "avenue_partial")
     assert [v.name for v in videos] == ["08", "17", "18", "19", "20", "21"]

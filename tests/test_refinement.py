@@ -36,10 +36,10 @@ def test_ensemble_equals_merged_members_and_averages_softmax(digits, rule):
     merged = DiscriminativeE3Outlier.merged(members, x)
     assert len(ensemble.nets_) == len(merged.nets_) == 2
     assert torch.equal(ensemble.score_labels_, merged.score_labels_)
-    a, b = ensemble.normality_scores(x, ssd_if=False), merged.normality_scores(x, ssd_if=False)
+    a, b = ({k: -v for k, v in m.scores(x, ["gtp", "mp", "ne"]).items()} for m in (ensemble, merged))  # normality
     assert np.allclose(a["ne"], b["ne"], atol=1e-5) and np.allclose(a["gtp"], b["gtp"], atol=1e-5)
     # the ensemble's max probability is that of the averaged softmax, never above the members' mean max-prob
-    single = [m.normality_scores(x, ssd_if=False)["mp"] for m in members]
+    single = [-m.scores(x, ["mp"])["mp"] for m in members]
     assert np.all(a["mp"] <= (single[0] + single[1]) / 2 + 1e-5)
 
 
@@ -47,12 +47,12 @@ def test_reboot_reweighting_retrains_from_the_same_start_with_the_first_scores(d
     x = digits[0][:64]
     rrw = DiscriminativeE3Outlier(reweight="reboot", seed=1, **SETTINGS).fit(x)
     base = DiscriminativeE3Outlier(seed=1, **SETTINGS).fit(x)
-    base_ne = base.normality_scores(x, ssd_if=False)["ne"]
+    base_ne = -base.scores(x, ["ne"])["ne"]
     w = weights_from_scores(base_ne)
     assert np.allclose(rrw.sample_weight_, w)
     again = DiscriminativeE3Outlier(seed=1, **SETTINGS).fit(x, sample_weight=w)
-    rrw_ne = rrw.normality_scores(x, ssd_if=False)["ne"]
-    assert np.allclose(rrw_ne, again.normality_scores(x, ssd_if=False)["ne"], atol=1e-5)
+    rrw_ne = -rrw.scores(x, ["ne"])["ne"]
+    assert np.allclose(rrw_ne, -again.scores(x, ["ne"])["ne"], atol=1e-5)
     assert not np.allclose(rrw_ne, base_ne)
 
 
@@ -60,10 +60,10 @@ def test_online_reweighting_updates_weights_every_epoch(digits):
     x, y = digits
     model = DiscriminativeE3Outlier(reweight="online", **{**SETTINGS, "epochs": 2})
     calls = []
-    original = model.normality_scores
-    model.normality_scores = lambda X, **kw: calls.append(len(X)) or original(X, **kw)
+    original = model.scores
+    model.scores = lambda X, names: calls.append(len(X)) or original(X, names)
     model.fit(x)
-    assert calls == [len(x), len(x)] and len(model.nets_) == 1
+    assert calls == [len(x), len(x), len(x)] and len(model.nets_) == 1  # each epoch's weights, then decision_scores_
     assert od_metrics(y, model.decision_function(x))["auroc"] > 0.6
     with pytest.raises(ValueError, match="online"):
         DiscriminativeE3Outlier(reweight="online", ensemble=2).fit(x[:4])
@@ -75,10 +75,10 @@ def test_multi_label_variant_has_five_heads_and_finds_outliers(digits):
     model.fit(x)
     assert model.heads_ == (4, 9, 9, 2, 24)
     assert model.nets_[0].fc.out_features == 48
-    scores = model.normality_scores(x, ssd_if=False)
-    assert np.all(scores["ne"] <= 0)
+    scores = model.scores(x, ["ne"])
+    assert np.all(scores["ne"] >= 0)
     # measured 0.87 (seeds 1, 2: 0.92, 0.84); an untrained net ranks at random
-    assert od_metrics(y, -scores["ne"])["auroc"] > 0.75
+    assert od_metrics(y, scores["ne"])["auroc"] > 0.75
 
 
 def test_score_subset_is_fixed_by_the_seed(digits):
@@ -96,7 +96,7 @@ def test_confident_rule_scores_with_the_best_recognised_operations(digits):
     per_op = []
     for op in range(72):  # the probability of the applied operation, one operation at a time
         model.score_labels_ = torch.tensor([op])
-        per_op.append(model.normality_scores(x[:64], ssd_if=False)["gtp"])
+        per_op.append(-model.scores(x[:64], ["gtp"])["gtp"])
     confidence = [gtp.mean() for gtp in per_op]
     assert torch.equal(chosen, torch.tensor(confidence).topk(6).indices.sort().values)
     assert not torch.equal(chosen, DiscriminativeE3Outlier(**{**SETTINGS, "score_ops": 6}).fit(x[:64]).score_labels_)

@@ -133,6 +133,7 @@ def ped2_subset(tmp_path_factory):
 
 
 @pytest.mark.slow  # real frames, flow and training: 13-17 s each without bf16
+@pytest.mark.needs("data/ucsd_ped2")
 @pytest.mark.parametrize("mode, floor", [("test", 0.84), ("training", 0.93)])  # measured 0.892, 0.980
 def test_real_ped2_subset(ped2_subset, tmp_path, mode, floor):
     """The cloze generators' learned score has a floor on real frames; the default (attribute density with the

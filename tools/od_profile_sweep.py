@@ -57,9 +57,9 @@ def main() -> None:
             model.fit(x)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
-            scores = model.normality_scores(x)
+            scores = model.scores(x, model.available_scores)
             score_s = time.perf_counter() - start
-            auroc = {k: round(100 * od_metrics(s.is_outlier, -v)["auroc"], 2) for k, v in scores.items()}
+            auroc = {k: round(100 * od_metrics(s.is_outlier, v)["auroc"], 2) for k, v in scores.items()}
             row = {"dataset": args.dataset, "cls": c, "settings": settings, "fit_s": round(fit_s, 1),
                    "score_s": round(score_s, 1), "min_per_class": round((fit_s + score_s) / 60, 2), **auroc}
             if args.select_images:
@@ -85,8 +85,8 @@ def reselect(model: DiscriminativeE3Outlier, x, is_outlier, sizes: list[int]) ->
         start = time.perf_counter()
         model.score_labels_ = model.score_subset(x)
         select_s = time.perf_counter() - start
-        scores = model.normality_scores(x, ssd_if=False)
-        out[str(n)] = {**{k: round(100 * od_metrics(is_outlier, -v)["auroc"], 2) for k, v in scores.items()},
+        scores = model.scores(x, [name for name in model.available_scores if name != "ssd_if"])
+        out[str(n)] = {**{k: round(100 * od_metrics(is_outlier, v)["auroc"], 2) for k, v in scores.items()},
                        "select_s": round(select_s, 1), "shared_ops": len(set(model.score_labels_.tolist())
                                                                          & set(fitted.tolist()))}
     model.score_ops_images, model.score_labels_ = own, fitted

@@ -73,8 +73,8 @@ def discriminative_scores(config: Any, train_cubes: np.ndarray, score_cubes: np.
         score_ops=d.score_ops, optimizer="adam", lr=1e-3, precision="auto",
         device=config.device, seed=config.seed, progress=progress)
     model.fit(cube_images(train_cubes[pick]))
-    return -np.concatenate([model.normality_scores(cube_images(score_cubes[i:i + 8192]), ssd_if=False)["ne"]
-                            for i in range(0, len(score_cubes), 8192)])
+    return np.concatenate([model.decision_function(cube_images(score_cubes[i:i + 8192]))
+                           for i in range(0, len(score_cubes), 8192)])
 
 
 def self_train_scores(config: Any, cubes: np.ndarray, flow: np.ndarray, initial: np.ndarray,
