@@ -11,17 +11,14 @@ from matplotlib.figure import Figure  # draws with Agg itself: no pyplot, no glo
 
 from image_od.atomic import atomic_path
 
+from .figures import grid_figure
+
 
 def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, path: Path, top: int = 24) -> Path:
     """A grid of the ``top`` most anomalous images, each titled with its rank, score and name."""
     order = np.argsort(-scores)[:top]
-    cols = min(8, len(order))
-    rows = -(-len(order) // cols)
-    fig = Figure(figsize=(1.6 * cols, 1.9 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for rank, (ax, i) in enumerate(zip(axes.ravel(), order), 1):
+    fig, axes = grid_figure(len(order), 8, 1.6, 1.9)
+    for rank, (ax, i) in enumerate(zip(axes, order), 1):
         img = images[i]
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(f"#{rank} {scores[i]:.3g}\n{names[i][-18:]}", fontsize=7)

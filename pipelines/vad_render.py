@@ -82,7 +82,7 @@ def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float]]:
 def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     """plots/top_events.png: the ``top`` most anomalous frames, every cube box drawn coloured by its score rank
     (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
-    from matplotlib.figure import Figure
+    from .figures import grid_figure
 
     out = Path(out)
     info, frames, cubes = _run_data(out)
@@ -97,13 +97,8 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     for name in {c[0] for c in chosen}:
         wanted = {t for v, t, _ in chosen if v == name}
         images.update({(name, t): img for t, img in read_frames_at(paths[name], wanted, bad_frames).items()})
-    cols = min(4, len(chosen))
-    rows = -(-len(chosen) // cols)
-    fig = Figure(figsize=(3.6 * cols, 2.9 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (name, t, score) in zip(axes.ravel(), chosen):
+    fig, axes = grid_figure(len(chosen), 4, 3.6, 2.9)
+    for ax, (name, t, score) in zip(axes, chosen):
         img = images.get((name, t))
         if img is None:
             continue
