@@ -27,7 +27,7 @@ def test_weights_from_scores_are_min_max_normalised():
     assert np.allclose(weights_from_scores(np.full(4, -2.0)), 1.0)  # no spread: equal weights
 
 
-@pytest.mark.parametrize("rule", ["random", "confident"])
+@pytest.mark.parametrize("rule", ["random", pytest.param("confident", marks=pytest.mark.slow)])
 def test_ensemble_equals_merged_members_and_averages_softmax(digits, rule):
     x = digits[0][:64]  # an identity of the code, not a quality check: a few images suffice
     settings = {**SETTINGS, "score_ops_rule": rule, "score_ops_images": 16}
@@ -69,6 +69,7 @@ def test_online_reweighting_updates_weights_every_epoch(digits):
         DiscriminativeE3Outlier(reweight="online", ensemble=2).fit(x[:4])
 
 
+@pytest.mark.slow  # a variant (e3outlier-ml): 3 epochs of a 48-output network
 def test_multi_label_variant_has_five_heads_and_finds_outliers(digits):
     x, y = digits
     model = DiscriminativeE3Outlier(multi_label=True, **{**SETTINGS, "epochs": 3, "ops_per_image": 4})
