@@ -325,3 +325,16 @@ def test_a_labelled_folder_set_runs_with_the_settings_of_its_kind(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["bench", "--dataset", "nope", "--out", str(out)])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_the_readme_method_table_is_the_registry():
+    """README's table of image methods is printed by tools/method_table.py from the registry: regenerate it when
+    a method is added."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("method_table", repo / "tools" / "method_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.table() in (repo / "README.md").read_text()
