@@ -13,15 +13,43 @@ so ``fit_score(X)`` (``fit(X).decision_scores_``) is offered as the usual entry 
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import random
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
+
+
+def keeps_global_rngs(fit: Callable) -> Callable:
+    """``fit`` run with Python's, NumPy's and torch's global random states saved and restored around it: a detector
+    seeds what it draws from its own ``seed`` (``seed_everything``, network initialisation), and the caller's random
+    streams come back as they were (no hidden global state)."""
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        py_state, np_state = random.getstate(), np.random.get_state()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                return fit(self, *args, **kwargs)
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+    wrapper.keeps_global_rngs = True
+    return wrapper
 
 
 class OutlierDetector(ABC):
-    """Base class of all detectors; subclasses implement ``fit`` and ``decision_function``."""
+    """Base class of all detectors; subclasses implement ``fit`` and ``decision_function``. Every subclass's ``fit``
+    leaves the global random states as it found them (:func:`keeps_global_rngs`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "keeps_global_rngs", False):
+            cls.fit = keeps_global_rngs(fit)
 
     # what ``fit`` needs besides the images (weights, a corpus, labels, a package), in words for the user; a
     # detector whose needs depend on its settings makes this a property

@@ -47,7 +47,7 @@ def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _thumbnails(out: Path, info: dict[str, Any], events: list[dict[str, Any]], bad_frames: str) -> dict[int, str]:
+def _thumbnails(info: dict[str, Any], events: list[dict[str, Any]], bad_frames: str) -> dict[int, str]:
     """Data URIs of small JPEGs of each event's peak frame with its box (the ``MAX_THUMBNAILS`` highest events)."""
     chosen = sorted(range(len(events)), key=lambda i: -events[i]["peak_score"])[:MAX_THUMBNAILS]
     paths = {v["name"]: Path(v["path"]) for v in info["videos"]}
@@ -193,7 +193,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
         for name in dict.fromkeys(events[i]["video"] for i in by_score[:render_top]):
             render_video(out, name, progress=progress)
     bad_frames = run_folder.checked_bad_frames(out)
-    thumbs = _thumbnails(out, info, events, bad_frames)
+    thumbs = _thumbnails(info, events, bad_frames)
     labelled = all(d["label"] is not None for d in frames.values())
     all_scores = np.concatenate([d["score"] for d in frames.values()])
     lo, hi = float(all_scores.min()), float(all_scores.max())

@@ -26,6 +26,43 @@ def test_settings_are_stored_as_given_and_clone_works(cls):
         model.set_params(nope=1)
 
 
+def test_fit_leaves_the_global_random_states_as_it_found_them():
+    """A detector seeds what it draws from its own seed (seed_everything reseeds the global generators, network
+    initialisation draws from them); the caller's random streams are not reset by a fit."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from image_od.detector import OutlierDetector
+    from image_od.shallow import PixelIsolationForest
+    from image_od.training import seed_everything
+
+    class Draws(OutlierDetector):
+        def __init__(self, seed: int = 0):
+            self.seed = seed
+
+        def fit(self, X):
+            seed_everything(self.seed)
+            self.decision_scores_ = np.random.rand(len(X)) + torch.rand(len(X)).numpy() + random.random()
+            return self
+
+        def decision_function(self, X):
+            return np.zeros(len(X))
+
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = draw()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    first = Draws().fit(x).decision_scores_
+    PixelIsolationForest(seed=0).fit(x)
+    assert draw() == expected  # the caller's streams continue where they were
+    np.testing.assert_array_equal(Draws().fit(x).decision_scores_, first)  # and the fit is still seeded
+
+
 def test_every_registered_detector_is_covered():
     assert len(DETECTORS) >= 20 and all(hasattr(c, "decision_function") for c in DETECTORS)
 
