@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from .data import ArrayData, Batch, iterate_batches
-from .detector import OutlierDetector
+from .detector import OutlierDetector, image_array
 from .nets import DeepCAE
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
 
@@ -34,17 +34,8 @@ __all__ = ["CAE", "CAEIF", "DRAE", "RDAE", "RSRAE"]
 
 # ------------------------------------------------------------------------------------------------- helpers
 def as_images(X: Any) -> torch.Tensor:
-    """``X`` (numpy array, tensor or ``ArrayData`` with an ``"image"`` array) as a float32 CPU tensor (N,C,H,W)."""
-    if isinstance(X, ArrayData):
-        if "image" not in X.arrays:
-            raise ValueError(f"ArrayData needs an 'image' array, has {sorted(X.arrays)}")
-        X = X.arrays["image"]
-    x = torch.as_tensor(X)
-    if x.ndim != 4:
-        raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
-    if len(x) == 0:
-        raise ValueError("no images given")
-    return x.detach().to("cpu", torch.float32)
+    """``X`` (checked by ``detector.image_array``) as a float32 CPU tensor (N,C,H,W)."""
+    return torch.as_tensor(image_array(X)).detach().to("cpu", torch.float32)
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> Any:

@@ -33,7 +33,7 @@ from .contrastive import (
     warmup_cosine,
 )
 from .data import ArrayData, iterate_batches, to_device
-from .detector import OutlierDetector
+from .detector import OutlierDetector, image_array
 from .precision import PRECISIONS, resolve_precision
 from .training import resolve_device, score_batch_size, seed_everything
 
@@ -152,10 +152,8 @@ def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: 
 
 
 def as_images(X: np.ndarray) -> torch.Tensor:
-    images = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-    if images.ndim != 4:
-        raise ValueError(f"expected images (N, C, H, W), got shape {tuple(images.shape)}")
-    return images
+    """``X`` (checked by ``detector.image_array``) as a float32 tensor (N,C,H,W)."""
+    return torch.as_tensor(np.asarray(image_array(X)), dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- network

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ArrayData, Batch
-from .detector import OutlierDetector
+from .detector import OutlierDetector, image_array
 from .nets import DeepCAE
 from .training import TrainSettings, predict, resolve_device, seed_everything, train
 
@@ -24,11 +24,9 @@ ACTIVATIONS = ("softplus", "relu")
 
 
 def as_images(X: np.ndarray) -> np.ndarray:
-    """``X`` as float32 (N, C, H, W), the layout of ``protocol.to_model_input``."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 4 or len(X) == 0:
-        raise ValueError(f"expected a non-empty (N, C, H, W) image array, got shape {X.shape}")
-    return X
+    """``X`` (checked by ``detector.image_array``) as float32 (N, C, H, W), the layout of
+    ``protocol.to_model_input``."""
+    return np.asarray(image_array(X), dtype=np.float32)
 
 
 def _linear_code(cae: DeepCAE) -> nn.Sequential:

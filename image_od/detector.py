@@ -22,6 +22,27 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .data import ArrayData
+
+
+def image_array(X: Any, what: str = "X", channels: tuple[int, ...] | None = None) -> np.ndarray | torch.Tensor:
+    """The one input check of every image detector: the (N, C, H, W) images of ``X`` (an array, a tensor, or an
+    ``ArrayData`` with an ``"image"`` array or a single array), non-empty, with C in ``channels`` when given.
+    Returns them as given (array or tensor, no copy); each detector converts to what it computes with."""
+    if isinstance(X, ArrayData):
+        arrays = X.arrays
+        if "image" not in arrays and len(arrays) != 1:
+            raise ValueError(f"{what}: ArrayData needs an 'image' array, has {sorted(arrays)}")
+        X = arrays["image"] if "image" in arrays else next(iter(arrays.values()))
+    if not isinstance(X, (np.ndarray, torch.Tensor)):
+        X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4 or (channels is not None and X.shape[1] not in channels):
+        rule = "" if channels is None else f" with C in {set(channels)}"
+        raise ValueError(f"{what}: expected images (N, C, H, W){rule}, got shape {tuple(X.shape)}")
+    if len(X) == 0:
+        raise ValueError(f"{what}: no images")
+    return X
+
 
 def keeps_global_rngs(fit: Callable) -> Callable:
     """``fit`` run with Python's, NumPy's and torch's global random states saved and restored around it: a detector

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ArrayData, Batch
-from .detector import OutlierDetector
+from .detector import OutlierDetector, image_array
 from .safe_io import load_tensors, state_dict_in
 from .training import predict, resolve_device, seed_everything
 
@@ -93,19 +93,8 @@ def to_imagenet_input(x: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def _images(X: Any) -> np.ndarray | torch.Tensor:
-    """The image array of ``X``: an (N,C,H,W) array/tensor, or an ArrayData with an "image" (or single) array."""
-    if isinstance(X, ArrayData):
-        arrays = X.arrays
-        if "image" not in arrays and len(arrays) != 1:
-            raise ValueError(f"ArrayData needs an 'image' array, got {sorted(arrays)}")
-        X = arrays["image"] if "image" in arrays else next(iter(arrays.values()))
-    if not isinstance(X, (np.ndarray, torch.Tensor)):
-        X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 4 or X.shape[1] not in (1, 3):
-        raise ValueError(f"expected images (N,C,H,W) with C = 1 or 3 in [-1, 1], got shape {tuple(X.shape)}")
-    if len(X) == 0:
-        raise ValueError("no images to score")
-    return X
+    """The image array of ``X`` (``detector.image_array``), grey or colour: C = 1 or 3, values in [-1, 1]."""
+    return image_array(X, channels=(1, 3))
 
 
 class PretrainedFeatureOD(OutlierDetector):

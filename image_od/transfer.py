@@ -73,7 +73,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ArrayData, split_batches
-from .detector import OutlierDetector
+from .detector import OutlierDetector, image_array
 from .precision import PRECISIONS, resolve_precision
 from .safe_io import load_tensors, state_dict_in
 from .training import predict, resolve_device, seed_everything
@@ -244,13 +244,9 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _as_images(X: Any, what: str = "X") -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).float()
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"{what}: expected images (N, C, H, W) with C = 1 or 3 in [-1, 1], got shape "
-                         f"{tuple(x.shape)}")
-    if len(x) == 0:
-        raise ValueError(f"{what}: no images")
-    return x
+    """``X`` (``detector.image_array``: C = 1 or 3, values in [-1, 1]) as a float32 tensor."""
+    x = image_array(X, what, channels=(1, 3))
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
 
 
 class _Input(nn.Module):

@@ -77,3 +77,23 @@ def test_the_readme_python_example_runs_as_written(capsys):
     exec(compile(code, "README.md", "exec"), {})
     auroc = float(re.search(r"AUROC (\d\.\d+)", capsys.readouterr().out)[1])
     assert auroc > 0.6  # measured 0.707; chance is 0.5
+
+
+def test_one_input_check_for_every_image_detector():
+    import numpy as np
+    import torch
+
+    from image_od.data import ArrayData
+    from image_od.detector import image_array
+
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    assert image_array(x) is x  # as given: no copy
+    assert image_array(ArrayData({"image": x})).shape == image_array(ArrayData({"a": x})).shape == x.shape
+    assert isinstance(image_array(torch.zeros(2, 3, 8, 8), channels=(1, 3)), torch.Tensor)
+    for bad, message in ((np.zeros((2, 8, 8)), r"X: expected images \(N, C, H, W\), got shape \(2, 8, 8\)"),
+                         (np.zeros((0, 1, 8, 8)), "X: no images"),
+                         (ArrayData({"a": x, "b": x}), "ArrayData needs an 'image' array")):
+        with pytest.raises(ValueError, match=message):
+            image_array(bad)
+    with pytest.raises(ValueError, match=r"exposure: expected images .* with C in \{1, 3\}"):
+        image_array(np.zeros((2, 5, 8, 8)), "exposure", channels=(1, 3))

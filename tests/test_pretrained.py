@@ -141,7 +141,7 @@ def test_features_shape_and_grey_replication(weights):
 def test_bad_settings_and_inputs(weights):
     with pytest.raises(ValueError, match="unknown detector"):
         _od(weights, detector="ocsvm").fit(_images(4))
-    with pytest.raises(ValueError, match=r"\(N,C,H,W\)"):
+    with pytest.raises(ValueError, match=r"expected images \(N, C, H, W\) with C in"):
         _od(weights).fit(np.zeros((4, 32, 32), np.float32))
     with pytest.raises(RuntimeError, match="not fitted"):
         _od(weights).decision_function(_images(4))
