@@ -302,6 +302,9 @@ FLOW_METHODS = ("dis", "farneback", "raft")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
 
 
+COUNT_LIMITS = {"epochs": 100_000, "batch_size": 1 << 20}  # far beyond any use: a typo fails when read, not later
+
+
 class _Checks:
     """Collects every invalid setting, so that one error lists them all."""
 
@@ -417,7 +420,7 @@ def _check_refinements(checks: _Checks, c: Config) -> None:
     checks.need(0 < st.abnormal_fraction < 1 and st.normal_fraction + st.abnormal_fraction <= 1,
                 "self_train.abnormal_fraction", st.abnormal_fraction,
                 "must be within (0, 1), and normal_fraction + abnormal_fraction <= 1")
-    checks.count("self_train.epochs", st.epochs, 100_000)
+    checks.count("self_train.epochs", st.epochs, COUNT_LIMITS["epochs"])
     checks.one_of("self_train.combine", st.combine, ("classifier", "sum"))
     checks.one_of("discriminative.use", d.use, ("off", "alone", "sum"))
     for key in ("epochs", "ops_per_image", "score_ops", "max_train"):
@@ -454,8 +457,8 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.subset("model.targets", m.targets, TARGETS)
     checks.need(bool(m.widths) and all(w > 0 for w in m.widths), "model.widths", m.widths,
                 "must be a non-empty list of positive integers")
-    checks.count("model.epochs", m.epochs, 100_000)
-    checks.count("model.batch_size", m.batch_size, 1 << 20)
+    checks.count("model.epochs", m.epochs, COUNT_LIMITS["epochs"])
+    checks.count("model.batch_size", m.batch_size, COUNT_LIMITS["batch_size"])
     checks.positive("model.lr", m.lr)
     checks.one_of("model.normalisation", m.normalisation, NORMALISATIONS)
     checks.need(m.max_train_cubes >= 0, "model.max_train_cubes", m.max_train_cubes, "must be 0 (all cubes) or positive")

@@ -23,7 +23,7 @@ import yaml
 
 from image_od.atomic import atomic_path
 
-from .config import ConfigError, parse_override
+from .config import COUNT_LIMITS, ConfigError, parse_override
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "image_od"
 KINDS = ("grey", "colour")
@@ -129,7 +129,6 @@ def check_profile(profile: Profile, detectors: dict[str, type], where: str) -> N
                 _check_count(f"{where}: {section}.{key}" + (f".{name}" if name != key else ""), name, v)
 
 
-COUNT_LIMITS = {"epochs": 100_000, "batch_size": 1 << 20}  # far beyond any use; a typo fails when read, not later
 
 
 def _check_count(where: str, key: str, value: object) -> None:

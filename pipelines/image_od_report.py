@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # draws with Agg itself: no pyplot, no glo
 
 from image_od.atomic import atomic_path
 
-from .figures import grid_figure
+from .figures import PAGE_SCRIPT, grid_figure
 
 
 def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, path: Path, top: int = 24) -> Path:
@@ -72,19 +72,8 @@ th{{background:#f6f6f6;cursor:pointer;text-align:left}} h2{{font-size:1.15em;bor
 <p>AUROC, AUPR-In and AUPR-Out in %, mean over classes (± std over seeds when there are several), minutes per class
 (fit + score). Files: <a href="results.csv">results.csv</a> · <a href="summary.md">summary.md</a></p>
 <h2>Table 1 layout</h2>{_markdown_table_html(summary)}
-<h2>Every row ({len(rows)})</h2><table class="rows"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<script>
-document.querySelectorAll('table.rows th').forEach((th, col) => th.addEventListener('click', () => {{
-  const body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
-  const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
-  const key = r => {{ const v = r.cells[col].textContent; return isNaN(v) ? v : +v; }};
-  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * dir).forEach(r => body.appendChild(r));
-}}));
-window.addEventListener('load', () => {{
-  const imgs = Array.from(document.images);
-  document.body.dataset.images = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length;
-}});
-</script></body></html>"""
+<h2>Every row ({len(rows)})</h2><table class="rows sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<script>{PAGE_SCRIPT}</script></body></html>"""
     path = out / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -161,6 +161,21 @@ def load_npz(path: Path, remedy: str, needs: tuple[str, ...] = ()) -> dict[str, 
     return arrays
 
 
+def read_events(out: Path) -> list[dict[str, Any]]:
+    """events.csv as dicts with int frames, a float ``peak_score`` and ``box`` (x1, y1, x2, y2, or None); [] when
+    the run has none."""
+    if not (out / "events.csv").is_file():
+        return []
+    with (out / "events.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("first_frame", "last_frame", "peak_frame"):
+            r[k] = int(r[k])
+        r["peak_score"] = float(r["peak_score"])
+        r["box"] = None if r["x1"] == "" else [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
+    return rows
+
+
 def read_frame_scores(out: Path) -> dict[str, dict[str, np.ndarray]]:
     """frame_scores.csv as {video: {"score", "model", "heuristic", "label"}} (label None when unlabeled)."""
     rows: dict[str, dict[str, list]] = {}

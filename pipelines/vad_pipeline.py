@@ -42,12 +42,12 @@ from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, veloc
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.cube_models import fit_cloze, learned_score
 from vad.events import event_threshold, find_events, peak_box
-from vad.localisation import link_tracks, mask_regions, pixel_level, rbdc_tbdc
+from vad.localisation import localisation_metrics
 from vad.cubes import Window, iter_cubes
 from vad.flow import make_flow
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
-from vad.scoring import (blend, fast_share, frame_scores, fuse, motion_energy, position_normalise, postprocess,
+from vad.scoring import (apply_fusion, fast_share, frame_scores, motion_energy, position_normalise, postprocess,
                          zscore)
 
 from . import run_folder
@@ -476,7 +476,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
                                                      "events.json", "fusion.json")))
     write_json(out / "fusion.json", fusion)
-    cube_final = cube_final_scores({"score": model_cubes, "motion_energy": placed_energy}, fusion)
+    cube_final = apply_fusion([model_cubes], [placed_energy], fusion)[0]  # ranks the boxes as the frames
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
@@ -511,12 +511,12 @@ def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndar
     read and chose (``fusion.json``)."""
     s = config.score
     if s.fusion == "fixed":
-        return fuse(model, heuristic, s.motion_weight), {"rule": "fixed", "motion_weight": s.motion_weight}
-    share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad, s.fast_floor)
-    a = min(1.0, share / s.fast_share_full)
-    return blend(model, heuristic, a), {"rule": "fast_share", "fast_share": share, "heuristic_weight": a,
-                                        "fast_mad": s.fast_mad, "fast_floor": s.fast_floor,
-                                        "fast_share_full": s.fast_share_full}
+        fusion = {"rule": "fixed", "motion_weight": s.motion_weight}
+    else:
+        share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad, s.fast_floor)
+        fusion = {"rule": "fast_share", "fast_share": share, "heuristic_weight": min(1.0, share / s.fast_share_full),
+                  "fast_mad": s.fast_mad, "fast_floor": s.fast_floor, "fast_share_full": s.fast_share_full}
+    return apply_fusion(model, heuristic, fusion), fusion
 
 
 def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
@@ -584,36 +584,6 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     run_folder.record(out, out / "metrics.json")
     write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def cube_final_scores(cubes, fusion: dict[str, Any]) -> np.ndarray:
-    """Every cube's score under the run's fusion (``fusion.json``): the learned score and the motion energy z-scored
-    over the cubes and weighted as the frames were, so that boxes can be ranked by what the frame score used."""
-    model, energy = [cubes["score"]], [cubes["motion_energy"]]
-    if fusion["rule"] == "fixed":
-        return fuse(model, energy, fusion["motion_weight"])[0]
-    return blend(model, energy, fusion["heuristic_weight"])[0]
-
-
-def localisation_metrics(cubes, scores: np.ndarray, masks: list[list[np.ndarray]]) -> dict[str, Any]:
-    """RBDC, TBDC and the pixel-level AUC of the cube boxes scored by ``scores`` against per-frame pixel ``masks``
-    (``vad.localisation``; a cube's box counts in its own frame)."""
-    detections, regions, tracks, flat_masks, next_track = [], [], [], [], 0
-    order = np.lexsort((cubes["frame"], cubes["video"]))
-    keys = cubes["video"][order].astype(np.int64) * 10 ** 7 + cubes["frame"][order]
-    for v, video_masks in enumerate(masks):
-        video_regions = [mask_regions(m) for m in video_masks]
-        video_tracks = link_tracks(video_regions)
-        for t, (mask, truth, ids) in enumerate(zip(video_masks, video_regions, video_tracks)):
-            lo, hi = np.searchsorted(keys, v * 10 ** 7 + t, "left"), np.searchsorted(keys, v * 10 ** 7 + t, "right")
-            rows = order[lo:hi]
-            detections.append((cubes["boxes"][rows], scores[rows]))
-            regions.append(truth)
-            tracks.append(ids + next_track)
-            flat_masks.append(mask)
-        next_track += 1 + max((int(i.max()) for i in video_tracks if len(i)), default=-1)
-    return {**rbdc_tbdc(detections, regions, tracks), **pixel_level(detections, flat_masks),
-            "masks": "official pixel masks (testing_label_mask)", "beta": 0.1, "alpha": 0.1}
 
 
 def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.ndarray]:

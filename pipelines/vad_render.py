@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -65,10 +64,8 @@ def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float]]:
     frames at least 10 frames from those already chosen, up to ``top``."""
     _, frames, _ = _run_data(out)
     chosen: list[tuple[str, int, float]] = []
-    if (out / "events.csv").is_file():
-        with (out / "events.csv").open() as f:
-            events = sorted(csv.DictReader(f), key=lambda r: -float(r["peak_score"]))
-        chosen = [(r["video"], int(r["peak_frame"]), float(r["peak_score"])) for r in events[:top]]
+    events = sorted(run_folder.read_events(out), key=lambda r: -r["peak_score"])
+    chosen = [(r["video"], r["peak_frame"], r["peak_score"]) for r in events[:top]]
     candidates = sorted(((float(s), name, t) for name, d in frames.items() for t, s in enumerate(d["score"])),
                         reverse=True)
     for s, name, t in candidates:

@@ -9,7 +9,6 @@ thumbnails inline JPEG, so the page opens offline and alone; its links (CSV, JSO
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -22,25 +21,13 @@ from sklearn.metrics import roc_curve
 from image_od.atomic import atomic_path
 
 from . import run_folder
+from .figures import PAGE_SCRIPT
 from .vad_render import read_frames_at, render_video
 
 MAX_THUMBNAILS = 300  # events with a thumbnail, by peak score: bounds the page on long footage
 THUMB_WIDTH = 192
 CURVE_POINTS = 600  # a curve's samples at most (max-pooled, so peaks survive)
 CURVE_W, CURVE_H = 900, 110
-
-
-def _read_events(out: Path) -> list[dict[str, Any]]:
-    if not (out / "events.csv").is_file():
-        return []
-    with (out / "events.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in ("first_frame", "last_frame", "peak_frame"):
-            r[k] = int(r[k])
-        r["peak_score"] = float(r["peak_score"])
-        r["box"] = None if r["x1"] == "" else [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
-    return rows
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -166,20 +153,6 @@ line.chance{stroke:#bbb;stroke-dasharray:2 2} .legend span{margin-right:14px} .v
 .muted{color:#777} tr.normal td{opacity:.85}
 """
 
-SCRIPT = """
-document.querySelectorAll('table.events th').forEach((th, col) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
-  const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
-  const key = r => { const c = r.cells[col]; const v = c.dataset.sort ?? c.textContent; return isNaN(v) ? v : +v; };
-  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * dir).forEach(r => body.appendChild(r));
-}));
-window.addEventListener('load', () => {
-  const imgs = Array.from(document.images);
-  document.body.dataset.images = imgs.filter(i => i.complete && i.naturalWidth > 0).length + '/' + imgs.length;
-});
-"""
-
-
 def write_report(out: str | Path, render_top: int = 0, progress: bool = True) -> Path:
     """Write ``out/report.html`` for a scored run (``render_top``: first render the videos of the N highest events
     to ``render/``, linked from the page) and return its path."""
@@ -187,7 +160,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
     config, info = run_folder.load_run(out)
     frames = run_folder.read_frame_scores(out)
     metrics, fusion, alarms, env = (_json(out / n) for n in ("metrics.json", "fusion.json", "events.json", "env.json"))
-    events = _read_events(out)
+    events = run_folder.read_events(out)
     by_score = sorted(range(len(events)), key=lambda i: -events[i]["peak_score"])
     if render_top:
         for name in dict.fromkeys(events[i]["video"] for i in by_score[:render_top]):
@@ -239,7 +212,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
         capped = "" if len(events) <= MAX_THUMBNAILS else f" (the {MAX_THUMBNAILS} highest alarms only)"
         parts.append("<p class='muted'>Click a column to sort; the thumbnail shows the peak frame and the box of its "
                      f"most anomalous object{capped}.</p>"
-                     "<table class='events'><thead><tr><th>#</th><th>video</th><th>frames</th><th>length</th>"
+                     "<table class='events sortable'><thead><tr><th>#</th><th>video</th><th>frames</th><th>length</th>"
                      "<th>peak score</th>" + ("<th>at the peak</th>" if labelled else "") +
                      "<th>peak frame</th><th>video file</th></tr></thead><tbody>")
         for rank, i in enumerate(by_score, 1):
@@ -269,7 +242,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
         parts.append(f"<div class='video' id='video-{esc(name)}'><b>{esc(name)}</b> "
                      f"<span class='muted'>{len(d['score'])} frames, {len(mine)} alarm{plural}</span>"
                      f"{_curve_svg(name, d, mine, lo, hi, threshold)}</div>")
-    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    parts.append(f"<script>{PAGE_SCRIPT}</script></body></html>")
     path = out / "report.html"
     run_folder.record(out, path)
     with atomic_path(path) as tmp:

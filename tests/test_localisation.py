@@ -58,8 +58,8 @@ def test_pixel_level_criterion_needs_40_percent_of_the_mask():
 
 
 def test_a_runs_cubes_are_matched_to_the_masks_of_their_own_frame():
-    """pipelines.vad_pipeline.localisation_metrics: cubes of two videos, the right cube in each abnormal frame."""
-    from pipelines.vad_pipeline import localisation_metrics
+    """localisation_metrics on a run's cubes: cubes of two videos, the right cube in each abnormal frame."""
+    from vad.localisation import localisation_metrics
 
     mask = _mask([(10, 10, 20, 20)])
     masks = [[mask, mask, _mask([])], [_mask([]), mask]]

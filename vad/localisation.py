@@ -133,3 +133,26 @@ def pixel_level(detections: Sequence[tuple[np.ndarray, np.ndarray]], masks: Sequ
     values = np.where(np.isfinite(values), values, floor)
     return {"pixel_auc": float(roc_auc_score(labels, values)) if 0 < labels.sum() < len(labels) else float("nan"),
             "pixel_detected_share": float(np.mean(values[labels == 1] > floor)) if labels.any() else float("nan")}
+
+
+def localisation_metrics(cubes: dict[str, np.ndarray], scores: np.ndarray,
+                         masks: Sequence[Sequence[np.ndarray]]) -> dict:
+    """RBDC, TBDC and the pixel-level AUC of a run's cube boxes (``cubes``: ``video``, ``frame``, ``boxes``) ranked
+    by ``scores``, against per-video lists of per-frame pixel ``masks``; a cube's box counts in its own frame."""
+    detections, regions, tracks, flat_masks, next_track = [], [], [], [], 0
+    order = np.lexsort((cubes["frame"], cubes["video"]))
+    video, frame = cubes["video"][order], cubes["frame"][order]
+    for v, video_masks in enumerate(masks):
+        video_regions = [mask_regions(m) for m in video_masks]
+        video_tracks = link_tracks(video_regions)
+        lo_v, hi_v = np.searchsorted(video, v, "left"), np.searchsorted(video, v, "right")
+        bounds = lo_v + np.searchsorted(frame[lo_v:hi_v], np.arange(len(video_masks) + 1), "left")
+        for t, (mask, truth, ids) in enumerate(zip(video_masks, video_regions, video_tracks)):
+            rows = order[bounds[t]:bounds[t + 1]]
+            detections.append((cubes["boxes"][rows], scores[rows]))
+            regions.append(truth)
+            tracks.append(ids + next_track)
+            flat_masks.append(mask)
+        next_track += 1 + max((int(i.max()) for i in video_tracks if len(i)), default=-1)
+    return {**rbdc_tbdc(detections, regions, tracks), **pixel_level(detections, flat_masks),
+            "masks": "official pixel masks (testing_label_mask)", "beta": 0.1, "alpha": 0.1}

@@ -135,6 +135,15 @@ def blend(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], a: float
     return _weighted_z(model, heuristic, 1 - a, a)
 
 
+def apply_fusion(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], fusion: dict) -> list[np.ndarray]:
+    """``model`` and ``heuristic`` (per video, or one array of cubes) combined as a fusion record says
+    (``fusion.json``): ``fixed`` with its ``motion_weight`` (:func:`fuse`), else ``blend`` with its
+    ``heuristic_weight``. Frames and cubes go through the same rule."""
+    if fusion["rule"] == "fixed":
+        return fuse(model, heuristic, fusion["motion_weight"])
+    return blend(model, heuristic, fusion["heuristic_weight"])
+
+
 def postprocess(scores: Sequence[np.ndarray], settings) -> list[np.ndarray]:
     """The configured temporal smoothing (``settings.smoothing``, ``smooth_window``), then, if
     ``settings.per_video``, each video z-scored on its own."""
