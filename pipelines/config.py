@@ -56,6 +56,8 @@ class RegionConfig:
     detector_min_area: float = 100.0
     detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
     detector_precision: str = "auto"  # auto (bf16 only where native) | fp32 | bf16 (Darknet models)
+    detector_every: int = 1  # the detector on every n-th frame, the frames between keep its last boxes (2: half the
+    # detector's cost for slightly worse boxes and AUC: docs/BENCHMARKS.md#detector-settings)
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
@@ -369,6 +371,7 @@ def _check_data_regions(checks: _Checks, c: Config) -> None:
     checks.one_of("regions.detector_precision", r.detector_precision, ("auto", "fp32", "bf16"))
     checks.need(r.detector_classes is None or (bool(r.detector_classes) and min(r.detector_classes) >= 0),
                 "regions.detector_classes", r.detector_classes, "must be null (every class) or class ids >= 0")
+    checks.need(1 <= r.detector_every <= 16, "regions.detector_every", r.detector_every, "must be within 1..16")
     checks.need(0 <= r.detector_score <= 1, "regions.detector_score", r.detector_score, "must be within [0, 1]")
     checks.need(0 < r.cover_thr <= 1, "regions.cover_thr", r.cover_thr, "must be within (0, 1]")
 

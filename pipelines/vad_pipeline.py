@@ -198,7 +198,9 @@ class BoxSource:
         lists = []
         if self.file_boxes is not None:
             lists.append(self.file_boxes[video.name][window.start:window.stop])
-        detected = self.detector.detect(window.frames[window.chunk]) if self.detector is not None else None
+        detected = None
+        if self.detector is not None:
+            detected = regions_mod.held_detections(self.detector.detect, window.frames[window.chunk], r.detector_every)
         if detected is not None:
             lists.append(detected)
         if "motion" in r.sources:

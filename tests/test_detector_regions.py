@@ -12,7 +12,8 @@ import pytest
 from pipelines import run_folder
 from pipelines.config import ConfigError, load_config
 from pipelines.vad_cli import main as vad
-from vad.regions import DarknetBoxes, RegionError, box_areas, make_detector, network_size, remove_covered
+from vad.regions import (DarknetBoxes, RegionError, box_areas, held_detections, make_detector, network_size,
+                         remove_covered)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -38,6 +39,22 @@ def test_default_sources_follow_the_detector():
         load_config(None, ["regions.detector_imgsz=300"])
     with pytest.raises(ConfigError, match="regions.detector_precision"):
         load_config(None, ["regions.detector_precision=fp16"])
+    with pytest.raises(ConfigError, match="regions.detector_every"):
+        load_config(None, ["regions.detector_every=0"])
+
+
+def test_held_detections_run_the_detector_on_every_nth_frame():
+    seen = []
+
+    def detect(frames):  # one box per frame whose corner is the frame's value
+        seen.append(frames[:, 0, 0].tolist())
+        return [np.array([[f, f, f + 10, f + 10]], np.float32) for f in frames[:, 0, 0]]
+
+    frames = np.arange(7, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)
+    held = held_detections(detect, frames, every=3)
+    assert seen == [[0, 3, 6]]
+    assert [int(b[0, 0]) for b in held] == [0, 0, 0, 3, 3, 3, 6]
+    assert [int(b[0, 0]) for b in held_detections(detect, frames)] == list(range(7))
 
 
 def test_make_detector_by_file_type(tmp_path):

@@ -36,7 +36,8 @@ from pipelines.run_env import reference_workload_s  # noqa: E402
 from vad.darknet import DarknetDetector  # noqa: E402
 from vad.flow import make_flow  # noqa: E402
 from vad.readers import open_dataset, open_training_split  # noqa: E402
-from vad.regions import (filter_boxes, load_box_file, network_size, remove_covered,  # noqa: E402
+from pipelines.vad_pipeline import EXTRACT_CHUNK  # noqa: E402
+from vad.regions import (filter_boxes, held_detections, load_box_file, network_size, remove_covered,  # noqa: E402
                          video_motion_boxes)
 
 PED2_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucsd_ped2.yaml"
@@ -51,8 +52,20 @@ def _time(fn, repeat: int = 1) -> float:
     return best
 
 
-def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batch: int) -> list[dict]:
-    """Frames per second of decoding, DIS flow and each (model, input size, precision) on the same frames."""
+def held(found: list, every: int) -> list:
+    """A video's per-frame detections as the pipeline keeps them with ``regions.detector_every``: chunk by chunk
+    (``EXTRACT_CHUNK`` frames), each frame holds the detections of the last detected frame of its chunk."""
+    out = []
+    for start in range(0, len(found), EXTRACT_CHUNK):
+        index = np.arange(start, min(start + EXTRACT_CHUNK, len(found)))
+        out += [found[i] for i in held_detections(list, index, every)]
+    return out
+
+
+def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batch: int,
+          everies: list[int]) -> list[dict]:
+    """Frames per second of decoding, DIS flow and each (model, input size, precision, detector_every) on the same
+    frames."""
     video = open_dataset(root)[0]
     decode_s = _time(lambda: [f for _, f in zip(range(n_frames), video.iter_frames(grey=True))], repeat=3)
     frames = np.stack([f for _, f in zip(range(n_frames), video.iter_frames(grey=True))])
@@ -74,10 +87,12 @@ def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batch
                         to_channels_last = det._inputs
                         det._inputs = lambda chunk, size, f=to_channels_last: f(chunk, size).contiguous()
                     det.detect_with_scores(frames[:batch], input_size=size)  # warm-up
-                    s = _time(lambda: det.detect_with_scores(frames, input_size=size), repeat=3)
-                    rows.append({"what": f"{w.stem} {size[0]}x{size[1]} {precision}"
-                                         f"{'' if channels_last else ' (not channels_last)'}", "fps": n_frames / s})
-                    print(rows[-1], flush=True)
+                    for every in everies if channels_last else [1]:
+                        s = _time(lambda: det.detect_with_scores(frames[::every], input_size=size), repeat=3)
+                        rows.append({"what": f"{w.stem} {size[0]}x{size[1]} {precision}"
+                                             f"{'' if channels_last else ' (not channels_last)'}"
+                                             f"{f', every {every} frames' if every > 1 else ''}", "fps": n_frames / s})
+                        print(rows[-1], flush=True)
     return rows
 
 
@@ -90,8 +105,9 @@ def _match(ours: np.ndarray, ref: np.ndarray, thr: float = 0.5) -> tuple[int, in
 
 
 def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], thresholds: list[float],
-            stride: int, batch: int, precision: str) -> list[dict]:
-    """Box statistics against the VEC boxes for every (input size, score threshold), on every ``stride``-th frame."""
+            stride: int, batch: int, precision: str, everies: list[int]) -> list[dict]:
+    """Box statistics against the VEC boxes for every (input size, score threshold, detector_every), on every
+    ``stride``-th frame."""
     r = load_config(PED2_CONFIG).regions
     videos = open_training_split(root) if split == "training" else open_dataset(root)
     vec_boxes = load_box_file(vec / f"ped2_{'train' if split == 'training' else 'test'}_boxes.npz",
@@ -99,15 +115,15 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
     rows = []
     for imgsz in sizes:
         det = DarknetDetector(weights, score_thr=min(thresholds), batch=batch, precision=precision)
-        stats = {t: np.zeros(7) for t in thresholds}  # frames, vec, ours det, ours union, matched det/union x2
+        stats = {(t, e): np.zeros(7) for t in thresholds for e in everies}  # frames, vec, ours, union, matches
         t0 = time.perf_counter()
         for v, ref_video in zip(videos, vec_boxes):
             frames = v.read_frames(grey=True)
             size = network_size(frames.shape[1:3], imgsz)
             found = det.detect_with_scores(frames, input_size=size)
-            for thr in thresholds:
-                kept = [remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area), r.cover_thr)
-                        for b, s, _ in found]
+            for thr, every in stats:
+                kept = held([remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area),
+                                            r.cover_thr) for b, s, _ in found], every)
                 motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
                                             min_area=r.motion_min_area, max_aspect=r.motion_max_aspect,
                                             margin=r.motion_margin, exclude=kept)
@@ -115,11 +131,12 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
                     union = np.concatenate([kept[t], motion[t]])
                     rec_d, prec_d = _match(kept[t], ref_video[t])
                     rec_u, prec_u = _match(union, ref_video[t])
-                    stats[thr] += [1, len(ref_video[t]), len(kept[t]), len(union), rec_d, rec_u, prec_u]
+                    stats[thr, every] += [1, len(ref_video[t]), len(kept[t]), len(union), rec_d, rec_u, prec_u]
         seconds = time.perf_counter() - t0
-        for thr, (n, n_ref, n_det, n_union, rec_d, rec_u, prec_u) in stats.items():
+        for (thr, every), (n, n_ref, n_det, n_union, rec_d, rec_u, prec_u) in stats.items():
             recall, share = rec_u / n_ref, prec_u / max(n_union, 1)
             rows.append({"split": split, "model": weights.stem, "imgsz": imgsz, "precision": precision, "score_thr": thr,
+                         "detector_every": every,
                          "vec_per_frame": n_ref / n, "det_per_frame": n_det / n, "union_per_frame": n_union / n,
                          "recall_det": rec_d / n_ref, "recall_union": recall, "precision_union": share,
                          "f1_union": 2 * recall * share / max(recall + share, 1e-9), "seconds": seconds})
@@ -162,6 +179,8 @@ def main() -> None:
     p.add_argument("--splits", nargs="+", default=["training"], choices=("training", "test"))
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
     p.add_argument("--stride", type=int, default=1, help="measure box quality on every N-th frame")
+    p.add_argument("--every", nargs="+", type=int, default=[1],
+                   help="regions.detector_every values: the detector on every N-th frame, its boxes held between")
     p.add_argument("--frames", type=int, default=120, help="frames for --speed")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--speed", action="store_true")
@@ -177,11 +196,11 @@ def main() -> None:
               "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
               "reference_workload_s": reference_workload_s(), "command": " ".join(sys.argv)}
     if args.speed:
-        result["speed"] = speed(args.weights, args.root, args.sizes, args.frames, args.batch)
+        result["speed"] = speed(args.weights, args.root, args.sizes, args.frames, args.batch, args.every)
     if args.quality:
         result["quality"] = [row for w in args.weights for split in args.splits for precision in args.precisions
                              for row in quality(w, args.root, args.vec, split, args.sizes, args.thresholds,
-                                                args.stride, args.batch, precision)]
+                                                args.stride, args.batch, precision, args.every)]
     if args.picture:
         picture(args.weights[0], args.root, args.picture_size, args.picture_score, args.out / "ped2_test_detections.png")
     (args.out / "bench_detector.json").write_text(json.dumps(result, indent=2))

@@ -10,7 +10,7 @@ import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -322,6 +322,16 @@ def load_box_file(path: str | Path, video_lengths: Sequence[int],
     per_frame = [boxes[cuts[g]:cuts[g + 1]] for g in range(total)]
     starts = np.cumsum([0, *lengths])
     return [per_frame[starts[v]:starts[v + 1]] for v in range(len(lengths))]
+
+
+def held_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames: np.ndarray,
+                    every: int = 1) -> list[np.ndarray]:
+    """``detect`` on frames 0, every, 2 * every, ... of ``frames``; each frame between keeps the boxes of the last
+    detected frame before it (the detector's cost divided by ``every``; objects move a few pixels a frame)."""
+    if every == 1:
+        return detect(frames)
+    found = detect(frames[::every])
+    return [found[t // every] for t in range(len(frames))]
 
 
 def merge_boxes(*per_frame_lists: Sequence[np.ndarray]) -> list[np.ndarray]:
