@@ -128,10 +128,21 @@ class GenerativeE3Outlier(OutlierDetector):
             nets[task.name] = make_generator(self.generator, src.shape[1], tgt.shape[1], self.widths)
         return nn.ModuleDict(nets)
 
+    def _squared_errors(self, nets: nn.ModuleDict, batch: Batch) -> list[torch.Tensor]:
+        """Each pair's per-sample squared errors, (B, D) flattened; an operation that several pairs share (the
+        cloze source of every video target) is computed once per batch."""
+        done: dict[Operation, torch.Tensor] = {}
+
+        def apply(op: Operation) -> torch.Tensor:
+            if op not in done:
+                done[op] = op(batch)
+            return done[op]
+
+        return [((nets[t.name](apply(t.source)).float() - apply(t.target)) ** 2).flatten(1) for t in self.tasks]
+
     def _sample_losses(self, nets: nn.ModuleDict, batch: Batch) -> torch.Tensor:
         """Per-sample mean squared generation error of each pair (Eq. 14 before the batch mean), (B, n_tasks)."""
-        return torch.stack([((nets[t.name](t.source(batch)) - t.target(batch)) ** 2).flatten(1).mean(1)
-                            for t in self.tasks], 1)
+        return torch.stack([e.mean(1) for e in self._squared_errors(nets, batch)], 1)
 
     def _loss_fn(self, n_samples: int):
         """Eq. 16, the sum over pairs of the batch-mean error, with the sample and self-paced weights if any; also
@@ -158,8 +169,7 @@ class GenerativeE3Outlier(OutlierDetector):
 
     def _errors(self, batch: Batch) -> torch.Tensor:
         """Per-sample squared error of each pair, (B, n_tasks): the negated Eq. 15."""
-        cols = [((self.nets_[t.name](t.source(batch)) - t.target(batch)) ** 2).flatten(1).sum(1) for t in self.tasks]
-        return torch.stack(cols, 1)
+        return torch.stack([e.sum(1) for e in self._squared_errors(self.nets_, batch)], 1)
 
     def fit(self, X: SampleSource, sample_weight: np.ndarray | None = None) -> "GenerativeE3Outlier":
         """Train the generators on ``X``; ``sample_weight`` (N,) weights each sample's loss (re-weighting)."""

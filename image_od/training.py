@@ -75,6 +75,9 @@ class TrainSettings:
     lr_schedule: str = "constant"  # constant | cosine (per step from lr down to 0 over all epochs)
     num_workers: int = 0  # DataLoader workers, Dataset sources only
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16: autocast of the loss's forward ("auto": precision.resolve_precision)
+    channels_last: bool = False  # the model's weights in channels_last (oneDNN's faster convolutions on a CPU)
+    fused: bool = False  # the optimizer's fused kernel (one pass over the parameters; last-bit float differences)
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -99,10 +102,13 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+    fused = True if settings.fused else None
     if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay)
+        return torch.optim.Adam(params, lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay,
+                                fused=fused)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
+                               fused=fused)
     raise ValueError(f"unknown optimizer {settings.optimizer!r} (expected 'adam' or 'sgd')")
 
 
@@ -222,8 +228,10 @@ def train(
         raise ValueError(f"epochs and batch_size must be positive, got {settings.epochs} and {settings.batch_size}")
     if settings.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {settings.lr_schedule!r}; expected one of {LR_SCHEDULES}")
+    if settings.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be resolved to fp32 or bf16, got {settings.precision!r}")
     fingerprint = run_fingerprint(model, data, settings, generator, context) if checkpoint is not None else None
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     distributed.setup(device)
     optimizer = make_optimizer(model.parameters(), settings)
     history: list[float] = []
@@ -252,7 +260,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * lr_factor(settings.lr_schedule, step,
                                                       settings.epochs * steps_per_epoch)
-            loss = objective(to_device(batch, device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                loss = objective(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
             optimizer.step()

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from image_od.atomic import atomic_path
+from image_od.precision import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -89,6 +90,7 @@ class ModelConfig:
     batch_size: int = 128
     lr: float = 1e-3
     normalisation: str = "zscore"  # zscore | minmax | none
+    precision: str = "auto"  # training: auto (bf16 autocast only where the CPU/GPU runs it natively) | fp32 | bf16
     train_on: str = "test"  # test: transductive on the scored videos (UVAD) | training: the normal training split
     # 0: fit on every cube; N: fit on N cubes drawn with the seed, then score every cube (very long footage)
     max_train_cubes: int = 0
@@ -464,6 +466,7 @@ def _check_model_score(checks: _Checks, c: Config) -> None:
     checks.count("model.batch_size", m.batch_size, COUNT_LIMITS["batch_size"])
     checks.positive("model.lr", m.lr)
     checks.one_of("model.normalisation", m.normalisation, NORMALISATIONS)
+    checks.one_of("model.precision", m.precision, PRECISIONS)
     checks.need(m.max_train_cubes >= 0, "model.max_train_cubes", m.max_train_cubes, "must be 0 (all cubes) or positive")
     checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
     checks.positive("score.smooth_window", s.smooth_window)

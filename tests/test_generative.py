@@ -131,3 +131,31 @@ def test_paper_form_and_adam_option_on_digits():
     paper = ImageGenerativeE3Outlier(**small).fit(x).decision_scores_
     adam = ImageGenerativeE3Outlier(**small, optimizer="adam", lr=1e-3).fit(x).decision_scores_
     assert roc_auc_score(is_outlier, paper) > 0.6 and roc_auc_score(is_outlier, adam) > 0.95
+
+
+def test_a_shared_source_is_computed_once_per_batch_and_fast_settings_keep_the_result():
+    calls = []
+
+    def left(b):
+        calls.append(len(b["image"]))
+        return _left(b)
+
+    data, labels = _data()
+    tasks = [GenerativeTask("right", left, _right), GenerativeTask("left", left, _left)]
+
+    def fit(**settings):
+        calls.clear()
+        return GenerativeE3Outlier(tasks, widths=(8, 16), seed=0, train_settings=TrainSettings(
+            epochs=3, batch_size=32, progress=False, **settings)).fit(data)
+
+    plain = fit()
+    # 132 samples: the probe (once per task), 5 batches of 32 x 3 epochs, 3 scoring batches of 64: once, not twice
+    assert len(calls) == 2 + 5 * 3 + 3
+    fast = fit(channels_last=True, fused=True)
+    assert next(fast.nets_["left"].parameters()).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(fast.history_, plain.history_, rtol=1e-4)
+    assert np.corrcoef(fast.decision_scores_, plain.decision_scores_)[0, 1] > 0.999  # last-bit float differences
+    half = fit(precision="bf16")  # bf16 autocast of the training forward (emulated where not native: small here)
+    assert np.isfinite(half.history_).all() and half.history_[-1] < half.history_[0]
+    with pytest.raises(ValueError, match="precision must be resolved"):
+        fit(precision="auto")
