@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .data import ArrayData
+from image_od.data.samples import ArrayData
 
 
 def image_array(X: Any, what: str = "X", channels: tuple[int, ...] | None = None) -> np.ndarray | torch.Tensor:

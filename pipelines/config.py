@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from image_od.atomic import atomic_path
-from image_od.precision import PRECISIONS
+from image_od.engine.precision import PRECISIONS
+from image_od.files.atomic import atomic_path
 
 
 class ConfigError(ValueError):
@@ -397,7 +397,7 @@ def _check_cubes_flow(checks: _Checks, c: Config) -> None:
 def _check_backbone(checks: _Checks, key: str, name: str) -> None:
     import torch
 
-    from image_od.backbones import make_backbone
+    from image_od.networks.backbones import make_backbone
 
     try:
         with torch.random.fork_rng(devices=[]):  # building a net draws from the global generator
@@ -410,7 +410,7 @@ def _check_backbone(checks: _Checks, key: str, name: str) -> None:
 
 def _check_refinements(checks: _Checks, c: Config) -> None:
     """The learning modes beside the cloze generators: training split, refinement, self-training, discriminative."""
-    from image_od.operations_discriminative import operation_set
+    from image_od.operations.discriminative import operation_set
 
     m, rf, st, d = c.model, c.refine, c.self_train, c.discriminative
     checks.one_of("model.train_on", m.train_on, ("test", "training"))
@@ -455,7 +455,7 @@ def _check_events(checks: _Checks, c: Config) -> None:
 
 
 def _check_model_score(checks: _Checks, c: Config) -> None:
-    from image_od.generative import NORMALISATIONS
+    from image_od.e3outlier.generative import NORMALISATIONS
     from vad.cloze import TARGETS
 
     m, s = c.model, c.score

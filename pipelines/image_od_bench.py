@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from image_od import distributed
-from image_od.atomic import atomic_path, write_json
-from image_od.datasets import LabelledImages, load_dataset
+from image_od.data.benchmarks import LabelledImages, load_dataset
+from image_od.engine import distributed
+from image_od.engine.precision import resolve_precision
+from image_od.engine.training import resolve_device
+from image_od.files.atomic import atomic_path, write_json
 from image_od.metrics import mean_std_by_seed, od_metrics
-from image_od.precision import resolve_precision
-from image_od.training import resolve_device
 
 from .image_od_methods import METHODS, Cell, detector_settings, load_profile
 from .image_od_profiles import Profile, save_profile

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from image_od import distributed
-from image_od.atomic import atomic_path, write_json
-from image_od.datasets import DATASETS
-from image_od.images import load_images
-from image_od.protocol import to_model_input
-from image_od.training import resolve_device
+from image_od.data.benchmarks import DATASETS
+from image_od.data.protocol import to_model_input
+from image_od.data.user_images import load_images
+from image_od.engine import distributed
+from image_od.engine.training import resolve_device
+from image_od.files.atomic import atomic_path, write_json
 
 from .cli_errors import report_errors
 from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key

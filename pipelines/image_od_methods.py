@@ -24,38 +24,19 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from image_od.autoencoders import CAE, CAEIF, DRAE, RDAE, RSRAE
-from image_od.contrastive import ContrastiveE3Outlier
-from image_od.csi import CSI, CSISynth
-from image_od.datasets import LabelledImages, load_dataset
-from image_od.deep_svdd import DeepSVDD
-from image_od.density import DAGMM, DSEBM
+from image_od.data.benchmarks import LabelledImages, load_dataset
+from image_od.data.protocol import contaminated_set, one_class_split, polluted_split, to_model_input
 from image_od.detector import OutlierDetector
-from image_od.discriminative import DiscriminativeE3Outlier
-from image_od.elite import ELITE
-from image_od.gaal import MOGAAL
-from image_od.generative_images import ImageGenerativeE3Outlier
-from image_od.pretrained import PretrainedFeatureOD
-from image_od.protocol import contaminated_set, one_class_split, polluted_split, to_model_input
-from image_od.refinement import weights_from_scores
-from image_od.shallow import PixelIsolationForest
-from image_od.transfer import ADIB, ADRA
-from image_od.unicon import UniConHA
+from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
+from image_od.e3outlier.refinement import weights_from_scores
+from image_od.registry import DETECTORS
 
 from .image_od_profiles import Profile, read_profile
-from .pyod_methods import PyODDetector
 
-FAMILIES: dict[str, type] = {
-    "discriminative": DiscriminativeE3Outlier, "generative": ImageGenerativeE3Outlier,
-    "contrastive": ContrastiveE3Outlier, "cae": CAE, "cae-if": CAEIF, "drae": DRAE, "rdae": RDAE, "rsrae": RSRAE,
-    "dsebm": DSEBM, "dagmm": DAGMM, "mo-gaal": MOGAAL, "pretrained": PretrainedFeatureOD,
-    "iforest": PixelIsolationForest, "pyod": PyODDetector, "deep-svdd": DeepSVDD, "elite": ELITE,
-    "adib": ADIB, "adra": ADRA, "unicon-ha": UniConHA, "csi": CSI, "csi-synth": CSISynth,
-}
 # method sections that add settings over a family's
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",
                    "e3outlier-jsr": "discriminative", "elite-ae": "elite"}
-SECTIONS: dict[str, type] = {**FAMILIES, **{m: FAMILIES[f] for m, f in METHOD_SECTIONS.items()}}
+SECTIONS: dict[str, type] = {**DETECTORS, **{m: DETECTORS[f] for m, f in METHOD_SECTIONS.items()}}
 
 
 def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from image_od.atomic import atomic_path
+from image_od.files.atomic import atomic_path
 
 from .config import COUNT_LIMITS, ConfigError, parse_override
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # draws with Agg itself: no pyplot, no global backend choice
 
-from image_od.atomic import atomic_path
+from image_od.files.atomic import atomic_path
 
 from .figures import PAGE_SCRIPT, grid_figure
 

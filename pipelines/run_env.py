@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from image_od.precision import cpu_flags, cpu_model
+from image_od.engine.precision import cpu_flags, cpu_model
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what decides the CPU's conv speed
 REFERENCE_STEPS = 40  # about 1.1 s on 2 threads of the AMD EPYC of docs/BENCHMARKS.md

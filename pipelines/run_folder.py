@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from image_od.atomic import write_json
+from image_od.files.atomic import write_json
 from vad.cache import CubeCache
 from vad.readers import Video
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from image_od import distributed
-from image_od.training import resolve_device
+from image_od.engine import distributed
+from image_od.engine.training import resolve_device
 
 from . import run_folder
 from . import vad_pipeline as P

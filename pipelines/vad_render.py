@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from image_od.atomic import atomic_path
+from image_od.files.atomic import atomic_path
 from vad.readers import Video
 
 from . import run_folder

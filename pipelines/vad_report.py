@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from image_od.atomic import atomic_path
+from image_od.files.atomic import atomic_path
 
 from . import run_folder
 from .figures import PAGE_SCRIPT

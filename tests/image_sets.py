@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from image_od.datasets import load_digits
-from image_od.protocol import contaminated_set, to_model_input
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import contaminated_set, to_model_input
 
 
 def digits_set(inlier: int = 0, ratio: float = 0.1, max_size: int | None = 400,

@@ -1,4 +1,4 @@
-"""Autoencoder baselines (image_od.autoencoders): CAE, CAE-IF, DRAE, RDAE, RSRAE.
+"""Autoencoder baselines (image_od.baselines.autoencoders): CAE, CAE-IF, DRAE, RDAE, RSRAE.
 
 Tiny fits on random images (API, determinism), the score direction on a set with obvious outliers, each loss on
 hand-made inputs against a direct formula, and one small real run per detector on scikit-learn digits (inliers
@@ -9,10 +9,20 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from image_od.autoencoders import (CAE, CAEIF, DRAE, RDAE, RSRAE, RSRAutoencoder, drae_loss, drae_split, prox_l21,
-                                   rsr_losses)
-from image_od.data import ArrayData
-from image_od.training import seed_everything
+from image_od.baselines.autoencoders import (
+    CAE,
+    CAEIF,
+    DRAE,
+    RDAE,
+    RSRAE,
+    RSRAutoencoder,
+    drae_loss,
+    drae_split,
+    prox_l21,
+    rsr_losses,
+)
+from image_od.data.samples import ArrayData
+from image_od.engine.training import seed_everything
 from tests.image_sets import digits_set
 
 FAST = dict(batch_size=32, device="cpu")

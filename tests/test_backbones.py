@@ -1,10 +1,9 @@
-"""Tests of the alternative E3Outlier backbones (image_od.backbones)."""
+"""Tests of the alternative E3Outlier backbones (image_od.networks.backbones)."""
 import pytest
 import torch
 from torch import nn
 
-from image_od.backbones import DenseNet, ResNet, ResNet18, make_backbone
-from image_od.nets import WideResNet
+from image_od.networks.backbones import DenseNet, ResNet, ResNet18, WideResNet, make_backbone
 
 NAMES = ["wrn-10-2", "resnet18-4", "resnet20", "resnet50", "densenet22", "densenet40"]
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from image_od.data import ArrayData
-from image_od.training import TrainSettings, seed_everything, train
+from image_od.data.samples import ArrayData
+from image_od.engine.training import TrainSettings, seed_everything, train
 from pipelines import run_folder
 from pipelines import vad_pipeline as P
 from pipelines.config import ConfigError, load_config
@@ -121,10 +121,10 @@ class _RunsCode:
 
 
 def test_files_whose_unpickling_would_run_code_are_refused(tmp_path):
-    from image_od.datasets import load_cifar_pickles
-    from image_od.generative import GenerativeE3Outlier
-    from image_od.operations import image_tasks
-    from image_od.safe_io import UnsafeFileError
+    from image_od.data.benchmarks import load_cifar_pickles
+    from image_od.e3outlier.generative import GenerativeE3Outlier
+    from image_od.files.safe_io import UnsafeFileError
+    from image_od.operations.generative import image_tasks
 
     marker = tmp_path / "code-ran"
     model_pt = tmp_path / "model.pt"
@@ -381,7 +381,7 @@ def test_every_entry_a_videos_folder_skips_is_said(tmp_path, capsys):
 def test_a_last_batch_of_one_sample_joins_the_batch_before():
     """129 images in batches of 128 reached BatchNorm as a batch of one (issue 26): every training loop cuts its
     batches with split_batches, which merges such a batch into the one before."""
-    from image_od.data import shard_batches, split_batches
+    from image_od.data.samples import shard_batches, split_batches
 
     assert [len(b) for b in split_batches(torch.arange(129), 128)] == [129]
     assert [len(b) for b in split_batches(torch.arange(17), 8)] == [8, 9]
@@ -420,9 +420,8 @@ def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
     returns the detector with decision_scores_ set, and decision_function scores new data."""
     import inspect
 
-    from image_od.protocol import to_model_input
-    from pipelines.image_od_methods import METHODS, SECTIONS, detector_settings
-    from pipelines.image_od_methods import load_profile
+    from image_od.data.protocol import to_model_input
+    from pipelines.image_od_methods import METHODS, SECTIONS, detector_settings, load_profile
 
     section = METHODS[method].section
     known = inspect.signature(SECTIONS[section]).parameters
@@ -441,7 +440,7 @@ def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
 def test_a_jpeg_cut_short_with_its_end_marker_put_back_is_caught_per_file(tmp_path, capfd):
     """libjpeg decodes such a file half grey and only prints "Corrupt JPEG data" without the file's name; that
     warning is caught per file and becomes the error (image-od) or the bad-frame policy (vad)."""
-    from image_od.images import ImageReadError, read_image_file
+    from image_od.data.user_images import ImageReadError, read_image_file
 
     video = frames(5, 48, 48)
     folder = write_frames(tmp_path / "clip", video, ".jpg", 0)
@@ -463,7 +462,7 @@ def test_sixteen_bit_png_is_scaled_by_its_real_bit_depth_or_refused(tmp_path):
     import struct
     import zlib
 
-    from image_od.images import ImageReadError, decode_image
+    from image_od.data.user_images import ImageReadError, decode_image
 
     twelve = np.random.default_rng(0).integers(0, 4096, (20, 30), dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "raw12.png"), twelve)
@@ -537,7 +536,7 @@ def test_a_full_disk_is_one_clear_line_and_a_rerun_after_freeing_space_gives_the
                                                                                             monkeypatch):
     """Extraction checks the free space before each HDF5 step (h5py on a full disk printed pages and then crashed
     with a segfault); a checkpoint that fails to save on a full disk says so instead of torch's "unexpected pos"."""
-    from image_od import atomic
+    from image_od.files import atomic
 
     root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=16)
     out, cache = tmp_path / "run", tmp_path / "cache"

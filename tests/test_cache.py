@@ -41,7 +41,7 @@ def test_resume_after_interrupted_run(tmp_path):
 def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
     import pytest
 
-    from image_od.atomic import atomic_path
+    from image_od.files.atomic import atomic_path
 
     target = tmp_path / "out.txt"
     target.write_text("old")

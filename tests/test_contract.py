@@ -5,10 +5,10 @@ import inspect
 import pytest
 from sklearn.base import clone
 
-from pipelines.image_od_methods import SECTIONS
+from image_od.registry import DETECTORS as REGISTERED
 from vad.attributes import AttributeKNN
 
-DETECTORS = sorted({*SECTIONS.values(), AttributeKNN}, key=lambda c: c.__name__)
+DETECTORS = sorted({*REGISTERED.values(), AttributeKNN}, key=lambda c: c.__name__)
 
 
 @pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.__name__)
@@ -34,9 +34,9 @@ def test_fit_leaves_the_global_random_states_as_it_found_them():
     import numpy as np
     import torch
 
+    from image_od.baselines.shallow import PixelIsolationForest
     from image_od.detector import OutlierDetector
-    from image_od.shallow import PixelIsolationForest
-    from image_od.training import seed_everything
+    from image_od.engine.training import seed_everything
 
     class Draws(OutlierDetector):
         def __init__(self, seed: int = 0):
@@ -83,7 +83,7 @@ def test_one_input_check_for_every_image_detector():
     import numpy as np
     import torch
 
-    from image_od.data import ArrayData
+    from image_od.data.samples import ArrayData
     from image_od.detector import image_array
 
     x = np.zeros((2, 1, 8, 8), np.float32)

@@ -1,4 +1,4 @@
-"""Tests of contrastive E3Outlier (image_od.contrastive): the shared contrastive loss against a direct formula, the
+"""Tests of contrastive E3Outlier (image_od.e3outlier.contrastive): the shared contrastive loss against a direct formula, the
 batch layout helpers, the tensor augmentations against torchvision, the ResNet18, the leave-one-out score, and the
 detector (tiny fits, direction, determinism, one small real run on digits)."""
 import itertools
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from sklearn.metrics import roc_auc_score
 
-from image_od.contrastive import (
+from image_od.e3outlier.contrastive import (
     Augmentation,
     ContrastiveE3Outlier,
     contrastive_loss,

@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vad.darknet import (DarknetDetector, DarknetError, DarknetModel, decode, fuse_batch_norm, load_darknet,
-                         parse_cfg)
+from vad.darknet import DarknetDetector, DarknetError, DarknetModel, decode, fuse_batch_norm, load_darknet, parse_cfg
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 YOLO_DIR = SHARED / "weights" / "yolo-fastest-1.1-coco"

@@ -1,4 +1,4 @@
-"""DSEBM and DAGMM (image_od.density) and MO-GAAL (image_od.gaal): API on tiny sets, score direction,
+"""DSEBM and DAGMM (image_od.baselines.density) and MO-GAAL (image_od.baselines.gaal): API on tiny sets, score direction,
 determinism, the losses and energies against direct formulas, and one real run each on scikit-learn digits."""
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.metrics import roc_auc_score
 
-from image_od.density import (
+from image_od.baselines.density import (
     DAGMM,
     DSEBM,
     EnergyNet,
@@ -18,7 +18,7 @@ from image_od.density import (
     sample_energy,
     score_matching_loss,
 )
-from image_od.gaal import MOGAAL, generator_targets, noise_split
+from image_od.baselines.gaal import MOGAAL, generator_targets, noise_split
 from tests.image_sets import digits_set
 
 CPU = {"device": "cpu"}

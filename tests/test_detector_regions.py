@@ -12,8 +12,15 @@ import pytest
 from pipelines import run_folder
 from pipelines.config import ConfigError, load_config
 from pipelines.vad_cli import main as vad
-from vad.regions import (DarknetBoxes, RegionError, box_areas, held_detections, make_detector, network_size,
-                         remove_covered)
+from vad.regions import (
+    DarknetBoxes,
+    RegionError,
+    box_areas,
+    held_detections,
+    make_detector,
+    network_size,
+    remove_covered,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from image_od.datasets import load_dataset
+from image_od.data.benchmarks import load_dataset
 from tests.tools import load_tool
 
 

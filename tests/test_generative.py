@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from image_od.data import ArrayData
-from image_od.generative import GenerativeE3Outlier, GenerativeTask, Normaliser
-from image_od.nets import ConvAutoencoder
-from image_od.training import TrainSettings
+from image_od.data.samples import ArrayData
+from image_od.e3outlier.generative import GenerativeE3Outlier, GenerativeTask, Normaliser
+from image_od.engine.training import TrainSettings
+from image_od.networks.generators import ConvAutoencoder
 from tests.image_sets import digits_set
 
 
@@ -85,7 +85,7 @@ def test_save_and_load_reproduce_scores(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- images, paper form
 def test_deep_cae_and_unet_generators_keep_shapes_and_range():
-    from image_od.nets import DeepCAE, UNet
+    from image_od.networks.generators import DeepCAE, UNet
 
     x = torch.randn(3, 3, 32, 32)
     cae = DeepCAE(3, 1)
@@ -102,7 +102,7 @@ def _digits(inlier: int = 0):
 def test_paper_form_scores_the_plain_sum_of_the_pairs_errors_and_is_deterministic():
     """Eq. 16 as published: the score is the plain sum over the four pairs of the squared errors (no normalisation);
     SGD lr 0.1 on the deep CAE by default; the same seed gives the same scores."""
-    from image_od.generative_images import ImageGenerativeE3Outlier
+    from image_od.e3outlier.generative_images import ImageGenerativeE3Outlier
 
     x, _ = _digits()
     model = ImageGenerativeE3Outlier(widths=(8, 16, 32), epochs=1, batch_size=64)
@@ -124,7 +124,7 @@ def test_paper_form_and_adam_option_on_digits():
     widths 64/128/256, 0.765 at lr 0.02); Adam at 1e-3 on the same network: 1.0."""
     from sklearn.metrics import roc_auc_score
 
-    from image_od.generative_images import ImageGenerativeE3Outlier
+    from image_od.e3outlier.generative_images import ImageGenerativeE3Outlier
 
     x, is_outlier = _digits()
     small = {"widths": (16, 32, 64), "epochs": 10, "batch_size": 128}

@@ -45,7 +45,7 @@ def test_profiles_load_and_reject_unknown_keys():
 def test_every_method_builds_its_detector_from_the_profile(name):
     """Every profile section and every registry line make valid detectors (the settings reach __init__ unchanged,
     the line's fixed settings over its section's; RATIO becomes the cell's ratio)."""
-    from image_od.datasets import load_digits
+    from image_od.data.benchmarks import load_digits
     from pipelines.image_od_methods import RATIO, Cell
 
     profile = load_profile(name)
@@ -79,7 +79,7 @@ def test_a_bench_row_equals_its_detector_fitted_alone(rule):
     ensemble's later members skip choosing their scored operations (``confident``)."""
     import numpy as np
 
-    from image_od.datasets import load_digits
+    from image_od.data.benchmarks import load_digits
     from pipelines.image_od_methods import Cell, detector_settings
 
     profile = load_profile("cpu", TINY + ["max_size=100", "discriminative.epochs=1", "discriminative.ops_per_image=2",
@@ -160,7 +160,7 @@ def test_pyod_adapter_flattens_orients_and_names_the_missing_extra(monkeypatch):
 
     import numpy as np
 
-    from pipelines.pyod_methods import PyODDetector
+    from image_od.baselines.pyod import PyODDetector
 
     class FakeGAAL:  # PyOD's MO_GAAL interface: decision_scores_ = D(x) = P(real)
         def __init__(self, stop_epochs=20, contamination=0.1):
@@ -225,9 +225,9 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
     theta0 from a local file written by the pretraining function; other methods never load the corpus."""
     import torch
 
-    from image_od.datasets import load_digits
-    from image_od.protocol import to_model_input
-    from image_od.transfer import pretrain_resnet26
+    from image_od.data.benchmarks import load_digits
+    from image_od.data.protocol import to_model_input
+    from image_od.related.transfer import pretrain_resnet26
     from pipelines import image_od_methods
 
     train = load_digits()
@@ -301,7 +301,7 @@ def test_a_labelled_folder_set_runs_with_the_settings_of_its_kind(tmp_path, caps
     import cv2
     import numpy as np
 
-    from image_od.datasets import load_dataset
+    from image_od.data.benchmarks import load_dataset
     from pipelines.image_od_methods import Cell
 
     rng = np.random.default_rng(0)

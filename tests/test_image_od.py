@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from image_od.operations import flip_grey_rotate, grey, image_tasks
+from image_od.operations.generative import flip_grey_rotate, grey, image_tasks
 from pipelines.image_od_cli import main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -79,7 +79,7 @@ def test_image_od_bad_input(tmp_path, capsys):
 
 
 def test_small_images_are_zero_padded_large_ones_resized(tmp_path):
-    from image_od.images import load_images
+    from image_od.data.user_images import load_images
 
     np.save(tmp_path / "s.npy", np.full((2, 28, 28), 255, np.uint8))
     small, names = load_images(tmp_path / "s.npy", 32, grey=True)

@@ -9,9 +9,9 @@ import pytest
 import scipy.io
 from sklearn.metrics import auc
 
-from image_od.datasets import ImageDatasetError, load_dataset, read_idx
+from image_od.data.benchmarks import ImageDatasetError, load_dataset, read_idx
+from image_od.data.protocol import contaminated_set, to_model_input
 from image_od.metrics import mean_std_by_seed, od_metrics, summarise
-from image_od.protocol import contaminated_set, to_model_input
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

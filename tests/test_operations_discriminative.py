@@ -6,8 +6,8 @@ import pytest
 import scipy.ndimage
 import torch
 
-from image_od.discriminative import DiscriminativeE3Outlier, mc_dropout_normality
-from image_od.operations_discriminative import apply_operations, operation_set
+from image_od.e3outlier.discriminative import DiscriminativeE3Outlier, mc_dropout_normality
+from image_od.operations.discriminative import apply_operations, operation_set
 
 
 def _hwc_reference(img: np.ndarray, op) -> np.ndarray:
@@ -81,7 +81,7 @@ def test_invertible_operations_invert():
 
 
 def test_multi_labels_identify_every_operation():
-    from image_od.operations_discriminative import MULTI_LABEL_HEADS, multi_labels
+    from image_od.operations.discriminative import MULTI_LABEL_HEADS, multi_labels
 
     ops = operation_set()
     labels, sizes = multi_labels(ops)
@@ -97,7 +97,7 @@ def test_multi_labels_identify_every_operation():
 
 def test_mixed_batch_gather_matches_per_operation_application():
     """The vectorised gather (RA, PR) and the grouped IA path give what each operation gives alone."""
-    from image_od.operations_discriminative import APPLY
+    from image_od.operations.discriminative import APPLY
 
     ops = operation_set()
     x = torch.randn(300, 3, 32, 32)
@@ -110,7 +110,7 @@ def test_mixed_batch_gather_matches_per_operation_application():
 def test_wrn_shapes_and_depth_rule():
     import pytest
 
-    from image_od.nets import WideResNet
+    from image_od.networks.backbones import WideResNet
 
     logits, features = WideResNet(3, 111, depth=10, width=4)(torch.zeros(2, 3, 32, 32))
     assert logits.shape == (2, 111) and features.shape == (2, 256)
@@ -129,8 +129,8 @@ def test_discriminative_e3outlier_short_run_on_fashion_mnist():
     ``decision_function``, ranks the outliers higher (each score's direction). bf16: tests/test_precision.py."""
     from sklearn.metrics import roc_auc_score
 
-    from image_od.discriminative import SCORES, DiscriminativeE3Outlier
-    from image_od.protocol import contaminated_set, to_model_input
+    from image_od.data.protocol import contaminated_set, to_model_input
+    from image_od.e3outlier.discriminative import SCORES, DiscriminativeE3Outlier
     from tests.test_image_od import _idx
 
     images = _idx("t10k-images-idx3-ubyte.gz").reshape(-1, 28, 28)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from image_od import precision
-from image_od.precision import parse_cpuinfo, resolve_precision
+from image_od.engine import precision
+from image_od.engine.precision import parse_cpuinfo, resolve_precision
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -67,7 +67,7 @@ def test_unknown_precision_is_an_error():
 
 @pytest.mark.parametrize("native,expected", [(True, "bf16"), (False, "fp32")])
 def test_detector_resolves_auto_when_fitting(monkeypatch, native, expected):
-    from image_od.discriminative import DiscriminativeE3Outlier
+    from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     x = np.random.default_rng(0).uniform(-1, 1, (8, 1, 32, 32)).astype(np.float32)
@@ -83,10 +83,10 @@ def test_bf16_training_tracks_fp32():
     """Explicit bf16 (kept tiny: 4 Adam steps, since CPUs without bf16 instructions emulate it ~8x slower): the
     convolutions run in bfloat16, the scores come out in float32, and the network ends close to its fp32 twin
     (measured: parameter gap 0.21 of the distance trained, score correlations above 0.997)."""
-    from image_od.backbones import make_backbone
-    from image_od.discriminative import DiscriminativeE3Outlier
-    from image_od.protocol import to_model_input
-    from image_od.training import seed_everything
+    from image_od.data.protocol import to_model_input
+    from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
+    from image_od.engine.training import seed_everything
+    from image_od.networks.backbones import make_backbone
     from tests.test_image_od import _idx
 
     x = to_model_input(_idx("t10k-images-idx3-ubyte.gz").reshape(-1, 28, 28)[:32])

@@ -1,4 +1,4 @@
-"""Pre-trained ResNet50 features + LOF / Isolation Forest (image_od.pretrained).
+"""Pre-trained ResNet50 features + LOF / Isolation Forest (image_od.baselines.pretrained).
 
 No pre-trained weights exist on the test machine (and nothing is downloaded), so the tests write a seeded random
 ResNet50 state_dict themselves; they check the loading rules, the preprocessing, the agreement with
@@ -14,9 +14,15 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 
-from image_od.data import ArrayData
-from image_od.pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedFeatureOD, load_resnet50, to_imagenet_input
-from image_od.safe_io import UnsafeFileError
+from image_od.baselines.pretrained import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PretrainedFeatureOD,
+    load_resnet50,
+    to_imagenet_input,
+)
+from image_od.data.samples import ArrayData
+from image_od.files.safe_io import UnsafeFileError
 from tests.image_sets import digits_set
 
 SIZE = 64  # image_size in the tests (224 by default), to keep them fast

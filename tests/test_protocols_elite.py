@@ -1,5 +1,5 @@
-"""The one-class and polluted protocols (image_od.protocol), Deep SVDD (image_od.deep_svdd) and ELITE
-(image_od.elite).
+"""The one-class and polluted protocols (image_od.data.protocol), Deep SVDD (image_od.baselines.deep_svdd) and ELITE
+(image_od.related.elite).
 
 Protocols on index-coded synthetic splits (sizes, disjointness, pollution ratio, validation balance, labels, seeds).
 Deep SVDD and ELITE: tiny fits on random images (API, determinism), the score direction on a set with obvious
@@ -14,11 +14,18 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.func import functional_call
 
-from image_od.datasets import load_digits
-from image_od.deep_svdd import DeepSVDD, DeepSVDDNet, init_center
-from image_od.elite import (ELITE, EliteAE, batch_statistics_only, elite_loss, meta_weights, meta_weights_lookahead,
-                            validation_loss)
-from image_od.protocol import one_class_split, polluted_split, to_model_input
+from image_od.baselines.deep_svdd import DeepSVDD, DeepSVDDNet, init_center
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import one_class_split, polluted_split, to_model_input
+from image_od.related.elite import (
+    ELITE,
+    EliteAE,
+    batch_statistics_only,
+    elite_loss,
+    meta_weights,
+    meta_weights_lookahead,
+    validation_loss,
+)
 
 SMALL_SVDD = dict(widths=(8, 16, 32), rep_dim=32, batch_size=32, device="cpu")
 SMALL_AE = dict(base="ae", ae_latent=16, batch_size=32, device="cpu")

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from image_od.datasets import load_digits
-from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import contaminated_set, to_model_input
+from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
+from image_od.e3outlier.refinement import weights_from_scores
 from image_od.metrics import od_metrics
-from image_od.protocol import contaminated_set, to_model_input
-from image_od.refinement import weights_from_scores
 
 SETTINGS = dict(operations="RA", backbone="wrn-10-1", epochs=1, ops_per_image=2, score_ops=12, batch_size=64,
                 optimizer="adam", precision="fp32", progress=False)

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from vad.regions import (RegionError, YoloDetector, box_areas, filter_boxes, load_box_file, merge_boxes,
-                         motion_boxes, remove_covered, video_motion_boxes)
+from vad.regions import (
+    RegionError,
+    YoloDetector,
+    box_areas,
+    filter_boxes,
+    load_box_file,
+    merge_boxes,
+    motion_boxes,
+    remove_covered,
+    video_motion_boxes,
+)
 
 PED2_BOXES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2_vec_boxes" / "ped2_test_boxes.npz"
 PED2_LENGTHS = [180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180]
@@ -183,8 +192,8 @@ def offline_yolo_weights(tmp_path_factory):
 
     Yields the weights path and the list of network calls attempted (each one is refused).
     """
-    import ultralytics  # noqa: F401 - tools/dev.sh installs it; a missing install must fail, not skip
     import torch
+    import ultralytics  # noqa: F401 - tools/dev.sh installs it; a missing install must fail, not skip
 
     folder = tmp_path_factory.mktemp("yolo")
     attempts = []

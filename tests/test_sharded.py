@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from image_od import distributed
+from image_od.engine import distributed
 from vad.synthetic import make_synthetic_ucsd
 
 from .test_image_bench import TINY

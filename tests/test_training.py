@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from image_od.data import ArrayData
-from image_od.training import TrainSettings, lr_factor, train
+from image_od.data.samples import ArrayData
+from image_od.engine.training import TrainSettings, lr_factor, train
 
 
 def _fit(settings: TrainSettings, checkpoint=None, stop_at: int | None = None) -> float:

@@ -1,4 +1,4 @@
-"""ADIB / ADRA (image_od.transfer) and their pre-training command (tools/pretrain_classifier.py).
+"""ADIB / ADRA (image_od.related.transfer) and their pre-training command (tools/pretrain_classifier.py).
 
 No ImageNet weights exist here (nothing is downloaded): the tests write their own ResNet26 weights files, with
 small widths and one block per stage so that every test runs in seconds on one core.
@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from image_od.datasets import load_digits
-from image_od.protocol import to_model_input
-from image_od.safe_io import UnsafeFileError
-from image_od.training import seed_everything
-from image_od.transfer import (
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import to_model_input
+from image_od.engine.training import seed_everything
+from image_od.files.safe_io import UnsafeFileError
+from image_od.related.transfer import (
     ADIB,
     ADRA,
     ResNet26,
@@ -161,7 +161,7 @@ def test_lr_factor_steps_at_60_and_80_percent():
 
 
 def test_fit_follows_the_schedule_and_batches_half_and_half(weights, monkeypatch):
-    from image_od import transfer
+    from image_od.related import transfer
 
     seen = []
     original = transfer.oe_bce

@@ -1,4 +1,4 @@
-"""Tests of UniCon-HA (image_od.unicon) and CSI / CSI with contrasting synthetic images (image_od.csi): the label
+"""Tests of UniCon-HA (image_od.related.unicon) and CSI / CSI with contrasting synthetic images (image_od.related.csi): the label
 vectors of the contrastive batches on hand-made cases, the losses against direct formulas (Eqs. 4-7 of UniCon-HA,
 NT-Xent + rotation cross-entropy of CSI), LARS against its formula, Algorithm 1's wiring and step counts, the
 test-time ensemble, self-match exclusion, fit/score/direction/determinism, and one small one-class run on digits
@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from image_od.contrastive import Augmentation, contrastive_loss, simclr_labels
-from image_od.csi import CSI, LARS, CSISynth, tta_features, two_view_batch
-from image_od.datasets import load_digits
-from image_od.protocol import to_model_input
-from image_od.unicon import (
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import to_model_input
+from image_od.e3outlier.contrastive import Augmentation, contrastive_loss, simclr_labels
+from image_od.related.csi import CSI, LARS, CSISynth, tta_features, two_view_batch
+from image_od.related.unicon import (
     UniConHA,
     UniConNet,
     soft_aggregation_weights,
@@ -181,7 +181,7 @@ def test_csi_loss_is_nt_xent_over_shifted_instances_plus_rotation_ce():
     det.device_, det.precision_ = torch.device("cpu"), "fp32"
     det.augmentation_ = Augmentation(hflip_p=0.0)
     det.steps_ = {}
-    from image_od.csi import CSINet
+    from image_od.related.csi import CSINet
     det.net_ = CSINet(1, 4, 16)
     x = torch.randn(2, 1, 32, 32)
     got = det.csi_loss(x, torch.Generator().manual_seed(1))
@@ -337,7 +337,7 @@ def test_score_direction_csi(cls, settings):
     (below). On these toy patterns a briefly trained CSI is not reliable: its score multiplies the cosine by the
     feature norm, and an untrained or barely trained net gives noise images large norms (measured noise-vs-pattern
     AUROC after 8 epochs, seeds 0-3: CSI 0.0/1.0/1.0/1.0, CSISynth 1.0 x 4; the caveat of
-    image_od.contrastive about the raw inner product)."""
+    image_od.e3outlier.contrastive about the raw inner product)."""
     x = _patterns(40)
     noise = np.random.RandomState(1).uniform(-1, 1, (4, 1, 32, 32)).astype(np.float32)
     det = cls(**{**settings, "tta_samples": 0}).fit(x[:32])

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from image_od.data import ArrayData
-from image_od.datasets import load_digits
-from image_od.generative import GenerativeE3Outlier, GenerativeTask
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import contaminated_set, to_model_input
+from image_od.data.samples import ArrayData
+from image_od.e3outlier.generative import GenerativeE3Outlier, GenerativeTask
+from image_od.e3outlier.refinement import SelfPaced
+from image_od.e3outlier.self_training import PseudoLabelSelfTraining, pseudo_labels
+from image_od.engine.training import TrainSettings
 from image_od.metrics import od_metrics
-from image_od.protocol import contaminated_set, to_model_input
-from image_od.refinement import SelfPaced
-from image_od.self_training import PseudoLabelSelfTraining, pseudo_labels
-from image_od.training import TrainSettings
 from vad.cloze import HOF_BINS, middle_flow_hof
 from vad.events import event_threshold, find_events, peak_box
 from vad.scoring import per_video_zscore, postprocess, smooth

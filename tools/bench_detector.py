@@ -30,15 +30,14 @@ import torch
 from torchvision.ops import box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_od.precision import cpu_has_native_bf16, cpu_model  # noqa: E402
+from image_od.engine.precision import cpu_has_native_bf16, cpu_model  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.run_env import reference_workload_s  # noqa: E402
+from pipelines.vad_pipeline import EXTRACT_CHUNK  # noqa: E402
 from vad.darknet import DarknetDetector  # noqa: E402
 from vad.flow import make_flow  # noqa: E402
 from vad.readers import open_dataset, open_training_split  # noqa: E402
-from pipelines.vad_pipeline import EXTRACT_CHUNK  # noqa: E402
-from vad.regions import (filter_boxes, held_detections, load_box_file, network_size, remove_covered,  # noqa: E402
-                         video_motion_boxes)
+from vad.regions import filter_boxes, held_detections, load_box_file, network_size, remove_covered, video_motion_boxes  # noqa: E402
 
 PED2_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucsd_ped2.yaml"
 

@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from image_od.precision import cpu_model  # noqa: E402
+from image_od.engine.precision import cpu_model  # noqa: E402
 
 SIZE, FPS = (640, 360), 25  # (width, height), frames per second
 STAGES = ("extract", "train", "score")

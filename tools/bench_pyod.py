@@ -10,9 +10,9 @@ fitted set) and scored by AUROC:
 - IForest: PyOD ``IForest`` vs scikit-learn ``IsolationForest`` (raw pixels; same trees and seed, so equal AUROC
   is expected: a check of the harness);
 - LOF: PyOD ``LOF`` vs scikit-learn ``LocalOutlierFactor`` (raw pixels, ``-negative_outlier_factor_``; equal too);
-- AutoEncoder: PyOD's dense ``AutoEncoder`` vs our ``image_od.autoencoders.CAE`` (the supplement's deep CAE);
-- DeepSVDD: PyOD's dense ``DeepSVDD`` vs our ``image_od.deep_svdd.DeepSVDD`` (Ruff et al.'s LeNet-type CNN);
-- MO-GAAL: PyOD ``MO_GAAL`` vs our ``image_od.gaal.MOGAAL``. PyOD's ``decision_scores_`` are the discriminator's
+- AutoEncoder: PyOD's dense ``AutoEncoder`` vs our ``image_od.baselines.autoencoders.CAE`` (the supplement's deep CAE);
+- DeepSVDD: PyOD's dense ``DeepSVDD`` vs our ``image_od.baselines.deep_svdd.DeepSVDD`` (Ruff et al.'s LeNet-type CNN);
+- MO-GAAL: PyOD ``MO_GAAL`` vs our ``image_od.baselines.gaal.MOGAAL``. PyOD's ``decision_scores_`` are the discriminator's
   D(x) = P(real), whereas the GAAL paper's outlier score is 1 - D(x) (PyOD issues #119 and #237), so PyOD's AUROC
   is reported both as PyOD gives it and with the sign flipped.
 
@@ -43,8 +43,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from image_od.atomic import atomic_path, write_json  # noqa: E402
-from image_od.precision import cpu_model  # noqa: E402
+from image_od.engine.precision import cpu_model  # noqa: E402
+from image_od.files.atomic import atomic_path, write_json  # noqa: E402
 
 OURS = ("cae", "svdd", "mogaal")  # the --set prefixes of our detectors
 FIELDS = ["dataset", "inlier_class", "rho", "seed", "n", "n_outliers", "method", "impl", "auroc", "seconds", "note",
@@ -78,7 +78,7 @@ def _run(fn: Callable[[], np.ndarray], labels: np.ndarray, seed: int) -> tuple[f
     """(AUROC, seconds, note) of ``fn`` (fit + scores of the fitted set), seeded; an error becomes the note."""
     from sklearn.metrics import roc_auc_score
 
-    from image_od.training import seed_everything
+    from image_od.engine.training import seed_everything
 
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -104,10 +104,10 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
 
-    from image_od.autoencoders import CAE
-    from image_od.deep_svdd import DeepSVDD as OurDeepSVDD
-    from image_od.gaal import MOGAAL
-    from image_od.protocol import contaminated_set, to_model_input
+    from image_od.baselines.autoencoders import CAE
+    from image_od.baselines.deep_svdd import DeepSVDD as OurDeepSVDD
+    from image_od.baselines.gaal import MOGAAL
+    from image_od.data.protocol import contaminated_set, to_model_input
 
     data = contaminated_set(images, labels, inlier_class=inlier, ratio=args.rho, seed=args.seed,
                             max_size=args.max_size)
@@ -146,14 +146,14 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
            "dense AE on pixels, hidden [64, 32]")
     run = {"seed": seed, "device": device}
     cae = {"epochs": args.ae_epochs, **run, **overrides.get("cae", {})}
-    record("AutoEncoder", "ours", lambda: CAE(**cae).fit_score(x), cae, "image_od.autoencoders.CAE (deep CAE)")
+    record("AutoEncoder", "ours", lambda: CAE(**cae).fit_score(x), cae, "image_od.baselines.autoencoders.CAE (deep CAE)")
 
     svdd = {"n_features": flat.shape[1], "epochs": args.svdd_epochs, "batch_size": args.batch_size,
             "contamination": contamination, "random_state": seed, "verbose": 0}
     record("DeepSVDD", "pyod", lambda: DeepSVDD(**svdd).fit(flat).decision_scores_, svdd)
     ours_svdd = {"epochs": args.svdd_epochs, **run, **overrides.get("svdd", {})}
     record("DeepSVDD", "ours", lambda: OurDeepSVDD(**ours_svdd).fit_score(x), ours_svdd,
-           "image_od.deep_svdd.DeepSVDD (CNN, one-class objective)")
+           "image_od.baselines.deep_svdd.DeepSVDD (CNN, one-class objective)")
 
     gaal = {"stop_epochs": args.gaal_epochs, "k": args.gaal_k, "contamination": contamination}
     pyod_gaal: dict[str, np.ndarray] = {}
@@ -171,7 +171,7 @@ def bench_class(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
     ours_gaal = {"epochs_joint": args.gaal_epochs, "epochs_discriminator": 2 * args.gaal_epochs, **run,
                  **overrides.get("mogaal", {})}
     record("MO-GAAL", "ours", lambda: MOGAAL(**ours_gaal).fit_score(x), ours_gaal,
-           "image_od.gaal.MOGAAL (DCGAN, images)")
+           "image_od.baselines.gaal.MOGAAL (DCGAN, images)")
     return rows
 
 
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = _overrides(args.set)
     _import_pyod()
 
-    from image_od.datasets import load_dataset
-    from image_od.training import resolve_device
+    from image_od.data.benchmarks import load_dataset
+    from image_od.engine.training import resolve_device
 
     device = str(resolve_device(args.device))
     images, labels = load_dataset(args.dataset).merged()

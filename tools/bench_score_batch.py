@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python tools/bench_score_batch.py --out runs/bench_score_batch
     OMP_NUM_THREADS=2 python tools/bench_score_batch.py --out runs/bench_score_batch --cell fashion-mnist:0
 
-Every detector scores in batches of ``image_od.training.score_batch_size(device)`` images. This measures, on this
+Every detector scores in batches of ``image_od.engine.training.score_batch_size(device)`` images. This measures, on this
 machine, images per second of each network in eval mode without gradients (the best of ``--repeats`` passes over
 ``--images`` random inputs, in the memory format and precision its detector uses) for each batch size, side by side
 in one process. ``--cell DATASET:CLASS`` also fits the ``cpu`` profile's discriminative E3Outlier on that class's
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from image_od import training
-from image_od.backbones import make_backbone
-from image_od.deep_svdd import DeepSVDDNet
-from image_od.nets import ConvAutoencoder, DeepCAE
-from image_od.precision import resolve_precision
-from image_od.transfer import ResNet26
+from image_od.baselines.deep_svdd import DeepSVDDNet
+from image_od.engine import training
+from image_od.engine.precision import resolve_precision
+from image_od.networks.backbones import make_backbone
+from image_od.networks.generators import ConvAutoencoder, DeepCAE
+from image_od.related.transfer import ResNet26
 from pipelines.run_env import environment
 
 BATCHES = (16, 32, 64, 128, 256, 512, 1024)
@@ -84,10 +84,10 @@ def measure_networks(images: int, repeats: int, precision: str) -> list[dict]:
 
 def measure_cell(spec: str) -> dict:
     """Fit the cpu profile's discriminative E3Outlier on one class once; time its scoring at both batch sizes."""
-    from image_od.datasets import load_dataset
-    from image_od.discriminative import DiscriminativeE3Outlier
+    from image_od.data.benchmarks import load_dataset
+    from image_od.data.protocol import contaminated_set, to_model_input
+    from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
     from image_od.metrics import od_metrics
-    from image_od.protocol import contaminated_set, to_model_input
     from pipelines.image_od_methods import load_profile
 
     dataset, cls = spec.rsplit(":", 1)

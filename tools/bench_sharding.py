@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from image_od.precision import cpu_model  # noqa: E402
+from image_od.engine.precision import cpu_model  # noqa: E402
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

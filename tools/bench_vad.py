@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_od.precision import cpu_model  # noqa: E402
+from image_od.engine.precision import cpu_model  # noqa: E402
 
 COLUMNS = ("auc_micro", "auc_macro", "model_auc_micro", "model_auc_macro", "heuristic_auc_micro",
            "heuristic_auc_macro", "eer", "extract_s", "train_s", "score_s", "total_s", "peak_rss_mb")

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from image_od import distributed
-from image_od.data import ArrayData
-from image_od.datasets import load_digits
-from image_od.generative import GenerativeE3Outlier
-from image_od.operations import image_tasks
-from image_od.protocol import contaminated_set, to_model_input
-from image_od.training import TrainSettings
+from image_od.data.benchmarks import load_digits
+from image_od.data.protocol import contaminated_set, to_model_input
+from image_od.data.samples import ArrayData
+from image_od.e3outlier.generative import GenerativeE3Outlier
+from image_od.engine import distributed
+from image_od.engine.training import TrainSettings
+from image_od.operations.generative import image_tasks
 
 N_IMAGES = 257
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from image_od.datasets import load_dataset
-from image_od.discriminative import DiscriminativeE3Outlier
+from image_od.data.benchmarks import load_dataset
+from image_od.data.protocol import contaminated_set, to_model_input
+from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
 from image_od.metrics import od_metrics
-from image_od.protocol import contaminated_set, to_model_input
 
 
 def main() -> None:

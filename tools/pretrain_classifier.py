@@ -31,11 +31,11 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 import torch
 
-from image_od.atomic import atomic_path, write_json
-from image_od.contrastive import N_ROTATIONS, rotate_batch
-from image_od.datasets import ImageDatasetError, load_dataset
-from image_od.protocol import to_model_input
-from image_od.transfer import GREY_WEIGHTS, pretrain_resnet26, sidecar_path
+from image_od.data.benchmarks import ImageDatasetError, load_dataset
+from image_od.data.protocol import to_model_input
+from image_od.e3outlier.contrastive import N_ROTATIONS, rotate_batch
+from image_od.files.atomic import atomic_path, write_json
+from image_od.related.transfer import GREY_WEIGHTS, pretrain_resnet26, sidecar_path
 
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "svhn", "digits")
 SPLITS = ("train", "test", "all")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     with atomic_path(out) as tmp:
         torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, tmp)
     info = {
-        "format": "image_od.transfer.ResNet26 state_dict (tools/pretrain_classifier.py)",
+        "format": "image_od.related.transfer.ResNet26 state_dict (tools/pretrain_classifier.py)",
         "architecture": {"widths": list(widths), "blocks": args.blocks, "in_channels": 3, "n_classes": int(y.max()) + 1,
                          "adapters": False},
         "task": args.task, "dataset": args.dataset, "root": str(args.root) if args.root else None,

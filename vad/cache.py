@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from image_od.atomic import atomic_path, check_free_space, write_json
+from image_od.files.atomic import atomic_path, check_free_space, write_json
 
 FIELDS = ("cubes", "flow", "boxes", "frame")
 FORMAT = 2  # 2: every HDF5 chunk carries a Fletcher-32 checksum, verified by HDF5 on each read

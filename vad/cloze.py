@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from image_od.generative import GenerativeTask
+from image_od.e3outlier.generative import GenerativeTask
 
 TARGETS = ("appearance", "flow", "flow_hof")
 

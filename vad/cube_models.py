@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from image_od.data import SampleSource
-from image_od.discriminative import DiscriminativeE3Outlier
-from image_od.generative import GenerativeE3Outlier
-from image_od.precision import resolve_precision
-from image_od.refinement import SelfPaced, weights_from_scores
-from image_od.self_training import PseudoLabelSelfTraining
-from image_od.training import TrainSettings, resolve_device
+from image_od.data.samples import SampleSource
+from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
+from image_od.e3outlier.generative import GenerativeE3Outlier
+from image_od.e3outlier.refinement import SelfPaced, weights_from_scores
+from image_od.e3outlier.self_training import PseudoLabelSelfTraining
+from image_od.engine.precision import resolve_precision
+from image_od.engine.training import TrainSettings, resolve_device
 
 from .cloze import cloze_tasks
 from .scoring import zscore

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from image_od.safe_io import load_tensors
+from image_od.files.safe_io import load_tensors
 
 
 class FlowError(ValueError):

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from image_od.images import IMAGE_EXT, ImageReadError, read_image_file
+from image_od.data.user_images import IMAGE_EXT, ImageReadError, read_image_file
 
 log = logging.getLogger(__name__)
 

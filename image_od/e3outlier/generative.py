@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_path
-from .data import ArrayData, Batch, SampleSource, iterate_batches
-from .detector import OutlierDetector
-from .nets import ConvAutoencoder, DeepCAE, UNet
-from .safe_io import UnreadableFileError, load_tensors
-from .refinement import SelfPaced
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.data.samples import ArrayData, Batch, SampleSource, iterate_batches
+from image_od.detector import OutlierDetector
+from image_od.e3outlier.refinement import SelfPaced
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.files.atomic import atomic_path
+from image_od.files.safe_io import UnreadableFileError, load_tensors
+from image_od.networks.generators import ConvAutoencoder, DeepCAE, UNet
 
 Operation = Callable[[Batch], torch.Tensor]
 
@@ -83,7 +83,7 @@ class Normaliser:
 class GenerativeE3Outlier(OutlierDetector):
     """Generative E3Outlier detector: one conv autoencoder per operation pair.
 
-    ``X`` is an ``image_od.data.ArrayData`` or a ``Dataset`` of dict samples that the tasks' operations read.
+    ``X`` is an ``image_od.data.samples.ArrayData`` or a ``Dataset`` of dict samples that the tasks' operations read.
     Scores: ``task_errors`` gives the raw squared error of each pair, ``decision_function`` their normalised sum.
     After ``fit(X)``, ``train_errors_`` and ``decision_scores_`` hold them for X itself (the transductive case).
 

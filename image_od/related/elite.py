@@ -2,7 +2,7 @@
 re-weighting of a polluted training pool, guided by a small labelled validation set.
 
 ELITE wraps a differentiable per-sample anomaly score Omega(x; theta):
-- ``base="svdd"``: the Deep SVDD distance ``||phi(x) - c||`` (:class:`image_od.deep_svdd.DeepSVDDNet`, c from the
+- ``base="svdd"``: the Deep SVDD distance ``||phi(x) - c||`` (:class:`image_od.baselines.deep_svdd.DeepSVDDNet`, c from the
   initial forward pass as Deep SVDD; Algorithm 1 and the code use the plain distance, Sec. 3.2.1 the square:
   ``squared=True``);
 - ``base="ae"``: the reconstruction error ``||AE(x) - x||`` (plain l2 norm, as the paper and the code), with ELITE's
@@ -63,12 +63,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, jvp
 
-from .autoencoders import as_images
-from .data import ArrayData, Batch, split_batches
-from .deep_svdd import DeepSVDDNet, init_center
-from .detector import OutlierDetector
-from .nets import DeepCAE
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.baselines.autoencoders import as_images
+from image_od.baselines.deep_svdd import DeepSVDDNet, init_center
+from image_od.data.samples import ArrayData, Batch, split_batches
+from image_od.detector import OutlierDetector
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.networks.generators import DeepCAE
 
 __all__ = ["ELITE", "EliteAE", "batch_statistics_only", "elite_loss", "meta_weights", "meta_weights_lookahead",
            "validation_loss"]

@@ -4,9 +4,9 @@ images (Yu & Chiu, "Boosting Semi-Supervised Anomaly Detection via Contrasting S
 Both are one-class detectors: ``fit(X)`` trains on inliers and keeps a feature bank of X, ``decision_function(X')``
 scores new images against that bank (one-class protocol), ``decision_scores_`` (and ``fit_score``) score the fitted
 set against itself with the self-match excluded (transductive protocol). The parts reused from
-:mod:`image_od.contrastive`: ``contrastive_loss`` (SimCLR labels), ``simclr_labels``, ``rotation_targets``,
+:mod:`image_od.e3outlier.contrastive`: ``contrastive_loss`` (SimCLR labels), ``simclr_labels``, ``rotation_targets``,
 ``rotate_batch``, ``Augmentation``, ``warmup_cosine``, ``max_similarity`` (and ``backbones.ResNet18``). Shared with
-:mod:`image_od.unicon`: :func:`two_view_batch` (flip, rotate, augment) and :func:`tta_features` (CSI's test-time
+:mod:`image_od.related.unicon`: :func:`two_view_batch` (flip, rotate, augment) and :func:`tta_features` (CSI's test-time
 augmentation ensemble).
 """
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import ResNet18
-from .contrastive import (
+from image_od.data.samples import ArrayData, iterate_batches, to_device
+from image_od.detector import OutlierDetector, image_array
+from image_od.e3outlier.contrastive import (
     N_ROTATIONS,
     Augmentation,
     contrastive_loss,
@@ -32,10 +33,9 @@ from .contrastive import (
     simclr_labels,
     warmup_cosine,
 )
-from .data import ArrayData, iterate_batches, to_device
-from .detector import OutlierDetector, image_array
-from .precision import PRECISIONS, resolve_precision
-from .training import resolve_device, score_batch_size, seed_everything
+from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.training import resolve_device, score_batch_size, seed_everything
+from image_od.networks.backbones import ResNet18
 
 OPTIMIZERS = ("lars", "sgd", "adam")
 SCORE_LAYERS = ("projection", "features")
@@ -203,12 +203,12 @@ class CSI(OutlierDetector):
 
     Deviations: the learning rate is set per epoch by ``training.warmup_cosine`` (linear warm-up lr*(e+1)/10,
     which starts at 0.1 as CSI's does, then a cosine that reaches 0 at the last epoch) where CSI steps it every
-    iteration; the batch-layout and augmentation implementation are :mod:`image_od.contrastive`'s
-    (:class:`~image_od.contrastive.Augmentation` lists its differences from torchvision). The score has none of
+    iteration; the batch-layout and augmentation implementation are :mod:`image_od.e3outlier.contrastive`'s
+    (:class:`~image_od.e3outlier.contrastive.Augmentation` lists its differences from torchvision). The score has none of
     CSI's per-rotation normalising weights and no rotation-head term (the CSI-synthetic paper's "simplified"
     score). ``optimizer`` ``sgd``/``adam`` and ``width`` < 64 are for small budgets and tests.
 
-    Training loop: our own, not ``image_od.training.train``: the learning rate changes every epoch and LARS is
+    Training loop: our own, not ``image_od.engine.training.train``: the learning rate changes every epoch and LARS is
     not one of that loop's optimizers, and :class:`CSISynth` interleaves steps of five networks. One process.
     """
 

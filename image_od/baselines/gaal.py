@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .density import as_images
-from .detector import OutlierDetector
-from .training import resolve_device, score_batch_size, seed_everything
+from image_od.baselines.density import as_images
+from image_od.detector import OutlierDetector
+from image_od.engine.training import resolve_device, score_batch_size, seed_everything
 
 
 def _dcgan_init(module: nn.Module) -> None:

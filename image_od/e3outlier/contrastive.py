@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import make_backbone
-from .data import ArrayData, iterate_batches, to_device
-from .detector import OutlierDetector
-from .precision import PRECISIONS, resolve_precision
-from .training import predict, resolve_device, seed_everything, warmup_cosine
+from image_od.data.samples import ArrayData, iterate_batches, to_device
+from image_od.detector import OutlierDetector
+from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.training import predict, resolve_device, seed_everything, warmup_cosine
+from image_od.networks.backbones import make_backbone
 
 N_ROTATIONS = 4  # the simple rotation set T_SR of the supplement: 0, 90, 180, 270 degrees
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations.generative
 SIMILARITIES = ("inner", "csi", "cosine")
 SIMILARITY_BLOCK = 1024  # rows per block of the similarity matrix
 
@@ -98,7 +98,7 @@ def rotation_targets(n_images: int, n_rotations: int = N_ROTATIONS, n_views: int
 
 def rotate_batch(x: torch.Tensor, n_rotations: int = N_ROTATIONS) -> torch.Tensor:
     """(B, C, H, W) -> (R*B, C, H, W) laid out [rotation][image]; rotation r turns by r*90 degrees
-    counter-clockwise (``torch.rot90``, as ``image_od.operations``)."""
+    counter-clockwise (``torch.rot90``, as ``image_od.operations.generative``)."""
     return torch.cat([torch.rot90(x, r, dims=(2, 3)) for r in range(n_rotations)])
 
 
@@ -321,7 +321,7 @@ class ContrastiveE3Outlier(OutlierDetector):
     (and ``csi``) can rank such outliers as the most normal while ``cosine`` does not; training makes the norms
     informative (tests/test_contrastive.py: digits AUROC 0.47 untrained -> 0.98 after 6 epochs).
 
-    Training loop: our own short loop, not ``image_od.training.train``, because (1) that loop builds its optimizer
+    Training loop: our own short loop, not ``image_od.engine.training.train``, because (1) that loop builds its optimizer
     internally and offers no way to set the learning rate per epoch (the warm-up/cosine schedule), and (2) under
     torchrun it splits each batch between ranks, and a contrastive loss over a rank's share is not the loss of the
     global batch (the negatives differ) without an all-gather of the projections. It has no checkpoints and runs

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .autoencoders import as_images
-from .data import ArrayData, Batch
-from .detector import OutlierDetector
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.baselines.autoencoders import as_images
+from image_od.data.samples import ArrayData, Batch
+from image_od.detector import OutlierDetector
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
 
 __all__ = ["DeepSVDD", "DeepSVDDNet", "init_center"]
 

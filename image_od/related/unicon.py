@@ -1,6 +1,6 @@
 """UniCon-HA: unilaterally aggregated contrastive learning with hierarchical augmentation (Wang et al., ICCV 2023,
-Eqs. 4-10), on the shared contrastive parts of :mod:`image_od.contrastive` and CSI's flip/rotate/augment batch and
-test-time ensemble (:mod:`image_od.csi`).
+Eqs. 4-10), on the shared contrastive parts of :mod:`image_od.e3outlier.contrastive` and CSI's flip/rotate/augment batch and
+test-time ensemble (:mod:`image_od.related.csi`).
 
 UniCLR (Eqs. 4-5) is the one shared supervised-contrastive loss with a label trick (:func:`unicon_labels`): every
 inlier view (rotation 0) carries one common label, so all inlier views are positives of each other, and each
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ResNet18, _BasicBlock, _init_conv_bn
-from .contrastive import (
+from image_od.detector import OutlierDetector
+from image_od.e3outlier.contrastive import (
     N_ROTATIONS,
     Augmentation,
     contrastive_loss,
@@ -27,7 +27,10 @@ from .contrastive import (
     simclr_labels,
     train_epochs,
 )
-from .csi import (
+from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.training import resolve_device, seed_everything
+from image_od.networks.backbones import ResNet18, _BasicBlock, _init_conv_bn
+from image_od.related.csi import (
     OPTIMIZERS,
     as_images,
     autocast_context,
@@ -35,9 +38,6 @@ from .csi import (
     tta_features,
     two_view_batch,
 )
-from .detector import OutlierDetector
-from .precision import PRECISIONS, resolve_precision
-from .training import resolve_device, seed_everything
 
 SOFT_AGGREGATIONS = ("pair", "literal", "none")
 STAGES = (1, 2, 3, 4)
@@ -168,10 +168,10 @@ class UniConHA(OutlierDetector):
     per step (CSI's per-GPU batch; 256 views), momentum 0.9 and weight decay 1e-4, the cosine set per epoch
     (``training.warmup_cosine`` without warm-up), the pair form of SA (Eq. 6 as printed is degenerate, see
     :func:`soft_aggregation_weights`), 10 test-time views at crop area 0.54 (CSI's evaluation). ``width`` < 64
-    and ``optimizer`` ``lars`` (CSI's, see :class:`image_od.csi.LARS`) or ``adam`` are for small budgets and tests:
+    and ``optimizer`` ``lars`` (CSI's, see :class:`image_od.related.csi.LARS`) or ``adam`` are for small budgets and tests:
     with SGD at 0.01 the loss barely moves in a few dozen steps.
 
-    Training loop: our own, not ``image_od.training.train``: the learning rate is set every epoch and the loss
+    Training loop: our own, not ``image_od.engine.training.train``: the learning rate is set every epoch and the loss
     draws its augmentations from a generator of its own (as ``ContrastiveE3Outlier``). One process.
     """
 

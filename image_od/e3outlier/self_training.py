@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import make_backbone
-from .data import ArrayData, Batch
-from .detector import OutlierDetector
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.data.samples import ArrayData, Batch
+from image_od.detector import OutlierDetector
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.networks.backbones import make_backbone
 
 
 def pseudo_labels(scores: np.ndarray, normal_fraction: float, abnormal_fraction: float) -> tuple[np.ndarray, np.ndarray]:

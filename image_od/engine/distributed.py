@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
 _alone = False  # inside ``independent()``: this rank trains and scores on its own
 
 

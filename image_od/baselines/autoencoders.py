@@ -1,5 +1,5 @@
 """Autoencoder baselines of E3Outlier (TPAMI supplement Sec. 5, "competing methods"): CAE, CAE-IF, DRAE, RDAE,
-RSRAE, all built on the supplement's deep CAE (:class:`image_od.nets.DeepCAE`: 3 conv blocks, fc(4096, 256),
+RSRAE, all built on the supplement's deep CAE (:class:`image_od.networks.generators.DeepCAE`: 3 conv blocks, fc(4096, 256),
 tanh, mirror decoder, tanh output).
 
 Shared settings (supplement, item (1)): PyTorch's default Adam (eps 1e-8; the reference code used 1e-7), lr 1e-3,
@@ -24,10 +24,10 @@ from sklearn.ensemble import IsolationForest
 from torch import nn
 from tqdm.auto import trange
 
-from .data import ArrayData, Batch, iterate_batches
-from .detector import OutlierDetector, image_array
-from .nets import DeepCAE
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.data.samples import ArrayData, Batch, iterate_batches
+from image_od.detector import OutlierDetector, image_array
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.networks.generators import DeepCAE
 
 __all__ = ["CAE", "CAEIF", "DRAE", "RDAE", "RSRAE"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detector import OutlierDetector
+from image_od.detector import OutlierDetector
 
 
 class PixelIsolationForest(OutlierDetector):

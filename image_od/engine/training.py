@@ -7,7 +7,7 @@ differs (another dataset's or another configuration's interrupted run) is discar
 hold tensors and plain data only and are read with ``weights_only=True``.
 
 Launched with ``torchrun --nproc_per_node=N``, the same loop trains with DistributedDataParallel (see
-:mod:`image_od.distributed`): each step's global batch is the one a single process would draw, split between the
+:mod:`image_od.engine.distributed`): each step's global batch is the one a single process would draw, split between the
 ranks, so results differ from a single process only through per-rank BatchNorm statistics and summation order.
 """
 from __future__ import annotations
@@ -26,10 +26,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
-from .atomic import atomic_path
-from .data import ArrayData, Batch, SampleSource, iterate_batches, load_batches, shard_batches, to_device
-from .safe_io import UnreadableFileError, load_tensors
+from image_od.data.samples import (
+    ArrayData,
+    Batch,
+    SampleSource,
+    iterate_batches,
+    load_batches,
+    shard_batches,
+    to_device,
+)
+from image_od.engine import distributed
+from image_od.files.atomic import atomic_path
+from image_od.files.safe_io import UnreadableFileError, load_tensors
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ArrayData, Batch
-from .detector import OutlierDetector, image_array
-from .safe_io import load_tensors, state_dict_in
-from .training import predict, resolve_device, seed_everything
+from image_od.data.samples import ArrayData, Batch
+from image_od.detector import OutlierDetector, image_array
+from image_od.engine.training import predict, resolve_device, seed_everything
+from image_od.files.safe_io import load_tensors, state_dict_in
 
 __all__ = ["DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainedFeatureOD", "load_resnet50", "to_imagenet_input"]
 

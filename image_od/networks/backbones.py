@@ -1,8 +1,9 @@
-"""Alternative backbones of discriminative E3Outlier for 32x32 inputs, and a factory picking one by name.
+"""The classifier backbones of discriminative E3Outlier for 32x32 inputs (WRN, the default, and the alternatives),
+and a factory picking one by name.
 
 The official E3Outlier code offers ``wrn`` (WRN-10-4, the default), ``resnet20``, ``resnet50``, ``densenet22`` and
 ``densenet40``; ``resnet18`` is the CIFAR ResNet18 of contrastive E3Outlier, CSI and UniCon-HA. Every network here
-has the interface of :class:`image_od.nets.WideResNet`: ``Net(in_channels, n_classes, depth, ..., dropout=0.0)``
+has the interface of :class:`WideResNet`: ``Net(in_channels, n_classes, depth, ..., dropout=0.0)``
 and ``forward(x) -> (logits, features)``, where features are the globally average-pooled penultimate activations.
 With ``dropout > 0`` each block holds an ``nn.Dropout`` (for MC-dropout scoring).
 """
@@ -14,7 +15,56 @@ import re
 import torch
 from torch import nn
 
-from .nets import WideResNet
+
+class _WideBlock(nn.Module):
+    """Pre-activation basic block of a wide ResNet, with optional dropout between its convs (for MC dropout)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        o = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(o)
+        o = self.conv2(self.dropout(torch.relu(self.bn2(self.conv1(o)))))
+        return o + skip
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width for 32x32 inputs (the official E3Outlier code uses WRN-10-4 without dropout).
+
+    ``forward`` returns (logits, features); features are the pooled penultimate representation.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, depth: int = 10, width: int = 4, dropout: float = 0.0):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * width, 32 * width, 64 * width]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
+        for group, stride in zip(range(3), (1, 2, 2)):
+            for i in range(n):
+                layers.append(_WideBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1],
+                                         stride if i == 0 else 1, dropout))
+        self.features = nn.Sequential(*layers, nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(widths[3], n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # fan-in normal init, as the reference code
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.in_channels)))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.fc(f), f
 
 
 def _init_conv_bn(model: nn.Module) -> None:

@@ -1,5 +1,5 @@
 """Density baselines of the E3Outlier comparison (TPAMI supplement Sec. 5, "competing methods" (4) and (6)): DSEBM
-and DAGMM, both built on the supplement's deep CAE (:class:`image_od.nets.DeepCAE`) and trained by the shared loop.
+and DAGMM, both built on the supplement's deep CAE (:class:`image_od.networks.generators.DeepCAE`) and trained by the shared loop.
 
 The supplement runs both through the Keras code of Golan & El-Yaniv (NeurIPS 2018, its ref. [3]); the E3Outlier
 repository (``demonzyj56/E3Outlier``, ``outlier_experiments.py``) holds the DAGMM it ran. Where that code and the
@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ArrayData, Batch
-from .detector import OutlierDetector, image_array
-from .nets import DeepCAE
-from .training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.data.samples import ArrayData, Batch
+from image_od.detector import OutlierDetector, image_array
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
+from image_od.networks.generators import DeepCAE
 
 ACTIVATIONS = ("softplus", "relu")
 

@@ -21,11 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import ArrayData
-from .detector import OutlierDetector
-from .generative import GenerativeE3Outlier
-from .operations import image_tasks
-from .training import TrainSettings
+from image_od.data.samples import ArrayData
+from image_od.detector import OutlierDetector
+from image_od.e3outlier.generative import GenerativeE3Outlier
+from image_od.engine.training import TrainSettings
+from image_od.operations.generative import image_tasks
 
 
 class ImageGenerativeE3Outlier(OutlierDetector):

@@ -22,7 +22,7 @@ Network (the official ``nn/resnet.py``, whose state-dict key names we keep, so t
 ``resnet26.pth`` loads as it is when a user has it): stem conv3x3-BN-ReLU (64 channels), 3 stages of 4
 post-activation basic blocks with 64/128/256 channels (strides 1/2/2), a parameter-free shortcut (2x2 average
 pooling, zero channels appended) where the shape changes, BN-ReLU, global average pooling and a linear head with
-one logit. ``image_od.backbones`` does not fit: its blocks use 1x1-conv projection shortcuts, a Sequential body
+one logit. ``image_od.networks.backbones`` does not fit: its blocks use 1x1-conv projection shortcuts, a Sequential body
 with other key names and no adapters, so the network is written here. ``widths`` and ``blocks`` (per stage; 4 =
 ResNet26) shrink it for tests and CPUs. Inputs always have 3 channels: grey images are replicated (as the
 pretraining does), so one weights file serves grey and colour data.
@@ -48,10 +48,10 @@ Our choices where paper and code say nothing or cannot apply here:
   steps-per-epoch steps (with 100 epochs exactly the code's ``MultiStepLR([60, 80])``; finer for short budgets).
 - the OE images are converted to X's channel count before training (colour -> grey by ITU-R 601 luma, grey ->
   colour by replication), so that colour alone cannot separate a colour OE from grey normal data.
-- ``precision="auto"``: bfloat16 autocast where the device runs it natively (``image_od.precision``); the
+- ``precision="auto"``: bfloat16 autocast where the device runs it natively (``image_od.engine.precision``); the
   penalty and the loss are computed in float32.
 
-Training loop: our own, not ``image_od.training.train``, because that loop builds its optimizer internally and
+Training loop: our own, not ``image_od.engine.training.train``, because that loop builds its optimizer internally and
 cannot change the learning rate during training (the step schedule), and draws its batches from one data source,
 whereas each step here pairs a normal batch with an OE batch; ADRA also trains only a subset of the parameters.
 No checkpoints; one process.
@@ -72,17 +72,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import ArrayData, split_batches
-from .detector import OutlierDetector, image_array
-from .precision import PRECISIONS, resolve_precision
-from .safe_io import load_tensors, state_dict_in
-from .training import predict, resolve_device, seed_everything
+from image_od.data.samples import ArrayData, split_batches
+from image_od.detector import OutlierDetector, image_array
+from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.training import predict, resolve_device, seed_everything
+from image_od.files.safe_io import load_tensors, state_dict_in
 
 __all__ = ["ADIB", "ADRA", "CIFAR_MEAN", "CIFAR_STD", "PENALTY_SCOPES", "ResNet26", "crop_flip", "l2sp_penalty",
            "load_pretrained", "lr_factor", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26",
            "sidecar_path"]
 
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations.generative
 CIFAR_MEAN = (0.491373, 0.482353, 0.446667)  # the official code's Normalize
 CIFAR_STD = (0.247059, 0.243529, 0.261569)
 INPUT_NORMS = ("none", "cifar")

@@ -36,13 +36,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import make_backbone
-from .data import ArrayData, Batch
-from .detector import OutlierDetector
-from .operations_discriminative import apply_operations, multi_labels, operation_set
-from .precision import PRECISIONS, resolve_precision
-from .refinement import weights_from_scores
-from .training import TrainSettings, resolve_device, score_batch_size, seed_everything, train
+from image_od.data.samples import ArrayData, Batch
+from image_od.detector import OutlierDetector
+from image_od.e3outlier.refinement import weights_from_scores
+from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.training import TrainSettings, resolve_device, score_batch_size, seed_everything, train
+from image_od.networks.backbones import make_backbone
+from image_od.operations.discriminative import apply_operations, multi_labels, operation_set
 
 SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .generative import GenerativeTask
+from image_od.e3outlier.generative import GenerativeTask
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 

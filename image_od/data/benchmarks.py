@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_EXT, ImageReadError, decode_image, fit_size, match_kind
-from .safe_io import unpickle_plain
+from image_od.data.user_images import IMAGE_EXT, ImageReadError, decode_image, fit_size, match_kind
+from image_od.files.safe_io import unpickle_plain
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 

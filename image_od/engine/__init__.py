@@ -1,0 +1,1 @@
+"""The one training loop every deep detector uses, training precision, and multi-process runs under torchrun."""

@@ -1,0 +1,1 @@
+"""Networks of the detectors: the generators (autoencoders, UNet) and the classifier backbones."""
