@@ -62,15 +62,30 @@ def keeps_global_rngs(fit: Callable) -> Callable:
     return wrapper
 
 
+MIN_FIT_SAMPLES = 2  # a transductive fit learns what is normal from the samples it scores; batch statistics need 2
+
+
+def needs_samples(fit: Callable) -> Callable:
+    """``fit`` refusing fewer than :data:`MIN_FIT_SAMPLES` samples, with a message that says why."""
+    @functools.wraps(fit)
+    def wrapper(self, X, *args, **kwargs):
+        if len(X) < MIN_FIT_SAMPLES:
+            raise ValueError(f"{type(self).__name__}.fit needs at least {MIN_FIT_SAMPLES} samples to learn what is "
+                             f"normal, got {len(X)}")
+        return fit(self, X, *args, **kwargs)
+    return wrapper
+
+
 class OutlierDetector(ABC):
     """Base class of all detectors; subclasses implement ``fit`` and ``decision_function``. Every subclass's ``fit``
-    leaves the global random states as it found them (:func:`keeps_global_rngs`)."""
+    refuses fewer than two samples (:func:`needs_samples`) and leaves the global random states as it found them
+    (:func:`keeps_global_rngs`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fit = cls.__dict__.get("fit")
         if fit is not None and not getattr(fit, "keeps_global_rngs", False):
-            cls.fit = keeps_global_rngs(fit)
+            cls.fit = keeps_global_rngs(needs_samples(fit))
 
     # what ``fit`` needs besides the images (weights, a corpus, labels, a package), in words for the user; a
     # detector whose needs depend on its settings makes this a property

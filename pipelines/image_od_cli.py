@@ -21,6 +21,7 @@ import numpy as np
 from image_od.data.benchmarks import DATASETS
 from image_od.data.protocol import to_model_input
 from image_od.data.user_images import load_images
+from image_od.detector import MIN_FIT_SAMPLES
 from image_od.engine import distributed
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
@@ -170,15 +171,12 @@ def _score_settings(args: argparse.Namespace) -> tuple[str, dict]:
     return section, detector_settings(load_profile(args.profile, overrides), section, not args.grey, method.fixed)
 
 
-MIN_IMAGES = 2  # the transductive fit learns from the images it scores; batch statistics need two
-
-
 def run_score(args: argparse.Namespace) -> int:
     section, settings = _score_settings(args)
     skipped: list[str] | None = [] if args.skip_bad else None
     images, names = load_images(args.images, args.size, args.grey, skipped=skipped)
-    if len(images) < MIN_IMAGES:
-        raise ValueError(f"{args.images}: {args.method} needs at least {MIN_IMAGES} images to learn what is "
+    if len(images) < MIN_FIT_SAMPLES:  # the detector's own rule, said here with the path
+        raise ValueError(f"{args.images}: {args.method} needs at least {MIN_FIT_SAMPLES} images to learn what is "
                          f"normal, found {len(images)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

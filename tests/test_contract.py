@@ -63,6 +63,16 @@ def test_fit_leaves_the_global_random_states_as_it_found_them():
     np.testing.assert_array_equal(Draws().fit(x).decision_scores_, first)  # and the fit is still seeded
 
 
+@pytest.mark.parametrize("cls", DETECTORS, ids=lambda c: c.__name__)
+def test_fit_refuses_a_single_sample(cls):
+    """The transductive fit learns what is normal from what it scores: one sample is refused by every detector's
+    fit, before any work (the rule lives in the base class, not in a command line)."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"fit needs at least 2 samples to learn what is normal, got 1"):
+        cls().fit(np.zeros((1, 1, 32, 32), np.float32))
+
+
 def test_every_registered_detector_is_covered():
     assert len(DETECTORS) >= 20 and all(hasattr(c, "decision_function") for c in DETECTORS)
 

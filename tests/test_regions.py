@@ -1,4 +1,5 @@
 """Foreground regions: the cloze-test motion-box recipe, covered-box removal, box files, the YOLO detector."""
+import os
 import socket
 from pathlib import Path
 
@@ -243,8 +244,11 @@ def test_yolo_detector_errors(tmp_path):
         YoloDetector(tmp_path / "yolov8n.yaml")
     import ultralytics  # noqa: F401
     (tmp_path / "junk.pt").write_text("not a model")
-    with pytest.raises(RegionError, match="junk.pt: cannot be loaded"):
-        YoloDetector(tmp_path / "junk.pt", allow_pickle=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("YOLO_OFFLINE", raising=False)
+        with pytest.raises(RegionError, match="junk.pt: cannot be loaded"):
+            YoloDetector(tmp_path / "junk.pt", allow_pickle=True)
+        assert "YOLO_OFFLINE" not in os.environ  # offline while ultralytics ran, the environment restored after
 
 
 class _Payload:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -122,6 +123,21 @@ def filter_boxes(boxes: np.ndarray, scores: np.ndarray, *, score_thr: float, min
     return boxes[(np.asarray(scores) > score_thr) & (box_areas(boxes) >= min_area)]
 
 
+@contextmanager
+def _ultralytics_offline() -> Iterator[None]:
+    """``YOLO_OFFLINE=1`` while ultralytics runs (it never reaches for the network), the caller's environment
+    restored afterwards."""
+    before = os.environ.get("YOLO_OFFLINE")
+    os.environ["YOLO_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["YOLO_OFFLINE"]
+        else:
+            os.environ["YOLO_OFFLINE"] = before
+
+
 class YoloDetector:
     """Object boxes via ultralytics YOLO from a LOCAL ``.pt`` weights file the user gives (never downloads).
 
@@ -150,15 +166,15 @@ class YoloDetector:
                 "you trust, set regions.unsafe_pickle=true")
         print(f"warning: loading {path} by unpickling it (regions.unsafe_pickle=true): code stored in the file runs",
               file=sys.stderr)
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        try:
-            from ultralytics import YOLO
-        except ImportError as err:
-            raise RegionError(f"the detector ({path}) needs ultralytics: pip install ultralytics") from err
-        try:
-            self.model = YOLO(str(path))
-        except Exception as err:  # ultralytics raises many exception types for a bad file
-            raise RegionError(f"{path}: cannot be loaded as YOLO weights ({err})") from err
+        with _ultralytics_offline():
+            try:
+                from ultralytics import YOLO
+            except ImportError as err:
+                raise RegionError(f"the detector ({path}) needs ultralytics: pip install ultralytics") from err
+            try:
+                self.model = YOLO(str(path))
+            except Exception as err:  # ultralytics raises many exception types for a bad file
+                raise RegionError(f"{path}: cannot be loaded as YOLO weights ({err})") from err
         self.score_thr, self.min_area, self.cover_thr = score_thr, min_area, cover_thr
         self.classes, self.imgsz, self.device, self.batch = classes, imgsz, device, batch
 
@@ -167,8 +183,10 @@ class YoloDetector:
         out = []
         for start in range(0, len(frames), self.batch):
             chunk = [np.repeat(f[..., None], 3, axis=2) if f.ndim == 2 else f for f in frames[start:start + self.batch]]
-            for r in self.model.predict(chunk, imgsz=self.imgsz, conf=self.score_thr, classes=self.classes,
-                                        device=self.device, verbose=False):
+            with _ultralytics_offline():
+                results = self.model.predict(chunk, imgsz=self.imgsz, conf=self.score_thr, classes=self.classes,
+                                             device=self.device, verbose=False)
+            for r in results:
                 boxes = filter_boxes(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
                                      score_thr=self.score_thr, min_area=self.min_area)
                 out.append(remove_covered(boxes, self.cover_thr))
