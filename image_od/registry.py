@@ -1,7 +1,7 @@
 """Every image detector by name: the families whose settings a profile section holds (``configs/image_od/*.yaml``).
 
 Adding a detector is one module (an ``OutlierDetector`` subclass), one line here and its profile section; a line in
-``pipelines/image_od_methods.py`` then makes it a method of ``image-od bench`` and ``image-od score``.
+``pipelines/images/methods.py`` then makes it a method of ``image-od bench`` and ``image-od score``.
 """
 from __future__ import annotations
 

@@ -73,8 +73,10 @@ def test_the_bank_is_bounded_and_bad_input_refused():
     X = np.random.default_rng(3).normal(0, 1, (500, 2)).astype(np.float32)
     model = AttributeKNN(k=3, max_bank=100, cleanse=0.0).fit(X)
     assert len(model.bank_) == 100 and model.decision_scores_.shape == (500,)
-    with pytest.raises(ValueError, match="N >= 2"):
+    with pytest.raises(ValueError, match="fit needs at least 2 samples"):
         AttributeKNN().fit(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"\(N, D\) attribute array"):
+        AttributeKNN().fit(np.zeros((4, 3, 2)))
     with pytest.raises(RuntimeError, match="not fitted"):
         AttributeKNN().decision_function(X)
 
@@ -106,7 +108,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
     fast_share records what it read and chose; both score the generated anomalies above the normal frames."""
     import json
 
-    from pipelines.vad_cli import main as vad
+    from pipelines.video.cli import main as vad
     from vad.synthetic import make_synthetic_ucsd
 
     root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=40)

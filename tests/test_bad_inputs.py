@@ -14,11 +14,12 @@ from torch import nn
 
 from image_od.data.samples import ArrayData
 from image_od.engine.training import TrainSettings, seed_everything, train
-from pipelines import run_folder
-from pipelines import vad_pipeline as P
-from pipelines.config import ConfigError, load_config
-from pipelines.vad_cli import main as vad
+from image_od.files.settings import ConfigError
+from pipelines.video import stages as P
+from pipelines.video import run_folder
+from pipelines.video.cli import main as vad
 from tests.layouts import frames, write_avi, write_frames, write_ucsd_official
+from vad.config import load_config
 from vad.readers import DatasetError, open_dataset, open_videos
 from vad.synthetic import make_synthetic_ucsd
 
@@ -223,7 +224,7 @@ def test_invalid_settings_fail_before_any_work(tmp_path, capsys, override, key):
 
 # ----------------------------------------------------------------------------------------------- row 8
 def test_input_errors_are_one_line_with_exit_2_and_bugs_keep_tracebacks(tiny_run, tmp_path, capsys, monkeypatch):
-    from pipelines.image_od_cli import main as image_od
+    from pipelines.images.cli import main as image_od
 
     root, run, cache = tiny_run
     a_file = tmp_path / "file"
@@ -321,7 +322,7 @@ def test_short_video_and_a_root_that_is_one_frame_folder_are_said_aloud(tmp_path
 
 # ----------------------------------------------------------------------------------------------- row 11
 def test_image_od_skip_bad_scores_the_rest_and_lists_what_it_skipped(tmp_path, capsys):
-    from pipelines.image_od_cli import main as image_od
+    from pipelines.images.cli import main as image_od
 
     folder, out = tmp_path / "images", tmp_path / "out"
     folder.mkdir()
@@ -392,7 +393,7 @@ def test_a_last_batch_of_one_sample_joins_the_batch_before():
 
 
 def test_image_od_score_on_one_image_says_how_many_it_needs(tmp_path, capsys):
-    from pipelines.image_od_cli import main as image_od
+    from pipelines.images.cli import main as image_od
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -404,7 +405,7 @@ def test_image_od_score_on_one_image_says_how_many_it_needs(tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["0", "100000000000000000000000", "2.5"])
 def test_epoch_and_batch_counts_are_checked_when_read(tmp_path, capsys, value):
-    from pipelines.image_od_cli import main as image_od
+    from pipelines.images.cli import main as image_od
 
     assert image_od(["score", "--images", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet",
                      "--set", f"generative.batch_size={value}"]) == 2
@@ -414,14 +415,14 @@ def test_epoch_and_batch_counts_are_checked_when_read(tmp_path, capsys, value):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", __import__("pipelines.image_od_methods", fromlist=["x"]).SCORE_METHODS)
+@pytest.mark.parametrize("method", __import__("pipelines.images.methods", fromlist=["x"]).SCORE_METHODS)
 def test_every_image_detector_fits_a_set_one_past_a_whole_batch(method):
     """Each detector of `image-od score`, batches of 8, on 17 images (2 x 8 + 1): scores for all, no crash; fit
     returns the detector with decision_scores_ set, and decision_function scores new data."""
     import inspect
 
     from image_od.data.protocol import to_model_input
-    from pipelines.image_od_methods import METHODS, SECTIONS, detector_settings, load_profile
+    from pipelines.images.methods import METHODS, SECTIONS, detector_settings, load_profile
 
     section = METHODS[method].section
     known = inspect.signature(SECTIONS[section]).parameters

@@ -1,6 +1,7 @@
 import pytest
 
-from pipelines.config import ConfigError, load_config, parse_override
+from image_od.files.settings import ConfigError, parse_override
+from vad.config import load_config
 
 
 def test_defaults_file_and_overrides(tmp_path):
@@ -31,7 +32,7 @@ def test_shipped_configs_load():
 
     import yaml
 
-    from pipelines.config import to_dict
+    from image_od.files.settings import to_dict
 
     paths = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     assert {"avenue", "demo", "paper", "ucsd_ped1", "ucsd_ped2"} <= {p.stem for p in paths}

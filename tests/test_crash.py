@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipelines.vad_cli import main as vad
+from pipelines.video.cli import main as vad
 from vad.synthetic import make_synthetic_ucsd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ SETTINGS = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "attribute
 def _run_killed(argv: list[str], kill_point: Callable[[], bool], log: Path, timeout: float = 300) -> None:
     """Run ``vad ARGV`` in a subprocess and SIGKILL it as soon as ``kill_point()`` holds (polled every 5 ms)."""
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.vad_cli", *argv], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.video.cli", *argv], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
         try:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import run_folder
-from pipelines.config import ConfigError, load_config
-from pipelines.vad_cli import main as vad
+from image_od.files.settings import ConfigError
+from pipelines.video import run_folder
+from pipelines.video.cli import main as vad
+from vad.config import load_config
 from vad.regions import (
     DarknetBoxes,
     RegionError,

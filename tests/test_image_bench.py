@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from pipelines import image_od_bench
-from pipelines.config import ConfigError
-from pipelines.image_od_bench import COLUMNS, bench, load_profile, summary_markdown
-from pipelines.image_od_cli import main
-from pipelines.image_od_methods import METHODS, SECTIONS
+from image_od.files.settings import ConfigError
+from pipelines.images.bench import COLUMNS, bench, load_profile, summary_markdown
+from pipelines.images.cli import main
+from pipelines.images.methods import METHODS, SECTIONS
 
 TINY = ["discriminative.backbone=wrn-10-1", "discriminative.operations=RA", "discriminative.epochs=2",
         "discriminative.ops_per_image=4", "discriminative.score_ops=8", "discriminative.precision=fp32",
@@ -46,7 +45,7 @@ def test_every_method_builds_its_detector_from_the_profile(name):
     """Every profile section and every registry line make valid detectors (the settings reach __init__ unchanged,
     the line's fixed settings over its section's; RATIO becomes the cell's ratio)."""
     from image_od.data.benchmarks import load_digits
-    from pipelines.image_od_methods import RATIO, Cell
+    from pipelines.images.methods import RATIO, Cell
 
     profile = load_profile(name)
     cell = Cell(load_digits(), 0.1, 0, 0, profile, "cpu", False)
@@ -62,7 +61,7 @@ def test_every_method_builds_its_detector_from_the_profile(name):
 
 
 def test_score_offers_the_methods_that_need_only_images():
-    from pipelines.image_od_methods import SCORE_METHODS
+    from pipelines.images.methods import SCORE_METHODS
 
     for method in ("e3outlier-g", "e3outlier", "e3outlier-rrw", "e3outlier-c", "cae-if", "iforest", "csi-synth",
                    "ae"):  # ELITE's autoencoder without re-weighting needs no labels
@@ -80,7 +79,7 @@ def test_a_bench_row_equals_its_detector_fitted_alone(rule):
     import numpy as np
 
     from image_od.data.benchmarks import load_digits
-    from pipelines.image_od_methods import Cell, detector_settings
+    from pipelines.images.methods import Cell, detector_settings
 
     profile = load_profile("cpu", TINY + ["max_size=100", "discriminative.epochs=1", "discriminative.ops_per_image=2",
                                           "e3outlier-jsr.ensemble=2", f"discriminative.score_ops_rule={rule}",
@@ -120,15 +119,15 @@ def test_bench_writes_rows_resumes_and_summarises(tmp_path, monkeypatch):
     from dataclasses import replace
 
     calls = []
-    forest = image_od_bench.METHODS["iforest"]
-    monkeypatch.setitem(image_od_bench.METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or (
+    forest = METHODS["iforest"]
+    monkeypatch.setitem(METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or (
         _ for _ in ()).throw(AssertionError("a finished row was recomputed"))))
     again = bench("digits", methods, [0.1], ["0", "1"], [0], profile, out, progress=False)
     assert len(again) == 6 and not calls
 
     # another setting of one method (issue 25: the old rows were reported as the new run's): its rows are computed
     # anew, the other methods' reused; results.csv keeps both versions, the summary and the return only this run's
-    monkeypatch.setitem(image_od_bench.METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or
+    monkeypatch.setitem(METHODS, "iforest", replace(forest, run=lambda cell: calls.append(cell) or
                                                                  forest(cell)))
     other = load_profile("cpu", [*TINY, "iforest.n_estimators=7"])
     rows = bench("digits", methods, [0.1], ["0", "1"], [0], other, out, progress=False)
@@ -190,7 +189,7 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
     import numpy as np
 
     from image_od.detector import OutlierDetector
-    from pipelines.image_od_methods import own
+    from pipelines.images.methods import own
 
     seen = {}
 
@@ -206,7 +205,7 @@ def test_one_class_and_polluted_protocols_fit_on_training_data_and_score_the_tes
             return -np.abs(X).mean(axis=(1, 2, 3))
 
     monkeypatch.setitem(SECTIONS, "spy", Spy)
-    monkeypatch.setitem(image_od_bench.METHODS, "spy", own("spy"))
+    monkeypatch.setitem(METHODS, "spy", own("spy"))
     profile = load_profile("cpu", ["max_size=150"])  # SECTIONS holds the spy now
     rows = bench("digits", ["spy", "iforest"], [0.2], ["3"], [0], profile, tmp_path / "oc", progress=False,
                  protocol="one-class")
@@ -228,7 +227,7 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
     from image_od.data.benchmarks import load_digits
     from image_od.data.protocol import to_model_input
     from image_od.related.transfer import pretrain_resnet26
-    from pipelines import image_od_methods
+    from pipelines.images import methods
 
     train = load_digits()
     keep = train.train_labels >= 5
@@ -239,7 +238,7 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
                                    "adib.blocks=1", "adib.epochs=1", "adib.precision=fp32",
                                    "exposure.grey.dataset=fashion-mnist"])
     loads = []
-    monkeypatch.setattr(image_od_methods, "exposure_images",
+    monkeypatch.setattr(methods, "exposure_images",
                         lambda *a: loads.append(a) or to_model_input(train.train_images[keep][:120]))
     rows = bench("digits", ["iforest", "adib"], [0.0], ["1"], [0], profile, tmp_path / "oc", progress=False,
                  protocol="one-class")
@@ -253,7 +252,7 @@ def test_transfer_methods_get_the_profiles_exposure_corpus(tmp_path, monkeypatch
 
 def test_table_puts_methods_of_several_runs_side_by_side(tmp_path, capsys):
     """``image-od table``: one column group per dataset/protocol/ratio, means over classes, "-" where missing."""
-    from pipelines.image_od_bench import write_rows
+    from pipelines.images.bench import write_rows
 
     def row(dataset, protocol, method, cls, auroc, seconds):
         return {"dataset": dataset, "protocol": protocol, "method": method, "ratio": 0.1, "class": cls, "seed": 0,
@@ -302,7 +301,7 @@ def test_a_labelled_folder_set_runs_with_the_settings_of_its_kind(tmp_path, caps
     import numpy as np
 
     from image_od.data.benchmarks import load_dataset
-    from pipelines.image_od_methods import Cell
+    from pipelines.images.methods import Cell
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 30), ("test", 10)):

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from image_od.operations.generative import flip_grey_rotate, grey, image_tasks
-from pipelines.image_od_cli import main
+from pipelines.images.cli import main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

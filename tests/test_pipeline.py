@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.vad_cli import main
+from pipelines.video.cli import main
 from tests.layouts import write_avi, write_ucsd_official
 from vad.synthetic import make_synthetic_ucsd
 
@@ -101,14 +101,14 @@ def test_lazy_cache_reading_with_workers_matches_in_memory(demo_run, tmp_path):
 def test_in_memory_auto_reads_long_footage_lazily_with_the_same_scores(demo_run, tmp_path, monkeypatch, capsys):
     """data.in_memory=auto (the default) holds the cubes in memory up to IN_MEMORY_LIMIT and reads them from the
     cache beyond, said aloud, so that memory does not grow with the footage; the scores are the in-memory ones."""
-    from pipelines import vad_pipeline
+    from pipelines.video import stages
 
     args = ["run", "--root", str(demo_run / "data"), "--cache", str(demo_run / "cache"), "--config",
             "configs/demo.yaml", "--set", "attributes.use=off", "--set", "model.epochs=1", "--set",
             "model.widths=[8,16,32]", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "mem")]) == 0
     assert "training reads them lazily" not in capsys.readouterr().out
-    monkeypatch.setattr(vad_pipeline, "IN_MEMORY_LIMIT", 1024)
+    monkeypatch.setattr(stages, "IN_MEMORY_LIMIT", 1024)
     assert main([*args, "--out", str(tmp_path / "auto")]) == 0
     assert "MiB (more than 0): training reads them lazily from the cache" in capsys.readouterr().out
     with np.load(tmp_path / "mem" / "cube_errors.npz") as a, np.load(tmp_path / "auto" / "cube_errors.npz") as b:
@@ -170,9 +170,9 @@ def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5):
 def test_streaming_extraction_equals_the_whole_video_computation(tmp_path):
     import h5py
 
-    from pipelines.config import load_config
-    from pipelines.vad_pipeline import BoxSource, extract_video
+    from pipelines.video.stages import BoxSource, extract_video
     from vad.cache import FIELDS, CubeCache
+    from vad.config import load_config
     from vad.flow import make_flow
     from vad.readers import open_dataset
     from vad.regions import load_box_file, merge_boxes, video_motion_boxes

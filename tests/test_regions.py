@@ -262,7 +262,7 @@ class _Payload:
 
 
 def test_a_crafted_yolo_pt_never_runs_without_the_opt_in(tmp_path, capsys):
-    from pipelines.vad_cli import main as vad
+    from pipelines.video.cli import main as vad
     from tests.layouts import frames, write_frames
 
     marker, weights = tmp_path / "pwned", tmp_path / "model.pt"

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from pipelines.image_od_cli import main as image_od
-from pipelines.vad_cli import main as vad
+from pipelines.images.cli import main as image_od
+from pipelines.video.cli import main as vad
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -43,7 +43,7 @@ def test_one_process_takes_everything(monkeypatch):
 
 def _vad(launcher: list[str], *argv: str) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    done = subprocess.run([*launcher, "-m", "pipelines.vad_cli", *argv, "--quiet"], env=env, cwd=ROOT,
+    done = subprocess.run([*launcher, "-m", "pipelines.video.cli", *argv, "--quiet"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -111,7 +111,7 @@ def test_two_processes_share_the_bench_cells_as_one(tmp_path):
     """Each rank fits its own cells alone (no data-parallel training across different cells): same rows as one
     process, merged into results.csv by rank 0."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    argv = ["-m", "pipelines.image_od_cli", "bench", "--dataset", "digits", "--method", "e3outlier", "iforest",
+    argv = ["-m", "pipelines.images.cli", "bench", "--dataset", "digits", "--method", "e3outlier", "iforest",
             "--classes", "0", "1", "2", "--quiet", "--profile", "cpu", *sum((["--set", s] for s in TINY), [])]
     for launcher, out in (([sys.executable], tmp_path / "one"),
                           ([str(TORCHRUN), "--standalone", "--nproc_per_node=2"], tmp_path / "two")):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pipelines.vad_cli import main
+from pipelines.video.cli import main
 from vad.readers import load_mat_var
 from vad.synthetic import make_synthetic_ucsd
 

@@ -31,9 +31,9 @@ from torchvision.ops import box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from image_od.engine.precision import cpu_has_native_bf16, cpu_model  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
 from pipelines.run_env import reference_workload_s  # noqa: E402
-from pipelines.vad_pipeline import EXTRACT_CHUNK  # noqa: E402
+from pipelines.video.stages import EXTRACT_CHUNK  # noqa: E402
+from vad.config import load_config  # noqa: E402
 from vad.darknet import DarknetDetector  # noqa: E402
 from vad.flow import make_flow  # noqa: E402
 from vad.readers import open_dataset, open_training_split  # noqa: E402

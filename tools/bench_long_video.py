@@ -83,7 +83,7 @@ def run_stage(argv: list[str], log: Path) -> dict[str, float]:
     """Run `vad ARGV` in a fresh process; its wall seconds and peak resident memory (MB, from ``os.wait4``)."""
     t0 = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.vad_cli", *argv], cwd=REPO, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.video.cli", *argv], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -88,7 +88,7 @@ def measure_cell(spec: str) -> dict:
     from image_od.data.protocol import contaminated_set, to_model_input
     from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
     from image_od.metrics import od_metrics
-    from pipelines.image_od_methods import load_profile
+    from pipelines.images.methods import load_profile
 
     dataset, cls = spec.rsplit(":", 1)
     images, labels = load_dataset(dataset, None).merged()

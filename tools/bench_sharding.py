@@ -37,7 +37,7 @@ def vad(nproc: int, argv: list[str], log: Path) -> float:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     t0 = time.perf_counter()
     with log.open("w") as out:
-        done = subprocess.run([*launcher, "-m", "pipelines.vad_cli", *argv, "--quiet"], cwd=REPO, env=env,
+        done = subprocess.run([*launcher, "-m", "pipelines.video.cli", *argv, "--quiet"], cwd=REPO, env=env,
                               stdout=out, stderr=subprocess.STDOUT)
     if done.returncode:
         raise RuntimeError(f"vad {' '.join(argv)} with {nproc} processes failed; see {log}")

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipelines.config import load_config  # noqa: E402
-from pipelines.run_folder import read_frame_scores  # noqa: E402
+from pipelines.video.run_folder import read_frame_scores  # noqa: E402
+from vad.config import load_config  # noqa: E402
 from vad.events import event_threshold, find_events  # noqa: E402
 from vad.metrics import alarm_metrics  # noqa: E402
 

@@ -36,7 +36,7 @@ def run_variant(name: str, spec: str, args, out: Path) -> dict:
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="vad-bench-cache-") as cache:
-        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", *sum((["--config", c] for c in configs.split("+")), []),
+        cmd = [sys.executable, "-m", "pipelines.video.cli", "run", *sum((["--config", c] for c in configs.split("+")), []),
                "--root", args.root, "--out", str(run_dir), "--cache", cache, "--quiet",
                *sum((["--set", s] for s in [*args.set, *sets]), [])]
         if args.boxes:

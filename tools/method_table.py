@@ -1,4 +1,4 @@
-"""Print the README's table of image methods from the registry (``pipelines/image_od_methods.METHODS``), so that
+"""Print the README's table of image methods from the registry (``pipelines/images/methods.METHODS``), so that
 the table is regenerated rather than edited by hand: ``python tools/method_table.py``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.image_od_methods import METHODS, SECTIONS  # noqa: E402
+from pipelines.images.methods import METHODS, SECTIONS  # noqa: E402
 
 FAMILY = {  # detector class -> (family, the protocol of its paper)
     "DiscriminativeE3Outlier": ("E3Outlier, discriminative", "transductive"),

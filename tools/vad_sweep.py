@@ -49,7 +49,7 @@ def run_one(out: Path, dataset: str, spec: dict, candidate: str, sets: list[str]
     if sets and sets[0].startswith("@"):
         rescore(out / dataset / sets[0][1:], run_dir, sets[1:])
     else:
-        cmd = [sys.executable, "-m", "pipelines.vad_cli", "run", "--config", spec["config"], "--root", spec["root"],
+        cmd = [sys.executable, "-m", "pipelines.video.cli", "run", "--config", spec["config"], "--root", spec["root"],
                "--out", str(run_dir), "--cache", str(out / "cache"), "--quiet"]
         if spec["boxes"]:
             cmd += ["--boxes", spec["boxes"]]
@@ -68,7 +68,7 @@ def rescore(source: Path, run_dir: Path, sets: list[str]) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(source, run_dir)
     for stage in (["score", *sum((["--set", s] for s in sets), [])], ["eval"]):
-        cmd = [sys.executable, "-m", "pipelines.vad_cli", *stage, "--out", str(run_dir), "--quiet"]
+        cmd = [sys.executable, "-m", "pipelines.video.cli", *stage, "--out", str(run_dir), "--quiet"]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 

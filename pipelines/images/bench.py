@@ -1,8 +1,8 @@
 """``image-od bench``: the paper's image outlier-detection protocol over datasets x methods x ratios x classes x
 seeds, one CSV row per cell and method, resumable, with a summary in the layout of the paper's Table 1.
 
-The methods and how they are built from the profile: ``image_od_methods`` (one registry line each) and
-``image_od_profiles``. Each row's ``fit_s`` counts every training its scores needed, so fits shared between
+The methods and how they are built from the profile: ``pipelines.images.methods`` (one line each) and
+``pipelines.images.profiles``. Each row's ``fit_s`` counts every training its scores needed, so fits shared between
 methods of a cell are counted in every row that uses them.
 
 Under ``torchrun`` the cells are shared out between the ranks: each rank fits its own cells alone (no
@@ -25,11 +25,10 @@ from image_od.engine.precision import resolve_precision
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
 from image_od.metrics import mean_std_by_seed, od_metrics
-
-from .image_od_methods import METHODS, Cell, detector_settings, load_profile
-from .image_od_profiles import Profile, save_profile
-from .image_od_report import write_bench_report
-from .run_env import environment
+from pipelines.images.methods import METHODS, Cell, detector_settings, load_profile
+from pipelines.images.profiles import Profile, save_profile
+from pipelines.images.report import write_bench_report
+from pipelines.run_env import environment
 
 __all__ = ["COLUMNS", "METHODS", "bench", "comparison_markdown", "load_profile", "summary_markdown"]
 RATIO_SYMBOL = {"transductive": "ρ", "polluted": "r_p"}  # what a row's ratio means in each protocol (none in one-class)

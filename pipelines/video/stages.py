@@ -37,9 +37,16 @@ from image_od.engine import distributed
 from image_od.engine.precision import resolve_precision
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
+from image_od.files.settings import ConfigError, to_dict
+from pipelines.run_env import environment, peak_rss_mb
+from pipelines.video import run_folder
+from pipelines.video.plots import plot_run
+from pipelines.video.report import write_report
+from pipelines.video.run_folder import cache_of, load_npz, load_run, read_frame_scores, ready_cache
 from vad import regions as regions_mod
 from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
+from vad.config import Config, load_config, save_config
 from vad.cube_models import fit_cloze, learned_score
 from vad.cubes import Window, iter_cubes
 from vad.events import event_threshold, find_events, peak_box
@@ -48,13 +55,6 @@ from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
 from vad.scoring import apply_fusion, fast_share, frame_scores, motion_energy, position_normalise, postprocess, zscore
-
-from . import run_folder
-from .config import Config, ConfigError, load_config, save_config, to_dict
-from .run_env import environment, peak_rss_mb
-from .run_folder import cache_of, load_npz, load_run, read_frame_scores, ready_cache
-from .vad_plots import plot_run
-from .vad_report import write_report
 
 
 # ----------------------------------------------------------------------------------------------- set-up

@@ -22,10 +22,9 @@ from typing import Any
 import yaml
 
 from image_od.files.atomic import atomic_path
+from image_od.files.settings import COUNT_LIMITS, ConfigError, parse_override
 
-from .config import COUNT_LIMITS, ConfigError, parse_override
-
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "image_od"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "image_od"
 KINDS = ("grey", "colour")
 RUN_ARGUMENTS = ("seed", "device", "progress")  # given by the run, never by a profile
 
@@ -79,7 +78,7 @@ def _drop_kind_settings(data: dict[str, Any], override: dict[str, Any]) -> None:
 
 def read_profile(name_or_path: str, overrides: list[str] | None, detectors: dict[str, type]) -> Profile:
     """``paper``, ``cpu``, ``colour`` (files in configs/image_od/) or a YAML path, then ``key=value`` overrides,
-    checked against ``detectors`` (section -> detector class: ``image_od_methods.load_profile`` passes the
+    checked against ``detectors`` (section -> detector class: ``pipelines.images.methods.load_profile`` passes the
     bench's families)."""
     path = Path(name_or_path)
     if not path.suffix:

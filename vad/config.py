@@ -1,26 +1,15 @@
-"""Typed run configuration: plain YAML files mapped onto dataclasses, with ``--set key=value`` overrides.
-
-Unknown keys and values of the wrong type are errors that name the key, so a typo never passes silently; every
-value's range and choices are then checked (``validate``) before any work starts.
+"""The video pipeline's configuration: its settings as dataclasses (defaults here, dataset facts in
+``configs/*.yaml``), read with ``image_od.files.settings`` (YAML files, ``--set key=value``); every value's range and
+choices are checked (``validate``) before any work starts.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from image_od.engine.precision import PRECISIONS
-from image_od.files.atomic import atomic_path
-
-
-class ConfigError(ValueError):
-    """A bad config file or override."""
+from image_od.files.settings import COUNT_LIMITS, Checks, ConfigError, load_settings, save_settings
 
 
 @dataclass
@@ -199,105 +188,14 @@ class Config:
     events: EventConfig = field(default_factory=EventConfig)
 
 
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    """Coerce ``value`` to the annotated type or raise ConfigError naming ``key``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is not type(None):
-                try:
-                    return _check_type(key, value, option)
-                except ConfigError:
-                    continue
-        raise ConfigError(f"{key}: {value!r} is not a {hint}")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
-        return "on" if value else "off"
-    if hint is str and isinstance(value, (int, float)):
-        return str(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: {value!r} is not a {hint.__name__}")
-    return value
+def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """The defaults, then each YAML file in order (later files override earlier ones), then each ``key=value``;
+    every setting checked (``validate``)."""
+    return validate(load_settings(Config, paths, overrides))
 
 
-def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
-    for key, value in data.items():
-        full = prefix + key
-        if key not in names:
-            raise ConfigError(f"unknown config key {full!r}; known: {sorted(names)}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{full}: expected a mapping, got {value!r}")
-            _apply(current, value, full + ".")
-        else:
-            setattr(obj, key, _check_type(full, value, hints[key]))
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """``model.epochs=5`` -> {"model": {"epochs": 5}} (the value is read as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError as err:  # e.g. a !!python/ tag (refused by safe_load), "[1", ": x: y"
-        raise ConfigError(f"--set {text}: the value is not valid YAML ({' '.join(str(err).split())})") from None
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
-
-
-def load_config(paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
-                cls: type = Config) -> Any:
-    """Defaults of dataclass ``cls``, then each YAML file in order (later files override earlier ones), then
-    each ``key=value``."""
-    config = cls()
-    if paths is None:
-        paths = []
-    elif isinstance(paths, (str, Path)):
-        paths = [paths]
-    for path in paths:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML ({' '.join(str(err).split())})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        try:
-            _apply(config, data)
-        except ConfigError as err:
-            raise ConfigError(f"{p}: {err}") from None
-    for text in overrides or []:
-        _apply(config, parse_override(text))
-    return validate(config) if isinstance(config, Config) else config
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+def save_config(config: Config, path: str | Path) -> None:
+    save_settings(config, path)
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -306,38 +204,7 @@ FLOW_METHODS = ("dis", "farneback", "raft")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
 
 
-COUNT_LIMITS = {"epochs": 100_000, "batch_size": 1 << 20}  # far beyond any use: a typo fails when read, not later
-
-
-class _Checks:
-    """Collects every invalid setting, so that one error lists them all."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def need(self, ok: bool, key: str, value: Any, rule: str) -> None:
-        if not ok:
-            self.problems.append(f"{key}={value!r} {rule}")
-
-    def positive(self, key: str, value: float) -> None:
-        self.need(math.isfinite(value) and value > 0, key, value, "must be positive")
-
-    def count(self, key: str, value: int, limit: int) -> None:
-        """An epoch or batch count: 1 to ``limit`` (far beyond any use: 1e23 fails here, not in torch later)."""
-        self.need(1 <= value <= limit, key, value, f"must be from 1 to {limit:,}")
-
-    def non_negative(self, key: str, value: float) -> None:
-        self.need(math.isfinite(value) and value >= 0, key, value, "must be >= 0")
-
-    def one_of(self, key: str, value: Any, options: tuple) -> None:
-        self.need(value in options, key, value, f"must be one of {list(options)}")
-
-    def subset(self, key: str, values: list, options: tuple) -> None:
-        ok = bool(values) and set(values) <= set(options) and len(set(values)) == len(values)
-        self.need(ok, key, values, f"must be a non-empty list of distinct items of {list(options)}")
-
-
-def _check_device(checks: _Checks, device: str) -> None:
+def _check_device(checks: Checks, device: str) -> None:
     import torch
 
     try:
@@ -347,7 +214,7 @@ def _check_device(checks: _Checks, device: str) -> None:
     checks.need(ok, "device", device, "must be auto, cpu, cuda or cuda:N")
 
 
-def _check_data_regions(checks: _Checks, c: Config) -> None:
+def _check_data_regions(checks: Checks, c: Config) -> None:
     from vad.readers import AVENUE_LABELS, BAD_FRAMES, LAYOUTS
 
     d, r = c.data, c.regions
@@ -378,7 +245,7 @@ def _check_data_regions(checks: _Checks, c: Config) -> None:
     checks.need(0 < r.cover_thr <= 1, "regions.cover_thr", r.cover_thr, "must be within (0, 1]")
 
 
-def _check_cubes_flow(checks: _Checks, c: Config) -> None:
+def _check_cubes_flow(checks: Checks, c: Config) -> None:
     cu, fl = c.cubes, c.flow
     checks.need(cu.frames >= 3 and cu.frames % 2 == 1, "cubes.frames", cu.frames,
                 "must be odd and at least 3 (the middle frame is inferred from the others)")
@@ -394,7 +261,7 @@ def _check_cubes_flow(checks: _Checks, c: Config) -> None:
                 "must be set when flow.method is raft")
 
 
-def _check_backbone(checks: _Checks, key: str, name: str) -> None:
+def _check_backbone(checks: Checks, key: str, name: str) -> None:
     import torch
 
     from image_od.networks.backbones import make_backbone
@@ -408,7 +275,7 @@ def _check_backbone(checks: _Checks, key: str, name: str) -> None:
     checks.need(ok, key, name, f"is not a known backbone{why}")
 
 
-def _check_refinements(checks: _Checks, c: Config) -> None:
+def _check_refinements(checks: Checks, c: Config) -> None:
     """The learning modes beside the cloze generators: training split, refinement, self-training, discriminative."""
     from image_od.operations.discriminative import operation_set
 
@@ -438,7 +305,7 @@ def _check_refinements(checks: _Checks, c: Config) -> None:
     _check_backbone(checks, "discriminative.backbone", d.backbone)
 
 
-def _check_events(checks: _Checks, c: Config) -> None:
+def _check_events(checks: Checks, c: Config) -> None:
     from vad.scoring import SMOOTHING
 
     s, e = c.score, c.events
@@ -454,7 +321,7 @@ def _check_events(checks: _Checks, c: Config) -> None:
     checks.non_negative("events.top", e.top)
 
 
-def _check_model_score(checks: _Checks, c: Config) -> None:
+def _check_model_score(checks: Checks, c: Config) -> None:
     from image_od.e3outlier.generative import NORMALISATIONS
     from vad.cloze import TARGETS
 
@@ -491,7 +358,7 @@ def validate(config: Config) -> Config:
     r = config.regions
     if r.sources is None:
         r.sources = ["detector", "motion"] if r.detector_weights else ["motion"]
-    checks = _Checks()
+    checks = Checks()
     checks.need(0 <= config.seed < 2 ** 32, "seed", config.seed, "must be within 0 .. 2**32-1")
     _check_device(checks, config.device)
     _check_data_regions(checks, config)

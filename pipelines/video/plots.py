@@ -1,5 +1,5 @@
 """Plots a person would rather look at than read: per-video score curves with abnormal frames shaded, ROC, and the
-most anomalous frames with their boxes (``vad_render.plot_top_events``)."""
+most anomalous frames with their boxes (``render.plot_top_events``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure  # a Figure draws with Agg itself: no pyplot, no global backend choice
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from . import run_folder
+from pipelines.video import run_folder
 
 
 def _shade(ax, labels: np.ndarray) -> None:
@@ -57,8 +57,8 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
 
 def plot_run(out: str | Path) -> Path:
     """Write plots/<video>.png for every video and plots/roc.png when labels exist; return the folder."""
-    from .config import load_config
-    from .vad_render import plot_top_events
+    from pipelines.video.render import plot_top_events
+    from vad.config import load_config
 
     out = Path(out)
     folder = out / "plots"

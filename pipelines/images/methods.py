@@ -7,7 +7,7 @@ methods whose ``fit`` takes ``X_val``/``y_val`` use; score the test split). Meth
 (ADIB, ADRA) also get the profile's outlier-exposure corpus.
 
 Every registry line is a ``Method``: the detector that gives its scores (built from profile section ``section``
-of ``image_od_profiles`` with ``fixed`` settings that define the method; ``RATIO`` stands for the cell's outlier
+of ``pipelines.images.profiles`` with ``fixed`` settings that define the method; ``RATIO`` stands for the cell's outlier
 ratio) and how a bench cell runs it. Discriminative E3Outlier's methods share trained networks within a cell (one
 ``(dataset, ratio, class, seed)`` contaminated set): the base network gives the NE, GTP, MP and SSD+IF rows, the
 reboot-weighted networks serve RRW and JSR, the ensemble members ENS; each row equals its own detector fitted
@@ -30,8 +30,7 @@ from image_od.detector import OutlierDetector
 from image_od.e3outlier.discriminative import DiscriminativeE3Outlier
 from image_od.e3outlier.refinement import weights_from_scores
 from image_od.registry import DETECTORS
-
-from .image_od_profiles import Profile, read_profile
+from pipelines.images.profiles import Profile, read_profile
 
 # method sections that add settings over a family's
 METHOD_SECTIONS = {"e3outlier-mcd": "discriminative", "e3outlier-ens": "discriminative",

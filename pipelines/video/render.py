@@ -14,9 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from image_od.files.atomic import atomic_path
+from pipelines.video import run_folder
 from vad.readers import Video
-
-from . import run_folder
 
 CURVE_HEIGHT = 90
 
@@ -79,7 +78,7 @@ def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float]]:
 def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     """plots/top_events.png: the ``top`` most anomalous frames, every cube box drawn coloured by its score rank
     (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
-    from .figures import grid_figure
+    from pipelines.figures import grid_figure
 
     out = Path(out)
     info, frames, cubes = _run_data(out)

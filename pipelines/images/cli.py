@@ -25,12 +25,11 @@ from image_od.detector import MIN_FIT_SAMPLES
 from image_od.engine import distributed
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
-
-from .cli_errors import report_errors
-from .image_od_bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
-from .image_od_methods import SCORE_METHODS, SECTIONS, detector_settings
-from .image_od_report import plot_score_histogram, plot_top_outliers
-from .run_env import environment
+from pipelines.cli_errors import report_errors
+from pipelines.images.bench import METHODS, bench, comparison_markdown, load_profile, read_rows, row_key
+from pipelines.images.methods import SCORE_METHODS, SECTIONS, detector_settings
+from pipelines.images.report import plot_score_histogram, plot_top_outliers
+from pipelines.run_env import environment
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from image_od.engine import distributed
 from image_od.engine.training import resolve_device
-
-from . import run_folder
-from . import vad_pipeline as P
-from .cli_errors import report_errors
-from .config import load_config
-from .vad_plots import plot_run
+from pipelines.video import stages as P
+from pipelines.cli_errors import report_errors
+from pipelines.video import run_folder
+from pipelines.video.plots import plot_run
+from vad.config import load_config
 
 EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
@@ -29,7 +28,7 @@ EXAMPLES = """examples:
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
   vad report --out runs/mine --render-top 3            # runs/mine/report.html, the 3 highest alarms rendered
   vad demo --out runs/demo                             # generated dataset, no download
-  torchrun --nproc_per_node=8 -m pipelines.vad_cli extract --videos cams/ --out runs/cams   # 8 processes
+  torchrun --nproc_per_node=8 -m pipelines.video.cli extract --videos cams/ --out runs/cams   # 8 processes
 
 Under torchrun, extract and score share the videos out between the processes and train trains data-parallel
 (docs/SCALING.md); the other commands run in one process.
@@ -164,7 +163,7 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         if not (data / "Test").is_dir():
             make_synthetic_ucsd(data)
         print(f"generated dataset: {data} ({time.perf_counter() - t0:.1f} s)")
-        config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", args.overrides)
+        config = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", args.overrides)
         metrics = P.run(config, out, root=str(data), cache_root=args.cache or out / "cache", progress=progress)
         _print_metrics(out, metrics)
     elif args.command in ("extract", "run"):
@@ -198,7 +197,7 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
     elif args.command == "plot":
         print(f"plots: {plot_run(out)}")
     elif args.command == "report":
-        from .vad_report import write_report
+        from pipelines.video.report import write_report
 
         if args.render_top < 0:
             raise ValueError(f"--render-top must be 0 or more, got {args.render_top}")
@@ -206,7 +205,7 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
     elif args.command == "boxes":
         print(f"boxes: {P.export_boxes(out, args.output, args.split)}")
     elif args.command == "render":
-        from .vad_render import render_video
+        from pipelines.video.render import render_video
 
         print(f"video: {render_video(out, args.video, args.output, fps=args.fps, progress=progress)}")
     return 0

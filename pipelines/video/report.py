@@ -19,10 +19,9 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from image_od.files.atomic import atomic_path
-
-from . import run_folder
-from .figures import PAGE_SCRIPT
-from .vad_render import read_frames_at, render_video
+from pipelines.figures import PAGE_SCRIPT
+from pipelines.video import run_folder
+from pipelines.video.render import read_frames_at, render_video
 
 MAX_THUMBNAILS = 300  # events with a thumbnail, by peak score: bounds the page on long footage
 THUMB_WIDTH = 192

@@ -10,8 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure  # draws with Agg itself: no pyplot, no global backend choice
 
 from image_od.files.atomic import atomic_path
-
-from .figures import PAGE_SCRIPT, grid_figure
+from pipelines.figures import PAGE_SCRIPT, grid_figure
 
 
 def plot_top_outliers(images: np.ndarray, names: list[str], scores: np.ndarray, path: Path, top: int = 24) -> Path:

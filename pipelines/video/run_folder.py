@@ -19,9 +19,8 @@ import numpy as np
 
 from image_od.files.atomic import write_json
 from vad.cache import CubeCache
+from vad.config import Config, load_config
 from vad.readers import Video
-
-from .config import Config, load_config
 
 MANIFEST = "run_manifest.json"
 KIND = "e3outlier video run"
