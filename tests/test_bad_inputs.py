@@ -15,8 +15,8 @@ from torch import nn
 from image_od.data.samples import ArrayData
 from image_od.engine.training import TrainSettings, seed_everything, train
 from image_od.files.settings import ConfigError
-from pipelines.video import stages as P
 from pipelines.video import run_folder
+from pipelines.video import stages as P
 from pipelines.video.cli import main as vad
 from tests.layouts import frames, write_avi, write_frames, write_ucsd_official
 from vad.config import load_config

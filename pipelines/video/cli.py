@@ -13,9 +13,9 @@ from pathlib import Path
 
 from image_od.engine import distributed
 from image_od.engine.training import resolve_device
-from pipelines.video import stages as P
 from pipelines.cli_errors import report_errors
 from pipelines.video import run_folder
+from pipelines.video import stages as P
 from pipelines.video.plots import plot_run
 from vad.config import load_config
 
