@@ -30,7 +30,7 @@ def _fit(settings: TrainSettings, checkpoint=None, stop_at: int | None = None) -
 
 def _settings(schedule: str) -> TrainSettings:  # 10 samples in batches of 4: 3 steps per epoch, 4 epochs
     return TrainSettings(epochs=4, batch_size=4, optimizer="sgd", lr=0.1, momentum=0.0, lr_schedule=schedule,
-                         progress=False)
+                         warmup_epochs=1, progress=False)
 
 
 def test_lr_factor_values_and_unknown_schedule():
@@ -46,6 +46,8 @@ def test_lr_factor_values_and_unknown_schedule():
     ("constant", -0.1 * 12),
     # sum over s < T of 0.5 (1 + cos(pi s / T)) is (T + 1) / 2 exactly, T = 12 steps
     ("cosine", -0.1 * 13 / 2),
+    # per epoch, one warm-up epoch: factors 1, then 0.5 (1 + cos(pi e / 3)) = 1, 0.75, 0.25; 3 steps each
+    ("warmup_cosine", -0.1 * 3 * (1 + 1 + 0.75 + 0.25)),
 ])
 def test_schedule_sets_every_steps_rate(schedule, expected):
     assert _fit(_settings(schedule)) == pytest.approx(expected, rel=1e-5)

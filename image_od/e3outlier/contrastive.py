@@ -22,12 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from image_od.data.samples import ArrayData, iterate_batches, to_device
+from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector
 from image_od.engine.precision import PRECISIONS, resolve_precision
-from image_od.engine.training import predict, resolve_device, seed_everything, warmup_cosine
+from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train, warmup_cosine
 from image_od.networks.backbones import make_backbone
 
 N_ROTATIONS = 4  # the simple rotation set T_SR of the supplement: 0, 90, 180, 270 degrees
@@ -137,34 +136,18 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return torch.stack([(sector * torch.stack(c, 1)).sum(1) for c in table], 1)
 
 
-def train_epochs(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                 images: torch.Tensor, shuffle: torch.Generator, *, epochs: int, batch_size: int, lr: float,
-                 warmup_epochs: int, device: torch.device, desc: str,
-                 progress: bool) -> tuple[list[float], list[float]]:
-    """The epoch loop of the contrastive detectors: shuffled batches of ``images``, ``loss_fn(batch)``, the learning
-    rate set per epoch by ``warmup_cosine``; returns the mean loss and the learning rate of every epoch. (Their own
-    loop, not ``training.train``: that builds its optimizer itself and, under torchrun, would split each batch
-    between ranks and with it the contrastive negatives.)"""
-    data = ArrayData({"image": images})
-    history, lrs = [], []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
-    for epoch in bar:
-        lrs.append(lr * warmup_cosine(epoch, epochs, warmup_epochs))
-        for group in optimizer.param_groups:
-            group["lr"] = lrs[-1]
-        net.train()
-        total, count = 0.0, 0
-        for batch in iterate_batches(data, batch_size, shuffle=True, generator=shuffle):
-            x = to_device(batch, device)["image"]
-            loss = loss_fn(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-        history.append(total / count)
-        bar.set_postfix(loss=f"{history[-1]:.4g}")
-    return history, lrs
+def train_contrastive(net: nn.Module, optimizer: torch.optim.Optimizer,
+                      loss_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, shuffle: torch.Generator,
+                      *, epochs: int, batch_size: int, lr: float, warmup_epochs: int, device: torch.device, desc: str,
+                      progress: bool) -> tuple[list[float], list[float]]:
+    """The contrastive detectors' training in the one training loop: shuffled batches of ``images``,
+    ``loss_fn(batch)``, the caller's optimizer, the learning rate set per epoch by ``warmup_cosine``, batches kept
+    whole under torchrun (the negatives are the batch); returns the mean loss and the learning rate of every epoch."""
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="warmup_cosine",
+                             warmup_epochs=warmup_epochs, progress=progress, split_batches=False)
+    history = train(net, lambda model, batch: loss_fn(batch["image"]), ArrayData({"image": images}), settings,
+                    device=device, generator=shuffle, desc=desc, optimizer=optimizer)
+    return history, [lr * warmup_cosine(epoch, epochs, warmup_epochs) for epoch in range(epochs)]
 
 
 @dataclass(frozen=True)
@@ -396,10 +379,10 @@ class ContrastiveE3Outlier(OutlierDetector):
         net.to(self.device_)
         optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=self.momentum,
                                     weight_decay=self.weight_decay)
-        history, lrs = train_epochs(net, optimizer, lambda x: self._loss(net, x, augment), images, shuffle,
-                                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                    warmup_epochs=self.warmup_epochs, device=self.device_,
-                                    desc=f"train contrastive {self.backbone}", progress=self.progress)
+        history, lrs = train_contrastive(net, optimizer, lambda x: self._loss(net, x, augment), images, shuffle,
+                                         epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                         warmup_epochs=self.warmup_epochs, device=self.device_,
+                                         desc=f"train contrastive {self.backbone}", progress=self.progress)
         return net, history, lrs
 
     # ----------------------------------------------------------------------------------------------- scoring

@@ -80,15 +80,19 @@ class TrainSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     eps: float = 1e-8  # adam only
-    lr_schedule: str = "constant"  # constant | cosine (per step from lr down to 0 over all epochs)
+    lr_schedule: str = "constant"  # constant | cosine (per step from lr to 0) | warmup_cosine (per epoch)
+    warmup_epochs: int = 0  # warmup_cosine: linear warm-up epochs before the cosine decay
     num_workers: int = 0  # DataLoader workers, Dataset sources only
     progress: bool = True
     precision: str = "fp32"  # fp32 | bf16: autocast of the loss's forward ("auto": precision.resolve_precision)
     channels_last: bool = False  # the model's weights in channels_last (oneDNN's faster convolutions on a CPU)
     fused: bool = False  # the optimizer's fused kernel (one pass over the parameters; last-bit float differences)
+    # False: every rank computes whole batches under torchrun (a loss over the batch's pairs, e.g. contrastive
+    # negatives, must not be split); True: each global batch is split between the ranks
+    split_batches: bool = True
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 def warmup_cosine(epoch: int, epochs: int, warmup: int) -> float:
@@ -107,6 +111,14 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     if schedule == "cosine":
         return warmup_cosine(step, total_steps, 0)
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+
+
+def step_lr(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of 0-based ``step``: ``lr`` times the schedule's factor (``warmup_cosine`` by epoch, the
+    others by step)."""
+    if settings.lr_schedule == "warmup_cosine":
+        return settings.lr * warmup_cosine(step // steps_per_epoch, settings.epochs, settings.warmup_epochs)
+    return settings.lr * lr_factor(settings.lr_schedule, step, settings.epochs * steps_per_epoch)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -201,7 +213,8 @@ def _epoch_batches(data: SampleSource, settings: TrainSettings,
                    generator: torch.Generator) -> Iterator[tuple[Batch, float, int]]:
     """This rank's (batch, loss weight, number of samples it counts) for each step of one shuffled epoch."""
     order = torch.randperm(len(data), generator=generator)  # the same on every rank: the generator is shared
-    shards = list(shard_batches(order, settings.batch_size, distributed.rank(), distributed.world_size()))
+    ranks = (distributed.rank(), distributed.world_size()) if settings.split_batches else (0, 1)
+    shards = list(shard_batches(order, settings.batch_size, *ranks))
     batches = load_batches(data, [idx for idx, _ in shards], settings.num_workers)
     return ((batch, weight, len(idx) if weight else 0) for batch, (idx, weight) in zip(batches, shards))
 
@@ -219,6 +232,7 @@ def train(
     desc: str = "train",
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
     """Train ``model`` in place; return the mean loss of each epoch.
 
@@ -227,6 +241,9 @@ def train(
     ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
     ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
     history is the global mean loss, and all ranks end with the same model.
+
+    ``optimizer``: one built over ``model``'s parameters by the caller (e.g. LARS, or parameter groups); by default
+    ``make_optimizer`` builds it from ``settings``. Its learning rate is set at every step from ``settings``.
 
     ``context``: JSON-compatible facts that shape training but that the loop cannot see (e.g. the images a loss
     reads by index, loss settings); a checkpoint is resumed only if they, the data, the settings, the model's
@@ -241,7 +258,7 @@ def train(
     fingerprint = run_fingerprint(model, data, settings, generator, context) if checkpoint is not None else None
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     distributed.setup(device)
-    optimizer = make_optimizer(model.parameters(), settings)
+    optimizer = optimizer or make_optimizer(model.parameters(), settings)
     history: list[float] = []
     start_epoch = 0
     resumable = checkpoint is not None and checkpoint.exists()
@@ -266,8 +283,7 @@ def train(
         for step, (batch, weight, n) in enumerate(_epoch_batches(data, settings, generator),
                                                    start=epoch * steps_per_epoch):
             for group in optimizer.param_groups:
-                group["lr"] = settings.lr * lr_factor(settings.lr_schedule, step,
-                                                      settings.epochs * steps_per_epoch)
+                group["lr"] = step_lr(settings, step, steps_per_epoch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
                 loss = objective(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)

@@ -208,8 +208,9 @@ class CSI(OutlierDetector):
     CSI's per-rotation normalising weights and no rotation-head term (the CSI-synthetic paper's "simplified"
     score). ``optimizer`` ``sgd``/``adam`` and ``width`` < 64 are for small budgets and tests.
 
-    Training loop: our own, not ``image_od.engine.training.train``: the learning rate changes every epoch and LARS is
-    not one of that loop's optimizers, and :class:`CSISynth` interleaves steps of five networks. One process.
+    Training loop: our own, not ``image_od.engine.training.train`` (which takes one model, one loss and one
+    optimizer): :class:`CSISynth` interleaves steps of five networks with their own optimizers, and CSI shares that
+    loop. One process.
     """
 
     def __init__(self, *, epochs: int = 1000, batch_size: int = 128, optimizer: str = "lars", lr: float = 1.0,

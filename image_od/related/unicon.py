@@ -25,7 +25,7 @@ from image_od.e3outlier.contrastive import (
     max_similarity,
     rotation_targets,
     simclr_labels,
-    train_epochs,
+    train_contrastive,
 )
 from image_od.engine.precision import PRECISIONS, resolve_precision
 from image_od.engine.training import resolve_device, seed_everything
@@ -260,9 +260,9 @@ class UniConHA(OutlierDetector):
         net = UniConNet(images.shape[1], self.width, tuple(self.stages), self.projection_dim)
         net.to(self.device_)
         optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr, self.momentum, self.weight_decay)
-        history, lrs = train_epochs(net, optimizer, lambda x: self.loss(net, x, augment), images, shuffle,
-                                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, warmup_epochs=0,
-                                    device=self.device_, desc="train UniCon-HA", progress=self.progress)
+        history, lrs = train_contrastive(net, optimizer, lambda x: self.loss(net, x, augment), images, shuffle,
+                                         epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, warmup_epochs=0,
+                                         device=self.device_, desc="train UniCon-HA", progress=self.progress)
         return net, history, lrs
 
     # -------------------------------------------------------------------------------------------- scoring
