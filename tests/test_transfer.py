@@ -26,12 +26,12 @@ from image_od.related.transfer import (
     crop_flip,
     l2sp_penalty,
     load_pretrained,
-    lr_factor,
     match_channels,
     oe_bce,
     penalty_parameters,
     pretrain_resnet26,
     sidecar_path,
+    step_decay,
 )
 from tests.tools import load_tool
 
@@ -151,10 +151,10 @@ def test_penalty_scopes():
         penalty_parameters(net, "all")
 
 
-def test_lr_factor_steps_at_60_and_80_percent():
-    assert [lr_factor(t, 10) for t in range(10)] == pytest.approx([1] * 6 + [0.1] * 2 + [0.01] * 2)
+def test_step_decay_at_60_and_80_percent():
+    assert [step_decay(t, 10) for t in range(10)] == pytest.approx([1] * 6 + [0.1] * 2 + [0.01] * 2)
     steps = 79  # the code's one-vs-rest CIFAR-10 epoch: MultiStepLR([60, 80]) stepped after each of 100 epochs
-    factors = [lr_factor(t, 100 * steps) for t in range(100 * steps)]
+    factors = [step_decay(t, 100 * steps) for t in range(100 * steps)]
     for epoch in range(100):
         expected = 1.0 if epoch < 60 else 0.1 if epoch < 80 else 0.01
         assert factors[epoch * steps:(epoch + 1) * steps] == pytest.approx([expected] * steps)

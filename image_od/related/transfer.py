@@ -79,8 +79,8 @@ from image_od.engine.training import predict, resolve_device, seed_everything
 from image_od.files.safe_io import load_tensors, state_dict_in
 
 __all__ = ["ADIB", "ADRA", "CIFAR_MEAN", "CIFAR_STD", "PENALTY_SCOPES", "ResNet26", "crop_flip", "l2sp_penalty",
-           "load_pretrained", "lr_factor", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26",
-           "sidecar_path"]
+           "load_pretrained", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26", "sidecar_path",
+           "step_decay"]
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations.generative
 CIFAR_MEAN = (0.491373, 0.482353, 0.446667)  # the official code's Normalize
@@ -208,7 +208,7 @@ def penalty_parameters(net: ResNet26, scope: str = "conv3x3") -> list[nn.Paramet
     raise ValueError(f"unknown penalty_scope {scope!r}; expected one of {PENALTY_SCOPES}")
 
 
-def lr_factor(step: int, total_steps: int, milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.1) -> float:
+def step_decay(step: int, total_steps: int, milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.1) -> float:
     """The lr multiplier of 0-based ``step``: ``gamma`` to the number of milestones m with step >= round(m T)."""
     return gamma ** sum(step >= round(m * total_steps) for m in milestones)
 
@@ -325,7 +325,7 @@ def _sgd(net: nn.Module, params: list[nn.Parameter], epochs: int, epoch_batches:
          loss_fn: Callable[[Any], torch.Tensor], *, steps_per_epoch: int, lr: float, momentum: float,
          weight_decay: float, milestones: Sequence[float], gamma: float, progress: bool,
          desc: str) -> tuple[list[float], list[float]]:
-    """SGD over ``epoch_batches()`` for ``epochs`` epochs with the step schedule :func:`lr_factor`; returns the
+    """SGD over ``epoch_batches()`` for ``epochs`` epochs with the step schedule :func:`step_decay`; returns the
     mean loss of each epoch and the lr of each step."""
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     total = epochs * steps_per_epoch
@@ -336,7 +336,7 @@ def _sgd(net: nn.Module, params: list[nn.Parameter], epochs: int, epoch_batches:
         net.train()
         losses = []
         for batch in epoch_batches():
-            current = lr * lr_factor(len(lrs), total, milestones, gamma)
+            current = lr * step_decay(len(lrs), total, milestones, gamma)
             for group in optimizer.param_groups:
                 group["lr"] = current
             loss = loss_fn(batch)
