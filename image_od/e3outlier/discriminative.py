@@ -44,7 +44,45 @@ from image_od.engine.training import TrainSettings, resolve_device, score_batch_
 from image_od.networks.backbones import make_backbone
 from image_od.operations.discriminative import apply_operations, multi_labels, operation_set
 
-SCORES = ("gtp", "mp", "ne", "mcd", "ssd_if")
+class ProbabilityRule:
+    """A score rule read off one head's softmax over one operated copy: ``normality(p, log_p, label)`` per image
+    (higher = more normal), averaged over the scored operations and heads by the detector."""
+
+    name = ""
+
+    def normality(self, p: torch.Tensor, log_p: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GroundTruthProbability(ProbabilityRule):
+    """``gtp``: the probability of the operation actually applied (the pseudo label)."""
+
+    name = "gtp"
+
+    def normality(self, p, log_p, label):
+        return p[:, label]
+
+
+class MaximumProbability(ProbabilityRule):
+    """``mp``: the largest class probability."""
+
+    name = "mp"
+
+    def normality(self, p, log_p, label):
+        return p.max(1).values
+
+
+class NegativeEntropy(ProbabilityRule):
+    """``ne``: sum_c p log2 p, the paper's default."""
+
+    name = "ne"
+
+    def normality(self, p, log_p, label):
+        return (p * log_p).sum(1) / math.log(2)
+
+
+PROBABILITY_RULES = {rule.name: rule for rule in (GroundTruthProbability(), MaximumProbability(), NegativeEntropy())}
+SCORES = (*PROBABILITY_RULES, "mcd", "ssd_if")
 REWEIGHT = ("none", "online", "reboot")
 MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
 SCORE_OPS_RULES = ("random", "confident", "spread")
@@ -233,7 +271,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         for net in self.nets_:
             net.eval()
         images = torch.as_tensor(X, dtype=torch.float32)
-        per_op = [n for n in ("gtp", "mp", "ne", "mcd") if n in names]
+        per_op = [n for n in (*PROBABILITY_RULES, "mcd") if n in names]
         sums = {s: torch.zeros(len(images)) for s in per_op}
         if per_op:
             with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device_.type == "cuda" else []):
@@ -257,14 +295,11 @@ class DiscriminativeE3Outlier(OutlierDetector):
             x = images[start:start + chunk].to(self.device_)
             x = apply_operations(x, torch.full((len(x),), label, device=x.device), self.ops_)
             part = slice(start, start + len(x))
+            rules = [PROBABILITY_RULES[name] for name in sums if name in PROBABILITY_RULES]
             for h, logp in enumerate(self._mean_log_probs(x)):
                 p = logp.exp()
-                if "gtp" in sums:
-                    sums["gtp"][part] += p[:, self.labels_[label, h]]
-                if "mp" in sums:
-                    sums["mp"][part] += p.max(1).values
-                if "ne" in sums:
-                    sums["ne"][part] += (p * logp).sum(1) / math.log(2)
+                for rule in rules:
+                    sums[rule.name][part] += rule.normality(p, logp, self.labels_[label, h])
             if "mcd" in sums:
                 sums["mcd"][part] += self._mc_dropout_max_prob(x)
 
