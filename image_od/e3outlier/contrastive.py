@@ -304,11 +304,10 @@ class ContrastiveE3Outlier(OutlierDetector):
     (and ``csi``) can rank such outliers as the most normal while ``cosine`` does not; training makes the norms
     informative (tests/test_contrastive.py: digits AUROC 0.47 untrained -> 0.98 after 6 epochs).
 
-    Training loop: our own short loop, not ``image_od.engine.training.train``, because (1) that loop builds its optimizer
-    internally and offers no way to set the learning rate per epoch (the warm-up/cosine schedule), and (2) under
-    torchrun it splits each batch between ranks, and a contrastive loss over a rank's share is not the loss of the
-    global batch (the negatives differ) without an all-gather of the projections. It has no checkpoints and runs
-    in one process. ``precision``: ``auto`` (bf16 autocast where the device runs it natively), ``bf16``, ``fp32``.
+    Training: the one training loop (``image_od.engine.training.train``, through :func:`train_contrastive`) with
+    this detector's SGD, the per-epoch warm-up/cosine schedule, and whole batches on every rank under torchrun (a
+    contrastive loss over a rank's share of a batch would not be the global batch's: the negatives differ).
+    ``precision``: ``auto`` (bf16 autocast where the device runs it natively), ``bf16``, ``fp32``.
     """
 
     def __init__(self, *, epochs: int = 100, batch_size: int = 128, lr: float = 0.1, momentum: float = 0.9,

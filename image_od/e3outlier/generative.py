@@ -124,7 +124,8 @@ class GenerativeE3Outlier(OutlierDetector):
         for task in self.tasks:
             src, tgt = task.source(probe), task.target(probe)
             if src.shape[-2:] != tgt.shape[-2:]:
-                raise ValueError(f"task {task.name}: source {tuple(src.shape)} and target {tuple(tgt.shape)} differ in size")
+                raise ValueError(f"task {task.name}: source {tuple(src.shape)} and target {tuple(tgt.shape)} "
+                                 "differ in size")
             nets[task.name] = make_generator(self.generator, src.shape[1], tgt.shape[1], self.widths)
         return nn.ModuleDict(nets)
 

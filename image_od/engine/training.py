@@ -1,4 +1,7 @@
-"""The one training loop shared by all deep methods: device, seeding, batching, progress bar, checkpoints.
+"""The one training loop of the deep methods: device, seeding, batching, learning-rate schedules, precision, memory
+format, progress bar, checkpoints and torchrun. Four still step on their own and say why in their docstrings: CSI
+and CSISynth (five networks interleaved), ADIB/ADRA (an exposure stream beside the batches), MO-GAAL (adversarial
+steps) and RSRAE (three optimisers on overlapping weights).
 
 A method supplies a model and a ``loss_fn(model, batch) -> scalar tensor``; the loop does the rest. A checkpoint
 is written (atomically) after every epoch when ``checkpoint`` is given, and an interrupted run resumes from it. The
@@ -237,8 +240,8 @@ def train(
     """Train ``model`` in place; return the mean loss of each epoch.
 
     ``on_epoch_start(epoch)`` (0-based) runs before every epoch, a resumed one included (for losses whose weighting
-    depends on the epoch); ``on_epoch_end(epoch)`` runs after every epoch, before the checkpoint is written. Under torchrun,
-    ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
+    depends on the epoch); ``on_epoch_end(epoch)`` runs after every epoch, before the checkpoint is written. Under
+    torchrun, ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
     ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
     history is the global mean loss, and all ranks end with the same model.
 

@@ -326,7 +326,9 @@ def _sgd(net: nn.Module, params: list[nn.Parameter], epochs: int, epoch_batches:
          weight_decay: float, milestones: Sequence[float], gamma: float, progress: bool,
          desc: str) -> tuple[list[float], list[float]]:
     """SGD over ``epoch_batches()`` for ``epochs`` epochs with the step schedule :func:`step_decay`; returns the
-    mean loss of each epoch and the lr of each step."""
+    mean loss of each epoch and the lr of each step. Not the shared loop (``image_od.engine.training.train``): each
+    step also draws from the outlier-exposure stream, and the milestones count ``steps_per_epoch`` steps per epoch
+    even where a last batch of one is merged into the previous one."""
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     total = epochs * steps_per_epoch
     history: list[float] = []
