@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image_od.engine.precision import PRECISIONS
-from image_od.files.settings import COUNT_LIMITS, Checks, ConfigError, load_settings, save_settings
+from image_od.files.settings import COUNT_LIMITS, Checks, ConfigError, load_settings
 
 
 @dataclass
@@ -192,10 +192,6 @@ def load_config(paths: str | Path | list[str | Path] | None = None, overrides: l
     """The defaults, then each YAML file in order (later files override earlier ones), then each ``key=value``;
     every setting checked (``validate``)."""
     return validate(load_settings(Config, paths, overrides))
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    save_settings(config, path)
 
 
 # ----------------------------------------------------------------------------------------------- validation

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ from torch import nn
 
 from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector
-from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
 from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train, warmup_cosine
 from image_od.networks.backbones import make_backbone
 
@@ -348,9 +347,7 @@ class ContrastiveE3Outlier(OutlierDetector):
             raise ValueError("epochs and batch_size must be positive and warmup_epochs non-negative")
 
     def _autocast(self):
-        if self.precision_ == "bf16":
-            return torch.autocast(self.device_.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.precision_, self.device_)
 
     def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z, rotation logits, f) in float32. Not channels-last: with it, ResNet18's fp32 backward crashed

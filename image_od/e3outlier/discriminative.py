@@ -29,7 +29,7 @@ arrangement; Sec. 4.2.3) and averages the scores of the heads.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import numpy as np
@@ -39,19 +39,21 @@ import torch.nn.functional as F
 from image_od.data.samples import ArrayData, Batch
 from image_od.detector import OutlierDetector
 from image_od.e3outlier.refinement import weights_from_scores
-from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
 from image_od.engine.training import TrainSettings, resolve_device, score_batch_size, seed_everything, train
 from image_od.networks.backbones import make_backbone
 from image_od.operations.discriminative import apply_operations, multi_labels, operation_set
 
-class ProbabilityRule:
+
+class ProbabilityRule(ABC):
     """A score rule read off one head's softmax over one operated copy: ``normality(p, log_p, label)`` per image
     (higher = more normal), averaged over the scored operations and heads by the detector."""
 
     name = ""
 
+    @abstractmethod
     def normality(self, p: torch.Tensor, log_p: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Per image, the normality of softmax ``p`` (its log ``log_p``) given the applied operation's ``label``."""
 
 
 class GroundTruthProbability(ProbabilityRule):
@@ -192,15 +194,13 @@ class DiscriminativeE3Outlier(OutlierDetector):
             net.eval()
         gtp = torch.zeros(len(self.ops_), len(images))
         for label in range(len(self.ops_)):
-            sums = {s: torch.zeros(len(images)) for s in ("gtp", "mp", "ne")}
+            sums = {"gtp": torch.zeros(len(images))}  # only the rule read here is computed
             self._add_operation_scores(images, label, sums)
             gtp[label] = sums["gtp"] / len(self.heads_)
         return gtp.mean(1), gtp.std(1)
 
     def _autocast(self):
-        if self.precision_ == "bf16":
-            return torch.autocast(self.device_.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.precision_, self.device_)
 
     def _logits(self, net, x: torch.Tensor) -> list[torch.Tensor]:
         """One float32 logit tensor per head."""

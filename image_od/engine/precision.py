@@ -7,6 +7,7 @@ turns them off), or the BF16 extension (ARM); on CUDA, ``torch.cuda.is_bf16_supp
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -77,3 +78,11 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
     else:
         native = kind == "cuda" and cuda_has_native_bf16()
     return "bf16" if native else "fp32"
+
+
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
+    """bfloat16 autocast on ``device`` when the resolved ``precision`` is ``bf16``; for ``fp32`` nothing (an
+    enclosing autocast stays in force)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be resolved to fp32 or bf16, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

@@ -39,6 +39,7 @@ from image_od.data.samples import (
     to_device,
 )
 from image_od.engine import distributed
+from image_od.engine.precision import autocast
 from image_od.files.atomic import atomic_path
 from image_od.files.safe_io import UnreadableFileError, load_tensors
 
@@ -287,7 +288,7 @@ def train(
                                                    start=epoch * steps_per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = step_lr(settings, step, steps_per_epoch)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+            with autocast(settings.precision, device):
                 loss = objective(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()

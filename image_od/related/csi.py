@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from image_od.e3outlier.contrastive import (
     simclr_labels,
     warmup_cosine,
 )
-from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
 from image_od.engine.training import resolve_device, score_batch_size, seed_everything
 from image_od.networks.backbones import ResNet18
 
@@ -96,11 +96,6 @@ def tta_features(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
         stacked = torch.stack(rounds)
         total = stacked if total is None else total + stacked
     return total / max(samples, 1)
-
-
-def autocast_context(precision: str, device: torch.device):
-    """bf16 autocast for ``precision`` ``bf16`` (resolved), else nothing."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 @contextmanager
@@ -262,7 +257,7 @@ class CSI(OutlierDetector):
     def _forward(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The net's outputs in float32 (autocast as ``precision`` says). Not channels-last: with it, ResNet18's
         fp32 backward crashed (SIGSEGV) on AVX2-only PyTorch kernels."""
-        with autocast_context(self.precision_, self.device_):
+        with autocast(self.precision_, self.device_):
             return tuple(t.float() for t in net(x))
 
     def csi_loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -62,7 +62,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ from tqdm.auto import tqdm
 
 from image_od.data.samples import ArrayData, split_batches
 from image_od.detector import OutlierDetector, image_array
-from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
 from image_od.engine.training import predict, resolve_device, seed_everything
 from image_od.files.safe_io import load_tensors, state_dict_in
 
@@ -352,10 +351,6 @@ def _sgd(net: nn.Module, params: list[nn.Parameter], epochs: int, epoch_batches:
     return history, lrs
 
 
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
 def _check_common(epochs: int, batch_size: int, lr: float, milestones: Sequence[float], gamma: float,
                   input_norm: str, precision: str, widths: Sequence[int]) -> None:
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -413,7 +408,7 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
         xb = prep(xb)
         if dev.type == "cpu":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(prec, dev):
+        with autocast(prec, dev):
             logits = net(xb).float()
         return F.cross_entropy(logits, y_dev[idx])
 
@@ -424,7 +419,7 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
     net.eval()
     with torch.no_grad():
         def fn(batch):
-            with _autocast(prec, dev):
+            with autocast(prec, dev):
                 return net(prep(batch["image"])).float().argmax(1)
         pred = predict(fn, ArrayData({"image": x}), device=dev)
     accuracy = float((torch.from_numpy(pred) == y).float().mean())
@@ -520,7 +515,7 @@ class _TransferAD(OutlierDetector):
             xb = self.input_(xb)
             if dev.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.precision_, dev):
+            with autocast(self.precision_, dev):
                 logits = net(xb).float()
             loss = oe_bce(logits, len(idx))
             if alpha > 0:
@@ -549,7 +544,7 @@ class _TransferAD(OutlierDetector):
             xb = self.input_(batch["image"])
             if dev.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.precision_, dev):
+            with autocast(self.precision_, dev):
                 return self.net_(xb).float().reshape(-1)
 
         return predict(fn, ArrayData({"image": _as_images(X, "X")}), device=dev,

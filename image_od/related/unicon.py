@@ -27,13 +27,12 @@ from image_od.e3outlier.contrastive import (
     simclr_labels,
     train_contrastive,
 )
-from image_od.engine.precision import PRECISIONS, resolve_precision
+from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
 from image_od.engine.training import resolve_device, seed_everything
 from image_od.networks.backbones import ResNet18, _BasicBlock, _init_conv_bn
 from image_od.related.csi import (
     OPTIMIZERS,
     as_images,
-    autocast_context,
     make_optimizer,
     tta_features,
     two_view_batch,
@@ -231,7 +230,7 @@ class UniConHA(OutlierDetector):
         return self
 
     def _autocast(self):
-        return autocast_context(self.precision_, self.device_)
+        return autocast(self.precision_, self.device_)
 
     def loss(self, net: UniConNet, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """L_all (Eq. 9) of a batch of inlier images x (B, C, H, W), plus ``cls_weight`` x the rotation loss."""

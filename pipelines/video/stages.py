@@ -37,7 +37,7 @@ from image_od.engine import distributed
 from image_od.engine.precision import resolve_precision
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
-from image_od.files.settings import ConfigError, to_dict
+from image_od.files.settings import ConfigError, save_settings, to_dict
 from pipelines.run_env import environment, peak_rss_mb
 from pipelines.video import run_folder
 from pipelines.video.plots import plot_run
@@ -46,7 +46,7 @@ from pipelines.video.run_folder import cache_of, load_npz, load_run, read_frame_
 from vad import regions as regions_mod
 from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
-from vad.config import Config, load_config, save_config
+from vad.config import Config, load_config
 from vad.cube_models import fit_cloze, learned_score
 from vad.cubes import Window, iter_cubes
 from vad.events import event_threshold, find_events, peak_box
@@ -87,7 +87,7 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
     warn_about_videos(videos, config, root)
     run_folder.claim(out)
     run_folder.record(out, out / "config.yaml", out / "env.json", out / "videos.json")
-    save_config(config, out / "config.yaml")
+    save_settings(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
     info = _video_set(root or videos_path, videos, cube_cache(config, videos, cache_root))
     if config.model.train_on == "training":
@@ -526,7 +526,7 @@ def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
     if bad:
         raise ConfigError(f"only score.* and events.* settings can change after training, not {bad}")
     config = load_config(Path(out) / "config.yaml", overrides)
-    save_config(config, Path(out) / "config.yaml")
+    save_settings(config, Path(out) / "config.yaml")
     return config
 
 
