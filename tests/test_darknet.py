@@ -248,6 +248,13 @@ def test_detector_on_a_tiny_model(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(bgr, (b for b, _, _ in grey)))
     bf16 = DarknetDetector(path, score_thr=0.5, input_size=(64, 32), precision="bf16").detect(frames)
     assert all(np.allclose(a, b, atol=1.0) for a, b in zip(bf16, bgr))
+    ort = DarknetDetector(path, score_thr=0.5, input_size=(64, 32), batch=3, runtime="onnxruntime")
+    assert all(np.allclose(a, b, atol=1e-3) for a, b in zip(ort.detect(frames), bgr))
+    assert all(len(b) == 8 for b in ort.detect(frames, input_size=(128, 64)))  # the exported graph takes any size
+    with pytest.raises(DarknetError, match="runtime 'onnxruntime' runs fp32"):
+        DarknetDetector(path, precision="bf16", runtime="onnxruntime")
+    with pytest.raises(DarknetError, match="runtime 'tensorrt' is not one of"):
+        DarknetDetector(path, runtime="tensorrt")
     with pytest.raises(DarknetError, match="multiples of 32"):
         DarknetDetector(path, input_size=(48, 32))
     wide = det.detect(frames, input_size=(128, 64))  # a per-call size: a grid of 2 rows x 4 columns
@@ -301,6 +308,20 @@ def test_real_model_sees_the_cart_of_video_04():
     (_, s102, c102), (_, s144, c144) = det.detect_with_scores(_frames("04", (102, 144)))
     assert s102[c102 == TRUCK].max(initial=0) > 0.5
     assert s144[c144 == CAR].max(initial=0) > 0.5
+
+
+@needs_real
+def test_onnxruntime_gives_the_boxes_of_pytorch_on_real_frames():
+    """The ONNX Runtime graph is the same network: the same people, boxes within a hundredth of a pixel."""
+    frames = _frames("01", (0, 60, 120))
+    weights = YOLO_DIR / "yolo-fastest-1.1-xl.weights"
+    torch_boxes = DarknetDetector(weights, score_thr=0.3, input_size=(416, 288)).detect_with_scores(frames)
+    ort_boxes = DarknetDetector(weights, score_thr=0.3, input_size=(416, 288), batch=2,
+                                runtime="onnxruntime").detect_with_scores(frames)
+    for (b1, s1, c1), (b2, s2, c2) in zip(torch_boxes, ort_boxes):
+        assert len(b1) >= 8 and np.array_equal(c1, c2)
+        np.testing.assert_allclose(b2, b1, atol=1e-2)
+        np.testing.assert_allclose(s2, s1, atol=1e-4)
 
 
 @needs_real

@@ -19,6 +19,7 @@ from vad.regions import (
     box_areas,
     held_detections,
     make_detector,
+    resolve_runtime,
     network_size,
     remove_covered,
 )
@@ -49,6 +50,15 @@ def test_default_sources_follow_the_detector():
         load_config(None, ["regions.detector_precision=fp16"])
     with pytest.raises(ConfigError, match="regions.detector_every"):
         load_config(None, ["regions.detector_every=0"])
+    with pytest.raises(ConfigError, match="regions.detector_runtime"):
+        load_config(None, ["regions.detector_runtime=tensorrt"])
+
+
+def test_runtime_auto_is_onnxruntime_for_fp32_on_a_cpu():
+    assert resolve_runtime("auto", "cpu", "fp32") == "onnxruntime"
+    assert resolve_runtime("auto", "cpu", "bf16") == "torch"
+    assert resolve_runtime("auto", "cuda:0", "fp32") == "torch"
+    assert resolve_runtime("torch", "cpu", "fp32") == "torch"
 
 
 def test_held_detections_run_the_detector_on_every_nth_frame():

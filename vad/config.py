@@ -46,6 +46,7 @@ class RegionConfig:
     detector_min_area: float = 100.0
     detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
     detector_precision: str = "auto"  # auto (bf16 only where native) | fp32 | bf16 (Darknet models)
+    detector_runtime: str = "auto"  # auto (ONNX Runtime for fp32 on a CPU, else PyTorch) | torch | onnxruntime
     detector_every: int = 1  # the detector on every n-th frame, the frames between keep its last boxes (2: half the
     # detector's cost for slightly worse boxes and AUC: docs/BENCHMARKS.md#detector-settings)
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
@@ -234,6 +235,7 @@ def _check_data_regions(checks: Checks, c: Config) -> None:
                 "must be a positive multiple of 32")
     checks.need(0 < r.detector_nms_iou <= 1, "regions.detector_nms_iou", r.detector_nms_iou, "must be within (0, 1]")
     checks.one_of("regions.detector_precision", r.detector_precision, ("auto", "fp32", "bf16"))
+    checks.one_of("regions.detector_runtime", r.detector_runtime, ("auto", "torch", "onnxruntime"))
     checks.need(r.detector_classes is None or (bool(r.detector_classes) and min(r.detector_classes) >= 0),
                 "regions.detector_classes", r.detector_classes, "must be null (every class) or class ids >= 0")
     checks.need(1 <= r.detector_every <= 16, "regions.detector_every", r.detector_every, "must be within 1..16")

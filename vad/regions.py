@@ -208,13 +208,14 @@ class DarknetBoxes:
 
     def __init__(self, weights: str | Path, *, score_thr: float = 0.5, nms_iou: float = 0.45, min_area: float = 100.0,
                  cover_thr: float = 0.6, classes: list[int] | None = None, imgsz: int = 416, device: str = "cpu",
-                 precision: str = "fp32", batch: int = 4):
-        # batch 4: on a 2-core CPU 2-3x the frames per second of 16 at 640 px (tools/bench_detector.py)
+                 precision: str = "fp32", runtime: str = "torch", batch: int = 2):
+        # batch 2: on a 2-core AVX2 CPU at 640 px, 1.1-1.3x the frames per second of 4 in either runtime, and 4 gave
+        # 2-3x those of 16 (larger batches fall out of cache; tools/bench_detector.py --speed --batch 4 2)
         from .darknet import DarknetDetector, DarknetError
 
         try:
             self.detector = DarknetDetector(weights, classes=classes, score_thr=score_thr, nms_iou=nms_iou,
-                                            batch=batch, device=device, precision=precision)
+                                            batch=batch, device=device, precision=precision, runtime=runtime)
         except DarknetError as err:
             raise RegionError(str(err)) from None
         self.min_area, self.cover_thr, self.imgsz = min_area, cover_thr, imgsz
@@ -229,14 +230,23 @@ class DarknetBoxes:
                 for boxes in self.detector.detect(frames, input_size=size)]
 
 
+def resolve_runtime(runtime: str, device: str, precision: str) -> str:
+    """What runs a Darknet model: ``auto`` is ONNX Runtime for fp32 on a CPU (about 1.6x PyTorch's eager speed
+    there), PyTorch otherwise (accelerators, and bf16 autocast where the CPU runs bf16 natively)."""
+    if runtime != "auto":
+        return runtime
+    return "onnxruntime" if str(device).split(":")[0] == "cpu" and precision == "fp32" else "torch"
+
+
 def make_detector(weights: str | Path, *, classes: list[int] | None, score_thr: float, nms_iou: float,
-                  min_area: float, cover_thr: float, imgsz: int, device: str, precision: str,
+                  min_area: float, cover_thr: float, imgsz: int, device: str, precision: str, runtime: str = "torch",
                   allow_pickle: bool) -> DarknetBoxes | YoloDetector:
-    """The detector a weights file names: Darknet ``.weights`` (its ``.cfg`` beside it) or an ultralytics ``.pt``."""
+    """The detector a weights file names: Darknet ``.weights`` (its ``.cfg`` beside it) or an ultralytics ``.pt``
+    (``runtime`` applies to Darknet models only)."""
     path = Path(weights)
     if path.suffix.lower() == ".weights":
         return DarknetBoxes(path, score_thr=score_thr, nms_iou=nms_iou, min_area=min_area, cover_thr=cover_thr,
-                            classes=classes, imgsz=imgsz, device=device, precision=precision)
+                            classes=classes, imgsz=imgsz, device=device, precision=precision, runtime=runtime)
     if path.suffix.lower() == ".pt":
         return YoloDetector(path, score_thr=score_thr, min_area=min_area, cover_thr=cover_thr, classes=classes,
                             imgsz=imgsz, device=device, allow_pickle=allow_pickle)

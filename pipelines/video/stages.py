@@ -139,9 +139,11 @@ def _detector_key(config: Config) -> dict[str, Any]:
             hashes[Path(name).suffix.lstrip(".")] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
         except OSError as err:
             raise regions_mod.RegionError(f"detector file unreadable: {name} ({err.strerror})") from None
-    precision = resolve_precision(r.detector_precision, resolve_device(config.device))
+    device = resolve_device(config.device)
+    precision = resolve_precision(r.detector_precision, device)
     return {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
-            "detector_precision": precision}
+            "detector_precision": precision,
+            "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
 
 
 def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
@@ -186,10 +188,12 @@ class BoxSource:
             if not r.detector_weights:
                 raise ValueError("regions.sources has 'detector' but regions.detector_weights is not set")
             device = resolve_device(config.device)
+            precision = resolve_precision(r.detector_precision, device)
             self.detector = regions_mod.make_detector(
                 r.detector_weights, classes=r.detector_classes, score_thr=r.detector_score, nms_iou=r.detector_nms_iou,
                 min_area=r.detector_min_area, cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(device),
-                precision=resolve_precision(r.detector_precision, device), allow_pickle=r.unsafe_pickle)
+                precision=precision, runtime=regions_mod.resolve_runtime(r.detector_runtime, str(device), precision),
+                allow_pickle=r.unsafe_pickle)
 
     def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
         """The boxes of the frames of ``window``'s chunk."""
