@@ -19,9 +19,9 @@ from vad.regions import (
     box_areas,
     held_detections,
     make_detector,
-    resolve_runtime,
     network_size,
     remove_covered,
+    resolve_runtime,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
