@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from image_od.data.benchmarks import load_digits
 from image_od.data.protocol import to_model_input
-from image_od.engine.training import seed_everything
+from image_od.engine.training import seed_everything, step_decay
 from image_od.files.safe_io import UnsafeFileError
 from image_od.related.transfer import (
     ADIB,
@@ -31,7 +31,6 @@ from image_od.related.transfer import (
     penalty_parameters,
     pretrain_resnet26,
     sidecar_path,
-    step_decay,
 )
 from tests.tools import load_tool
 

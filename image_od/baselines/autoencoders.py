@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.ensemble import IsolationForest
 from torch import nn
-from tqdm.auto import trange
 
-from image_od.data.samples import ArrayData, Batch, iterate_batches
+from image_od.data.samples import ArrayData, Batch
 from image_od.detector import OutlierDetector, image_array
 from image_od.engine.training import TrainSettings, predict, resolve_device, seed_everything, train
 from image_od.networks.generators import DeepCAE
@@ -357,9 +356,8 @@ class RSRAE(OutlierDetector):
     ``mode="separate"`` (RSRAE, the default; E3Outlier: "optimized in a separated manner"): per batch, as the
     RSRAE code (``all_alt``, ``enforce_proj``), three Adam steps in turn, each with its own optimiser: L_AE on all
     weights; lambda2 * ||A A^T - I||_F^2 on A; lambda1 * mean ||z - A^T A z|| on the encoder and A (a fresh
-    forward). The two RSR optimisers use ``rsr_lr_factor`` (10, the code's) times lr. Three optimisers stepping in
-    alternation on different weight subsets are beyond the shared loop, hence the own loop (same shuffling from
-    the seeded generator). ``lambda1 = lambda2 = 1`` by default here: the code's separate steps are unweighted.
+    forward). The two RSR optimisers use ``rsr_lr_factor`` (10, the code's) times lr. The first step is the shared
+    loop's, the other two run in its ``on_step_end``. ``lambda1 = lambda2 = 1`` by default here: the code's separate steps are unweighted.
     ``mode="joint"`` (RSRAE+): one Adam on L_AE + lambda1 RSR1 + lambda2 RSR2 through the shared loop, lambda1 =
     lambda2 = 0.1 by default (the RSRAE paper's). ``lambda1``/``lambda2`` = None picks these mode defaults.
 
@@ -394,33 +392,31 @@ class RSRAE(OutlierDetector):
         return l2_errors(x, x_hat).mean() + l1 * pca + l2 * proj
 
     def _train_separate(self, x: torch.Tensor, generator: torch.Generator) -> list[float]:
+        """The loop's Adam step on L_AE, then in its ``on_step_end`` one step on RSR2 (A only) and one on RSR1
+        (encoder and A), each with its own Adam at ``lr * rsr_lr_factor``. Returns the mean L_AE of each epoch."""
         model, l1, l2 = self.model_, *self._lambdas()
         encoder = list(model.cae.encoder.parameters())
         adam = dict(weight_decay=self.weight_decay)
-        opt_ae = torch.optim.Adam(model.parameters(), lr=self.lr, **adam)
         opt_proj = torch.optim.Adam([model.A], lr=self.lr * self.rsr_lr_factor, **adam)
         opt_pca = torch.optim.Adam(encoder + [model.A], lr=self.lr * self.rsr_lr_factor, **adam)
-        history = []
-        for _ in trange(self.epochs, desc="RSRAE", unit="epoch", disable=not self.progress):
-            model.train()
-            total = 0.0
-            for batch in iterate_batches(ArrayData({"image": x}), self.batch_size, shuffle=True, generator=generator):
-                xb = batch["image"].to(self.device_)
-                _, _, x_hat = forward(model, xb)
-                loss = l2_errors(xb, x_hat).mean()
-                opt_ae.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_ae.step()
-                opt_proj.zero_grad(set_to_none=True)
-                (l2 * rsr_proj_loss(model.A)).backward()
-                opt_proj.step()
-                z = model.cae.encode(xb)
-                opt_pca.zero_grad(set_to_none=True)
-                (l1 * rsr_pca_loss(z, model.A)).backward()
-                opt_pca.step()
-                total += float(loss.detach()) * len(xb)
-            history.append(total / len(x))
-        return history
+
+        def reconstruction(model: nn.Module, batch: Batch) -> torch.Tensor:
+            xb = batch["image"]
+            return l2_errors(xb, forward(model, xb)[2]).mean()
+
+        def subspace_steps(step: int, batch: Batch) -> None:
+            opt_proj.zero_grad(set_to_none=True)
+            (l2 * rsr_proj_loss(model.A)).backward()
+            opt_proj.step()
+            z = model.cae.encode(batch["image"])
+            opt_pca.zero_grad(set_to_none=True)
+            (l1 * rsr_pca_loss(z, model.A)).backward()
+            opt_pca.step()
+
+        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="adam", lr=self.lr,
+                                 weight_decay=self.weight_decay, progress=self.progress)
+        return train(model, reconstruction, ArrayData({"image": x}), settings, device=self.device_,
+                     generator=generator, desc="RSRAE", on_step_end=subspace_steps)
 
     def fit(self, X: Any) -> "RSRAE":
         if self.mode not in RSRAE_MODES:

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from image_od.baselines.density import as_images
+from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector
-from image_od.engine.training import resolve_device, score_batch_size, seed_everything
+from image_od.engine.training import TrainSettings, resolve_device, score_batch_size, seed_everything, train
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -88,8 +88,9 @@ class MOGAAL(OutlierDetector):
     code's ``stop_epochs``); D goes on for ``epochs_discriminator`` epochs against the frozen generators' samples.
     Score: ``1 - D(x)`` (higher = more anomalous), computed as sigmoid(-logit).
 
-    Training is a custom loop, not ``training.train``: the alternating discriminator / k generator steps with
-    separate optimizers and per-step targets do not fit one ``loss_fn`` with one optimizer.
+    Training: the one training loop (``image_od.engine.training.train``) steps D; the k generators step with
+    their own optimizers in its ``on_step_end``, with the noise of D's step. No checkpoints (they would hold D
+    alone).
 
     Settings follow the reference code (leibinghe/GAAL-based-outlier-detection, as PyOD's ``MO_GAAL``): k = 10,
     SGD with momentum 0.9, lr 0.01 for D and 1e-4 for the generators, uniform(0, 1) noise. The supplement sets
@@ -131,42 +132,46 @@ class MOGAAL(OutlierDetector):
         self.discriminator_ = disc = DCGANDiscriminator(X.shape[1], self.width).to(device)
         self.generators_ = gens = nn.ModuleList(
             DCGANGenerator(self.latent_dim, X.shape[1], self.width) for _ in range(k)).to(device)
-        opt_d = torch.optim.SGD(disc.parameters(), lr=self.lr_d, momentum=self.momentum)
         opt_g = [torch.optim.SGD(g.parameters(), lr=self.lr_g, momentum=self.momentum) for g in gens]
         images = torch.from_numpy(X).to(device)
         batch = min(self.batch_size, n)
         sizes = noise_split(batch, k)
         self.history_: dict[str, list[float]] = {"discriminator": [], "generator": []}
-        epochs = self.epochs_joint + self.epochs_discriminator
-        for epoch in tqdm(range(epochs), desc="train MO-GAAL", unit="epoch", disable=not self.progress):
-            joint = epoch < self.epochs_joint
-            order = torch.randperm(n, generator=generator)
-            d_losses, g_losses = [], []
-            for start in range(0, n - batch + 1, batch):
-                real = images[order[start:start + batch].to(device)]
-                noise = torch.rand(batch, self.latent_dim, generator=generator).to(device).split(sizes)
-                d_losses.append(self._discriminator_step(real, noise, opt_d))
-                if joint:
-                    g_losses.append(self._generator_steps(images, noise, opt_g))
-            self.history_["discriminator"].append(float(np.mean(d_losses)))
-            if joint:
-                self.history_["generator"].append(float(np.mean(g_losses)))
+        step: dict = {}  # this step's noise, shared by the discriminator's loss and the generators' steps
+
+        def discriminator_loss(disc: nn.Module, real: dict[str, torch.Tensor]) -> torch.Tensor:
+            step["noise"] = torch.rand(batch, self.latent_dim, generator=generator).to(device).split(sizes)
+            return self._discriminator_loss(real["image"], step["noise"])
+
+        def generator_steps(epoch_step: int, real: dict[str, torch.Tensor]) -> None:
+            if step["joint"]:
+                step["generator_losses"].append(self._generator_steps(images, step["noise"], opt_g))
+
+        def start_epoch(epoch: int) -> None:
+            step.update(joint=epoch < self.epochs_joint, generator_losses=[])
+
+        def end_epoch(epoch: int) -> None:
+            if step["joint"]:
+                self.history_["generator"].append(float(np.mean(step["generator_losses"])))
+
+        settings = TrainSettings(epochs=self.epochs_joint + self.epochs_discriminator, batch_size=batch,
+                                 optimizer="sgd", lr=self.lr_d, momentum=self.momentum, drop_last=True,
+                                 progress=self.progress)
+        self.history_["discriminator"] = train(
+            disc, discriminator_loss, ArrayData({"image": torch.from_numpy(X)}), settings, device=device,
+            generator=generator, desc="train MO-GAAL", on_epoch_start=start_epoch, on_step_end=generator_steps,
+            on_epoch_end=end_epoch)
         self.decision_scores_ = self.decision_function(X)
         return self
 
-    def _discriminator_step(self, real: torch.Tensor, noise: tuple[torch.Tensor, ...],
-                            opt: torch.optim.Optimizer) -> float:
-        """One step of D on the real batch (label 1) and every sub-generator's samples (label 0)."""
+    def _discriminator_loss(self, real: torch.Tensor, noise: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """D's loss on the real batch (label 1) and every sub-generator's samples (label 0), D in train mode."""
         with torch.no_grad():
             fake = torch.cat([g(z) for g, z in zip(self.generators_, noise) if len(z)])
         self.discriminator_.train()
         logits = self.discriminator_(torch.cat([real, fake]))
         labels = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))]).to(logits.device)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        return F.binary_cross_entropy_with_logits(logits, labels)
 
     def _generator_steps(self, images: torch.Tensor, noise: tuple[torch.Tensor, ...],
                          opts: list[torch.optim.Optimizer]) -> float:

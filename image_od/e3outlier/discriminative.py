@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from image_od.data.samples import ArrayData, Batch
 from image_od.detector import OutlierDetector
@@ -85,7 +86,66 @@ class NegativeEntropy(ProbabilityRule):
 
 PROBABILITY_RULES = {rule.name: rule for rule in (GroundTruthProbability(), MaximumProbability(), NegativeEntropy())}
 SCORES = (*PROBABILITY_RULES, "mcd", "ssd_if")
-REWEIGHT = ("none", "online", "reboot")
+
+
+class Reweighting(ABC):
+    """A score-refinement strategy (Sec. 3.5): which networks are trained, and with which per-image loss weights.
+    ``train_networks`` returns the trained networks and the loss weights of the final ones (None: the caller's)."""
+
+    name = ""
+
+    def check(self, detector: DiscriminativeE3Outlier) -> None:
+        """Raise ``ValueError`` for settings of ``detector`` that this strategy cannot honour."""
+
+    @abstractmethod
+    def train_networks(self, detector: DiscriminativeE3Outlier, X: np.ndarray, images: torch.Tensor,
+                       weight: torch.Tensor | None) -> tuple[list[nn.Module], torch.Tensor | None]:
+        """Train ``detector``'s networks on ``images`` (``X`` as given) with the caller's loss ``weight``."""
+
+
+class NoReweighting(Reweighting):
+    """``none``: the ``ensemble`` networks (seeds seed, seed+1, ...) with the caller's weights, if any."""
+
+    name = "none"
+
+    def train_networks(self, detector, X, images, weight):
+        return [detector._train_net(images, detector.seed + j, weight) for j in range(detector.ensemble)], weight
+
+
+class OnlineReweighting(Reweighting):
+    """``online`` (ORW, Algorithm 1): one network; after every epoch the images' loss weights become their min-max
+    normalised normality (NE) under the network so far, starting from 1 (or the caller's weights)."""
+
+    name = "online"
+
+    def check(self, detector):
+        if detector.ensemble > 1:
+            raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
+
+    def train_networks(self, detector, X, images, weight):
+        weights = torch.ones(len(images)) if weight is None else weight.clone()
+
+        def update(net: nn.Module, epoch: int) -> None:  # Algorithm 1, lines 6-8
+            detector._use_networks([net], images.numpy())
+            weights.copy_(torch.from_numpy(weights_from_scores(-detector.scores(images.numpy(), ["ne"])["ne"])))
+
+        return [detector._train_net(images, detector.seed, weights, after_epoch=update)], weight
+
+
+class RebootReweighting(Reweighting):
+    """``reboot`` (RRW, Algorithm 2): a first network trained with the caller's weights; its min-max normalised
+    normality (NE) weights the loss of the final network(s), which restart from the same initial weights. With
+    ``ensemble`` > 1 this is the joint score refinement (JSR, Algorithm 3)."""
+
+    name = "reboot"
+
+    def train_networks(self, detector, X, images, weight):
+        detector._use_networks([detector._train_net(images, detector.seed, weight)], X)
+        weight = torch.from_numpy(weights_from_scores(-detector.scores(X, ["ne"])["ne"]))
+        return NoReweighting().train_networks(detector, X, images, weight)
+
+
+REWEIGHTINGS = {s.name: s for s in (NoReweighting(), OnlineReweighting(), RebootReweighting())}
 MC_SPREADS = ("var", "std")  # Eq. 10 | the reference code
 SCORE_OPS_RULES = ("random", "confident", "spread")
 
@@ -136,11 +196,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
                                      else (torch.arange(len(self.ops_))[:, None], (len(self.ops_),)))
         images = torch.as_tensor(X, dtype=torch.float32)
         weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-        if self.reweight == "reboot":  # Algorithm 2: the first network's scores weight the final ones
-            self._use_networks([self._train_net(images, self.seed, weight)], X)
-            weight = torch.from_numpy(weights_from_scores(-self.scores(X, ["ne"])["ne"]))
-        self._use_networks([self._train_net(images, self.seed + j, weight, online=self.reweight == "online")
-                            for j in range(self.ensemble)], X)
+        nets, weight = REWEIGHTINGS[self.reweight].train_networks(self, X, images, weight)
+        self._use_networks(nets, X)
         self.sample_weight_ = None if weight is None else weight.numpy()
         self.decision_scores_ = self.decision_function(X)
         return self
@@ -157,10 +214,9 @@ class DiscriminativeE3Outlier(OutlierDetector):
             raise ValueError("score 'mcd' needs dropout > 0 (the TPAMI code uses 0.05)")
         if self.mc_spread not in MC_SPREADS:
             raise ValueError(f"unknown mc_spread {self.mc_spread!r}; expected one of {MC_SPREADS}")
-        if self.reweight not in REWEIGHT:
-            raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {REWEIGHT}")
-        if self.reweight == "online" and self.ensemble > 1:
-            raise ValueError("online re-weighting trains one network (ensemble=1), as Algorithm 1")
+        if self.reweight not in REWEIGHTINGS:
+            raise ValueError(f"unknown reweight {self.reweight!r}; expected one of {tuple(REWEIGHTINGS)}")
+        REWEIGHTINGS[self.reweight].check(self)
         if self.score_ops_rule not in SCORE_OPS_RULES:
             raise ValueError(f"unknown score_ops_rule {self.score_ops_rule!r}; expected one of {SCORE_OPS_RULES}")
         if self.score_ops_images < 2:
@@ -210,7 +266,10 @@ class DiscriminativeE3Outlier(OutlierDetector):
             logits = net(x)[0].float()
         return list(torch.split(logits, self.heads_, dim=1))
 
-    def _train_net(self, images: torch.Tensor, seed: int, weight: torch.Tensor | None, online: bool = False):
+    def _train_net(self, images: torch.Tensor, seed: int, weight: torch.Tensor | None,
+                   after_epoch: Callable[[nn.Module, int], None] | None = None) -> nn.Module:
+        """One network trained on ``images``' operated copies from ``seed``, each image's loss weighted by
+        ``weight`` (None: unweighted; read at every step, so ``after_epoch(net, epoch)`` may update it in place)."""
         generator = seed_everything(seed)
         k = len(self.ops_)
         net = make_backbone(self.backbone, images.shape[1], sum(self.heads_), self.dropout)
@@ -224,9 +283,6 @@ class DiscriminativeE3Outlier(OutlierDetector):
         else:  # operation sampling: each image m times per epoch, the operation drawn per batch
             pairs = ArrayData({"sample": torch.arange(len(images)).repeat(self.ops_per_image)})
         op_generator = torch.Generator().manual_seed(seed + 7919)
-        weights = None if weight is None and not online else (
-            torch.ones(len(images)) if weight is None else weight.clone())
-
         def loss(model, batch: Batch) -> torch.Tensor:
             sample = batch["sample"]
             op = batch["op"] if "op" in batch else torch.randint(k, (len(sample),), generator=op_generator).to(sample)
@@ -234,21 +290,16 @@ class DiscriminativeE3Outlier(OutlierDetector):
             target = labels[op]
             ce = sum(F.cross_entropy(logit, target[:, h], reduction="none")
                      for h, logit in enumerate(self._logits(model, x)))
-            if weights is None:
+            if weight is None:
                 return ce.mean()
-            w = weights.to(ce.device)[sample]
+            w = weight.to(ce.device)[sample]
             return (ce * w).sum() / w.sum().clamp_min(1e-12)
-
-        def reweight_online(epoch: int) -> None:  # Algorithm 1, line 6-8
-            self._use_networks([net], images.numpy())
-            normality = -self.scores(images.numpy(), ["ne"])["ne"]
-            weights.copy_(torch.from_numpy(weights_from_scores(normality)))
 
         settings = TrainSettings(epochs=self.epochs or math.ceil(250 / k), batch_size=self.batch_size,
                                  optimizer=self.optimizer, lr=self.lr, lr_schedule=self.lr_schedule,
                                  weight_decay=self.weight_decay, eps=1e-7, progress=self.progress)
         train(net, loss, pairs, settings, device=self.device_, generator=generator,
-              on_epoch_end=reweight_online if online else None,
+              on_epoch_end=None if after_epoch is None else lambda epoch: after_epoch(net, epoch),
               desc=f"train {self.backbone} on {k} operations (seed {seed})")
         return net
 

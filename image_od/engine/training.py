@@ -22,7 +22,7 @@ import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from image_od.data.samples import (
     iterate_batches,
     load_batches,
     shard_batches,
+    split_batches,
     to_device,
 )
 from image_od.engine import distributed
@@ -84,8 +85,12 @@ class TrainSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     eps: float = 1e-8  # adam only
-    lr_schedule: str = "constant"  # constant | cosine (per step from lr to 0) | warmup_cosine (per epoch)
+    # constant | cosine (per step from lr to 0) | warmup_cosine (per epoch) | step (x gamma at each milestone)
+    lr_schedule: str = "constant"
     warmup_epochs: int = 0  # warmup_cosine: linear warm-up epochs before the cosine decay
+    milestones: tuple[float, ...] = (0.6, 0.8)  # step: fractions of all training steps where the rate drops
+    gamma: float = 0.1  # step: the factor of each drop
+    drop_last: bool = False  # leave out the samples after an epoch's last full batch (if it has one)
     num_workers: int = 0  # DataLoader workers, Dataset sources only
     progress: bool = True
     precision: str = "fp32"  # fp32 | bf16: autocast of the loss's forward ("auto": precision.resolve_precision)
@@ -96,7 +101,7 @@ class TrainSettings:
     split_batches: bool = True
 
 
-LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 
 
 def warmup_cosine(epoch: int, epochs: int, warmup: int) -> float:
@@ -107,14 +112,24 @@ def warmup_cosine(epoch: int, epochs: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
 
 
-def lr_factor(schedule: str, step: int, total_steps: int) -> float:
-    """Learning-rate factor of 0-based ``step`` of ``total_steps``: 1 (``constant``) or the cosine decay of
-    :func:`warmup_cosine` counted in steps, without warm-up (``cosine``: from the full rate to near 0)."""
+def step_decay(step: int, total_steps: int, milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.1) -> float:
+    """The lr multiplier of 0-based ``step``: ``gamma`` to the number of milestones m with step >= round(m T)
+    (PyTorch's MultiStepLR with milestones given as fractions of all ``total_steps``)."""
+    return gamma ** sum(step >= round(m * total_steps) for m in milestones)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, milestones: Sequence[float] = (0.6, 0.8),
+              gamma: float = 0.1) -> float:
+    """Learning-rate factor of 0-based ``step`` of ``total_steps`` for the schedules counted in steps: 1
+    (``constant``), the cosine decay of :func:`warmup_cosine` without warm-up (``cosine``: from the full rate to near
+    0) or :func:`step_decay` (``step``)."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
         return warmup_cosine(step, total_steps, 0)
-    raise ValueError(f"unknown lr_schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    if schedule == "step":
+        return step_decay(step, total_steps, milestones, gamma)
+    raise ValueError(f"unknown per-step lr_schedule {schedule!r}; expected constant, cosine or step")
 
 
 def step_lr(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
@@ -122,7 +137,25 @@ def step_lr(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
     others by step)."""
     if settings.lr_schedule == "warmup_cosine":
         return settings.lr * warmup_cosine(step // steps_per_epoch, settings.epochs, settings.warmup_epochs)
-    return settings.lr * lr_factor(settings.lr_schedule, step, settings.epochs * steps_per_epoch)
+    return settings.lr * lr_factor(settings.lr_schedule, step, settings.epochs * steps_per_epoch,
+                                   settings.milestones, settings.gamma)
+
+
+def _kept(n: int, settings: TrainSettings) -> int:
+    """How many of an epoch's ``n`` shuffled samples are used: all, or under ``drop_last`` the full batches."""
+    return n // settings.batch_size * settings.batch_size if settings.drop_last and n >= settings.batch_size else n
+
+
+def steps_per_epoch(n: int, settings: TrainSettings) -> int:
+    """The optimizer steps of one epoch over ``n`` samples: the batches of :func:`split_batches` (a last batch of
+    one merged into the one before), full batches only under ``drop_last``."""
+    return len(split_batches(torch.arange(_kept(n, settings)), settings.batch_size))
+
+
+def lr_history(settings: TrainSettings, n: int) -> list[float]:
+    """The learning rate of every step of a run over ``n`` samples, as :func:`train` sets it."""
+    per_epoch = steps_per_epoch(n, settings)
+    return [step_lr(settings, step, per_epoch) for step in range(settings.epochs * per_epoch)]
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -218,7 +251,7 @@ def _epoch_batches(data: SampleSource, settings: TrainSettings,
     """This rank's (batch, loss weight, number of samples it counts) for each step of one shuffled epoch."""
     order = torch.randperm(len(data), generator=generator)  # the same on every rank: the generator is shared
     ranks = (distributed.rank(), distributed.world_size()) if settings.split_batches else (0, 1)
-    shards = list(shard_batches(order, settings.batch_size, *ranks))
+    shards = list(shard_batches(order[:_kept(len(data), settings)], settings.batch_size, *ranks))
     batches = load_batches(data, [idx for idx, _ in shards], settings.num_workers)
     return ((batch, weight, len(idx) if weight else 0) for batch, (idx, weight) in zip(batches, shards))
 
@@ -236,12 +269,17 @@ def train(
     desc: str = "train",
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_step_end: Callable[[int, Batch], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> list[float]:
     """Train ``model`` in place; return the mean loss of each epoch.
 
     ``on_epoch_start(epoch)`` (0-based) runs before every epoch, a resumed one included (for losses whose weighting
-    depends on the epoch); ``on_epoch_end(epoch)`` runs after every epoch, before the checkpoint is written. Under
+    depends on the epoch); ``on_epoch_end(epoch)`` runs after every epoch, before the checkpoint is written;
+    ``on_step_end(step, batch)`` after every optimizer step, with the 0-based global step and the batch on the
+    device: the place for methods that interleave steps of other networks with their own optimizers (an adversarial
+    autoencoder's, GAN generators', a subspace's). The checkpoint holds ``model`` and ``optimizer`` only: such a
+    method checkpoints its other networks by making them part of ``model``, or trains without one. Under
     torchrun, ``loss_fn`` must return a mean over the batch's samples and every rank must pass an identically seeded
     ``generator``; rank 0 alone shows progress and writes the checkpoint (on a file system all ranks read), the
     history is the global mean loss, and all ranks end with the same model.
@@ -255,6 +293,9 @@ def train(
     """
     if settings.epochs < 1 or settings.batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {settings.epochs} and {settings.batch_size}")
+    if any(not 0 <= m <= 1 for m in settings.milestones) or not 0 < settings.gamma <= 1:
+        raise ValueError(f"milestones must be fractions of training in [0, 1] and gamma in (0, 1], got "
+                         f"{tuple(settings.milestones)} and {settings.gamma}")
     if settings.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {settings.lr_schedule!r}; expected one of {LR_SCHEDULES}")
     if settings.precision not in ("fp32", "bf16"):
@@ -278,23 +319,26 @@ def train(
     objective = distributed.wrap(_Objective(model, loss_fn), device)
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
                disable=not settings.progress or not distributed.is_main())
-    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    per_epoch = steps_per_epoch(len(data), settings)
     for epoch in range(start_epoch, settings.epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         model.train()
         total, count = 0.0, 0
         for step, (batch, weight, n) in enumerate(_epoch_batches(data, settings, generator),
-                                                   start=epoch * steps_per_epoch):
+                                                   start=epoch * per_epoch):
             for group in optimizer.param_groups:
-                group["lr"] = step_lr(settings, step, steps_per_epoch)
+                group["lr"] = step_lr(settings, step, per_epoch)
+            batch = to_device(batch, device)
             with autocast(settings.precision, device):
-                loss = objective(to_device(batch, device))
+                loss = objective(batch)
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
             optimizer.step()
             total += float(loss.detach()) * n
             count += n
+            if on_step_end is not None:
+                on_step_end(step, batch)
         total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64,
                                                                device=device)).tolist()
         history.append(total / max(count, 1))

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from image_od.data.samples import ArrayData, iterate_batches, to_device
+from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector, image_array
 from image_od.e3outlier.contrastive import (
     N_ROTATIONS,
@@ -34,7 +33,13 @@ from image_od.e3outlier.contrastive import (
     warmup_cosine,
 )
 from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
-from image_od.engine.training import resolve_device, score_batch_size, seed_everything
+from image_od.engine.training import (
+    TrainSettings,
+    resolve_device,
+    score_batch_size,
+    seed_everything,
+    train,
+)
 from image_od.networks.backbones import ResNet18
 
 OPTIMIZERS = ("lars", "sgd", "adam")
@@ -203,9 +208,9 @@ class CSI(OutlierDetector):
     CSI's per-rotation normalising weights and no rotation-head term (the CSI-synthetic paper's "simplified"
     score). ``optimizer`` ``sgd``/``adam`` and ``width`` < 64 are for small budgets and tests.
 
-    Training loop: our own, not ``image_od.engine.training.train`` (which takes one model, one loss and one
-    optimizer): :class:`CSISynth` interleaves steps of five networks with their own optimizers, and CSI shares that
-    loop. One process.
+    Training loop: the one training loop (``image_od.engine.training.train``) for F, with LARS as the caller's
+    optimizer; :class:`CSISynth` steps its other four networks in the loop's ``on_step_end``. No checkpoints (they
+    would hold F alone); one process.
     """
 
     def __init__(self, *, epochs: int = 1000, batch_size: int = 128, optimizer: str = "lars", lr: float = 1.0,
@@ -271,12 +276,6 @@ class CSI(OutlierDetector):
                                                                                       device=x.device))
         return loss
 
-    def _f_step(self, loss: torch.Tensor) -> None:
-        self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer_.step()
-        self.steps_["F"] += 1
-
     def _setup(self, images: torch.Tensor) -> None:
         """Networks and optimizers (the subclass adds its own)."""
         self.net_ = CSINet(images.shape[1], self.width, self.projection_dim)
@@ -284,37 +283,29 @@ class CSI(OutlierDetector):
         self.optimizer_ = make_optimizer(self.optimizer, self.net_.parameters(), self.lr, self.momentum,
                                          self.weight_decay)
 
-    def _batch(self, x: torch.Tensor, step: int, generator: torch.Generator) -> float:
-        """One training step on the batch ``x``; returns its L_CSI."""
-        loss = self.csi_loss(x, generator)
-        self._f_step(loss)
-        return float(loss.detach())
+    def _after_step(self, step: int, x: torch.Tensor) -> None:
+        """After the loop's F step on the batch ``x`` (the subclass adds its adversarial autoencoder's steps)."""
+        self.steps_["F"] += 1
 
     def _train(self, images: torch.Tensor) -> tuple[list[float], list[float]]:
+        """F in the one training loop (``image_od.engine.training.train``): the caller's optimizer (LARS), the
+        learning rate per epoch by ``warmup_cosine``, batches whole (the negatives are the batch), no outer autocast
+        (the networks' forward passes autocast themselves, the losses stay float32); the subclass's other networks
+        step in the loop's ``on_step_end``. Returns the mean L_CSI and the learning rate of every epoch."""
         shuffle = seed_everything(self.seed)
-        augment = torch.Generator().manual_seed(self.seed + 7919)
+        self._views = torch.Generator().manual_seed(self.seed + 7919)  # augmentations of every loss
         self.steps_: Counter = Counter()
         self._setup(images)
-        data = ArrayData({"image": images})
-        history, lrs, step = [], [], 0
-        bar = tqdm(range(self.epochs), desc=f"train {type(self).__name__}", unit="epoch", disable=not self.progress)
-        for epoch in bar:
-            lr = self.lr * warmup_cosine(epoch, self.epochs, self.warmup_epochs)
-            for group in self.optimizer_.param_groups:
-                group["lr"] = lr
-            self._train_mode()
-            total, count = 0.0, 0
-            for batch in iterate_batches(data, self.batch_size, shuffle=True, generator=shuffle):
-                x = to_device(batch, self.device_)["image"]
-                total += self._batch(x, step, augment) * len(x)
-                count += len(x)
-                step += 1
-            history.append(total / count)
-            lrs.append(lr)
-            self._end_epoch()
-            bar.set_postfix(loss=f"{history[-1]:.4g}")
-        del self.optimizer_
-        return history, lrs
+        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                 lr_schedule="warmup_cosine", warmup_epochs=self.warmup_epochs,
+                                 progress=self.progress, split_batches=False)
+        history = train(self.net_, lambda net, batch: self.csi_loss(batch["image"], self._views),
+                        ArrayData({"image": images}), settings, device=self.device_, generator=shuffle,
+                        optimizer=self.optimizer_, desc=f"train {type(self).__name__}",
+                        on_epoch_start=lambda epoch: self._train_mode(), on_epoch_end=lambda epoch: self._end_epoch(),
+                        on_step_end=lambda step, batch: self._after_step(step, batch["image"]))
+        del self.optimizer_, self._views
+        return history, [self.lr * warmup_cosine(e, self.epochs, self.warmup_epochs) for e in range(self.epochs)]
 
     def _train_mode(self) -> None:
         self.net_.train()
@@ -539,11 +530,17 @@ class CSISynth(CSI):
         with torch.no_grad():
             return self.generator_(h.to(self.device_)).cpu().numpy()
 
-    def _batch(self, x: torch.Tensor, step: int, generator: torch.Generator) -> float:
-        loss = super()._batch(x, step, generator)
+    def _after_step(self, step: int, x: torch.Tensor) -> None:
+        super()._after_step(step, x)
         if step % self.every == 0:
-            self._aae_block(x, generator)
-        return loss
+            self._aae_block(x, self._views)
+
+    def _f_step(self, loss: torch.Tensor) -> None:
+        """An extra step of F (Eq. 5's joint batch) with the loop's optimizer, at the current learning rate."""
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
+        self.steps_["F"] += 1
 
     def _aae_block(self, x: torch.Tensor, generator: torch.Generator) -> None:
         """Algorithm 1's inner block (steps 1-6 of the class docstring)."""

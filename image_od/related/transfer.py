@@ -41,7 +41,7 @@ Our choices where paper and code say nothing or cannot apply here:
 - inputs are X in [-1, 1] as given (the code normalises with CIFAR's mean/std: ``input_norm="cifar"`` does that,
   for weights trained that way); crop padding is black (-1, torchvision pads 0 before normalising).
 - an epoch is ceil(N / 64) steps over the shuffled normal images (the last batch smaller, as the code's
-  ``drop_last=False``), each with the next 64 images of a shuffled OE stream that is reshuffled when fewer than 64
+  ``drop_last=False``; a last batch of one joins the one before, as everywhere in the shared loop), each with the next 64 images of a shuffled OE stream that is reshuffled when fewer than 64
   are left (the code's ``zip`` with ``drop_last=True``; identical whenever the OE holds >= 64 images per step, as
   CIFAR-100 does, and still defined for a small OE).
 - the lr steps are set per step: x0.1 from step round(0.6 T) and again from round(0.8 T) of the T = epochs x
@@ -51,17 +51,17 @@ Our choices where paper and code say nothing or cannot apply here:
 - ``precision="auto"``: bfloat16 autocast where the device runs it natively (``image_od.engine.precision``); the
   penalty and the loss are computed in float32.
 
-Training loop: our own, not ``image_od.engine.training.train``, because that loop builds its optimizer internally and
-cannot change the learning rate during training (the step schedule), and draws its batches from one data source,
-whereas each step here pairs a normal batch with an OE batch; ADRA also trains only a subset of the parameters.
-No checkpoints; one process.
+Training loop: the one training loop (``image_od.engine.training.train``) with ``lr_schedule="step"``, the caller's
+SGD over the trainable parameters (ADRA trains a subset), and the loss drawing each step's OE batch from its own
+stream. The history is the sample-weighted mean loss of each epoch (the loop's definition; our own loop before
+averaged the steps). No checkpoints; one process.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from image_od.data.samples import ArrayData, split_batches
+from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector, image_array
 from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
-from image_od.engine.training import predict, resolve_device, seed_everything
+from image_od.engine.training import (
+    TrainSettings,
+    lr_history,
+    make_optimizer,
+    predict,
+    resolve_device,
+    seed_everything,
+    train,
+)
 from image_od.files.safe_io import load_tensors, state_dict_in
 
 __all__ = ["ADIB", "ADRA", "CIFAR_MEAN", "CIFAR_STD", "PENALTY_SCOPES", "ResNet26", "crop_flip", "l2sp_penalty",
-           "load_pretrained", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26", "sidecar_path",
-           "step_decay"]
+           "load_pretrained", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26", "sidecar_path"]
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as image_od.operations.generative
 CIFAR_MEAN = (0.491373, 0.482353, 0.446667)  # the official code's Normalize
@@ -207,11 +213,6 @@ def penalty_parameters(net: ResNet26, scope: str = "conv3x3") -> list[nn.Paramet
     raise ValueError(f"unknown penalty_scope {scope!r}; expected one of {PENALTY_SCOPES}")
 
 
-def step_decay(step: int, total_steps: int, milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.1) -> float:
-    """The lr multiplier of 0-based ``step``: ``gamma`` to the number of milestones m with step >= round(m T)."""
-    return gamma ** sum(step >= round(m * total_steps) for m in milestones)
-
-
 def crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per image: a random crop of the original size from the image padded by ``padding`` black (-1) pixels, then
     (``flip``) a horizontal flip with probability 1/2 (torchvision's RandomCrop(padding) + RandomHorizontalFlip);
@@ -319,38 +320,6 @@ def _read_sidecar(path: str | Path | None) -> dict | None:
         return None
 
 
-# --------------------------------------------------------------------------------------------- SGD training
-def _sgd(net: nn.Module, params: list[nn.Parameter], epochs: int, epoch_batches: Callable[[], Iterator[Any]],
-         loss_fn: Callable[[Any], torch.Tensor], *, steps_per_epoch: int, lr: float, momentum: float,
-         weight_decay: float, milestones: Sequence[float], gamma: float, progress: bool,
-         desc: str) -> tuple[list[float], list[float]]:
-    """SGD over ``epoch_batches()`` for ``epochs`` epochs with the step schedule :func:`step_decay`; returns the
-    mean loss of each epoch and the lr of each step. Not the shared loop (``image_od.engine.training.train``): each
-    step also draws from the outlier-exposure stream, and the milestones count ``steps_per_epoch`` steps per epoch
-    even where a last batch of one is merged into the previous one."""
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    total = epochs * steps_per_epoch
-    history: list[float] = []
-    lrs: list[float] = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
-    for _ in bar:
-        net.train()
-        losses = []
-        for batch in epoch_batches():
-            current = lr * step_decay(len(lrs), total, milestones, gamma)
-            for group in optimizer.param_groups:
-                group["lr"] = current
-            loss = loss_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            lrs.append(current)
-        history.append(float(np.mean(losses)))
-        bar.set_postfix(loss=f"{history[-1]:.4g}")
-    return history, lrs
-
-
 def _check_common(epochs: int, batch_size: int, lr: float, milestones: Sequence[float], gamma: float,
                   input_norm: str, precision: str, widths: Sequence[int]) -> None:
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -395,27 +364,23 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
     prep = _Input(input_norm).to(dev)
     if dev.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
-    x_dev, y_dev = x.to(dev), y.to(dev)
 
-    def batches() -> Iterator[torch.Tensor]:
-        return iter(split_batches(torch.randperm(len(x), generator=shuffle), batch_size))
-
-    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-        idx = idx.to(dev)
-        xb = x_dev[idx]
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        xb = batch["image"]
         if augment:
             xb = crop_flip(xb, 4, True, aug)
         xb = prep(xb)
         if dev.type == "cpu":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(prec, dev):
-            logits = net(xb).float()
-        return F.cross_entropy(logits, y_dev[idx])
+            logits = model(xb).float()
+        return F.cross_entropy(logits, batch["label"])
 
-    history, _ = _sgd(net, list(net.parameters()), epochs, batches, loss_fn,
-                      steps_per_epoch=math.ceil(len(x) / batch_size), lr=lr, momentum=momentum,
-                      weight_decay=weight_decay, milestones=milestones, gamma=gamma, progress=progress,
-                      desc=f"pretrain ResNet26 on {n_classes} classes")
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=lr, momentum=momentum,
+                             weight_decay=weight_decay, lr_schedule="step", milestones=tuple(milestones), gamma=gamma,
+                             progress=progress)
+    history = train(net, loss_fn, ArrayData({"image": x, "label": y}), settings, device=dev, generator=shuffle,
+                    desc=f"pretrain ResNet26 on {n_classes} classes")
     net.eval()
     with torch.no_grad():
         def fn(batch):
@@ -490,7 +455,7 @@ class _TransferAD(OutlierDetector):
         theta0 = [p.detach().clone() for p in penalised]
         alpha = self._alpha() if self.weights is not None else 0.0
         self.input_ = _Input(self.input_norm).to(dev)
-        x_dev, oe_dev = x.to(dev), oe.to(dev)
+        oe_dev = oe.to(dev)
         trainable = [p for p in net.parameters() if p.requires_grad]
         self.n_trainable_ = sum(p.numel() for p in trainable)
         oe_batch = min(self.exposure_batch_size, len(oe))
@@ -503,29 +468,28 @@ class _TransferAD(OutlierDetector):
             stream["pos"] += oe_batch
             return idx
 
-        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            return ((idx, next_oe()) for idx in split_batches(torch.randperm(len(x), generator=shuffle),
-                                                              self.batch_size))
-
-        def loss_fn(pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            idx, oe_idx = (i.to(dev) for i in pair)
-            xb = torch.cat([x_dev[idx], oe_dev[oe_idx]])
+        def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            normal = batch["image"]
+            xb = torch.cat([normal, oe_dev[next_oe().to(dev)]])
             if self.augment:
                 xb = crop_flip(xb, self.crop_padding, self.hflip, aug)
             xb = self.input_(xb)
             if dev.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(self.precision_, dev):
-                logits = net(xb).float()
-            loss = oe_bce(logits, len(idx))
+                logits = model(xb).float()
+            loss = oe_bce(logits, len(normal))
             if alpha > 0:
                 loss = loss + l2sp_penalty(penalised, theta0, alpha, self._squared())
             return loss
 
-        self.history_, self.lr_history_ = _sgd(
-            net, trainable, self.epochs, batches, loss_fn, steps_per_epoch=math.ceil(len(x) / self.batch_size),
-            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, milestones=self.milestones,
-            gamma=self.gamma, progress=self.progress, desc=f"train {name}")
+        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+                                 momentum=self.momentum, weight_decay=self.weight_decay, lr_schedule="step",
+                                 milestones=tuple(self.milestones), gamma=self.gamma, progress=self.progress)
+        data = ArrayData({"image": x})
+        self.history_ = train(net, loss_fn, data, settings, device=dev, generator=shuffle,
+                              optimizer=make_optimizer(trainable, settings), desc=f"train {name}")
+        self.lr_history_ = lr_history(settings, len(data))
         with torch.no_grad():
             self.drift_ = float(torch.linalg.vector_norm(torch.cat([
                 (p.float() - r.float()).reshape(-1) for p, r in zip(penalised, theta0)])))
