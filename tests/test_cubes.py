@@ -22,6 +22,8 @@ def test_offsets_and_pairs():
     with pytest.raises(ValueError):
         cube_offsets(4)
     assert flow_pairs(4) == [(0, 1), (1, 2), (2, 3), (2, 3)]
+    assert flow_pairs(5, gap=2) == [(0, 2), (0, 2), (1, 3), (2, 4), (2, 4)]  # (t-1, t+1), shifted in at the ends
+    assert flow_pairs(2, gap=2) == [(0, 1), (0, 1)]  # a video shorter than the gap: its whole length
 
 
 def test_cube_frames_are_centred_and_padded_at_video_ends():
@@ -53,8 +55,9 @@ def test_flow_patch_is_the_middle_frame_flow():
     bg = cv2.GaussianBlur(rng.integers(0, 255, (64, 64)).astype(np.uint8), (7, 7), 0)
     video = np.stack([np.roll(bg, 2 * t, axis=1) for t in range(5)])  # shifts right 2 px per frame
     boxes = [np.array([[16, 16, 48, 48]], np.float32)] * 5
-    for estimator in (DisFlow("medium"), DisFlow("medium", upscale=2.0), FarnebackFlow()):
-        out = extract_cubes(video, boxes, estimator, size=32)
+    for estimator, gap in ((DisFlow("medium"), 1), (DisFlow("medium", upscale=2.0), 1), (FarnebackFlow(), 1),
+                           (DisFlow("medium"), 2)):  # gap 2: the flow over 2 frames, still in pixels per frame
+        out = extract_cubes(video, boxes, estimator, size=32, flow_gap=gap)
         dx = out["flow"][:, 0, 8:24, 8:24].astype(np.float32).mean()
         dy = out["flow"][:, 1, 8:24, 8:24].astype(np.float32).mean()
         assert abs(dx - 2) < 0.5 and abs(dy) < 0.5

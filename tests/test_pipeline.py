@@ -147,16 +147,18 @@ def test_stage_out_of_order_is_a_clear_error(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5):
+def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1):
     """The extraction before streaming (issue 8), kept as the reference: every frame, flow and cube of the video
-    computed at once."""
+    computed at once (the flow of frames ``gap`` apart, in pixels per frame)."""
     import torch
 
     from vad.cubes import _to_nchw, crop_resize, cube_offsets
     from vad.flow import flow_pairs
 
     T = len(frames)
-    flows = torch.from_numpy(flow(frames, flow_pairs(T)).astype(np.float32)).permute(0, 3, 1, 2)
+    pairs = flow_pairs(T, gap)
+    apart = torch.tensor([float(max(b - a, 1)) for a, b in pairs])[:, None, None, None]
+    flows = torch.from_numpy(flow(frames, pairs).astype(np.float32)).permute(0, 3, 1, 2) / apart
     ids = [t for t in range(T) if len(boxes_per_frame[t])]
     boxes = np.concatenate([np.asarray(boxes_per_frame[t], np.float32).reshape(-1, 4) for t in ids])
     centre = np.concatenate([np.full(len(boxes_per_frame[t]), t) for t in ids])
@@ -167,7 +169,8 @@ def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5):
             "boxes": boxes, "frame": centre.astype(np.int32)}
 
 
-def test_streaming_extraction_equals_the_whole_video_computation(tmp_path):
+@pytest.mark.parametrize("gap", [1, 2])
+def test_streaming_extraction_equals_the_whole_video_computation(tmp_path, gap):
     import h5py
 
     from pipelines.video.stages import BoxSource, extract_video
@@ -184,12 +187,13 @@ def test_streaming_extraction_equals_the_whole_video_computation(tmp_path):
     np.savez(tmp_path / "boxes.npz", boxes_xyxy=edge_boxes, global_frame=np.array([0, 1, T - 2, T - 1]),
              video_lengths=np.array([T]))
     config = load_config(REPO / "configs" / "demo.yaml",
-                         ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}"])
+                         ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}",
+                          f"flow.gap={gap}"])
     frames, r = video.read_frames(), config.regions
     motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
                                 min_area=r.motion_min_area, max_aspect=r.motion_max_aspect, margin=r.motion_margin)
     flow = make_flow("dis")
-    want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow)
+    want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow, gap=gap)
     assert {0, 1, T - 2, T - 1} <= set(want["frame"].tolist()) and len(want["frame"]) > 2 * T
     boxes_for = BoxSource(config, [video])
     for chunk in (1, 7, 64):  # 7 does not divide 30; 64 holds the whole video in one window

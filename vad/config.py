@@ -65,6 +65,9 @@ class FlowConfig:
     preset: str = "medium"  # DIS preset
     upscale: float = 1.0  # DIS on frames enlarged by this factor, vectors returned in frame pixels
     min_side: int = 0  # DIS: and enlarged at least until the frames' shorter side has this many pixels (0: none)
+    # frames between the pair whose flow stands for frame t, in pixels per frame: 1, (t, t+1), or 2, (t-1, t+1):
+    # 2 helps every Ped2 source and loses small fast objects, and 3 of 4 Avenue figures (docs/BENCHMARKS.md#flow-gap)
+    gap: int = 1
     raft_weights: str | None = None
     raft_small: bool = False
 
@@ -255,6 +258,7 @@ def _check_cubes_flow(checks: Checks, c: Config) -> None:
         checks.one_of("flow.preset", fl.preset, DIS_PRESETS)
     checks.positive("flow.upscale", fl.upscale)
     checks.need(0 <= fl.min_side <= 8192, "flow.min_side", fl.min_side, "must be from 0 (none) to 8192 pixels")
+    checks.need(1 <= fl.gap <= 4, "flow.gap", fl.gap, "must be within 1..4 frames")
     checks.need(fl.method != "raft" or bool(fl.raft_weights), "flow.raft_weights", fl.raft_weights,
                 "must be set when flow.method is raft")
 

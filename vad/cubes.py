@@ -101,15 +101,22 @@ def empty_cubes(colour: bool, size: int = 32, n_frames: int = 5) -> dict[str, np
             "boxes": np.zeros((0, 4), np.float32), "frame": np.zeros(0, np.int32)}
 
 
+def chunk_flow(frames: np.ndarray, window: Window, flow_estimator, gap: int = 1) -> np.ndarray:
+    """(chunk frames, H, W, 2) float32 flow in pixels per frame standing for each frame of ``window``'s chunk: the
+    flow between frames ``gap`` apart around t (``flow_pairs``), divided by the frames between them."""
+    pairs = [(a - window.lo, b - window.lo) for a, b in flow_pairs(window.hi, gap)[window.start:window.stop]]
+    apart = np.array([max(b - a, 1) for a, b in pairs], np.float32)[:, None, None, None]
+    return flow_estimator(frames, pairs).astype(np.float32) / apart
+
+
 def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                 n_frames: int = 5) -> dict[str, np.ndarray]:
+                 n_frames: int = 5, flow_gap: int = 1) -> dict[str, np.ndarray]:
     """The cubes of the chunk of ``window`` (one box list per chunk frame), as ``extract_cubes``. The window needs
-    ``n_frames // 2`` frames on each side of the chunk (and 1 for the flow pair) where the video has them."""
+    ``n_frames // 2`` frames on each side of the chunk (and what the flow pairs reach) where the video has them."""
     frames, colour = window.frames, window.frames.ndim == 4
     if len(boxes_per_frame) != window.stop - window.start:
         raise ValueError(f"{len(boxes_per_frame)} box lists for {window.stop - window.start} frames")
-    pairs = [(a - window.lo, b - window.lo) for a, b in flow_pairs(window.hi)[window.start:window.stop]]
-    flows = flow_estimator(frames, pairs).astype(np.float32)
+    flows = chunk_flow(frames, window, flow_estimator, flow_gap)
     frame_ids = [t for t in range(window.start, window.stop) if len(boxes_per_frame[t - window.start])]
     if not frame_ids:
         return empty_cubes(colour, size, n_frames)
@@ -126,12 +133,15 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,
-               *, size: int = 32, n_frames: int = 5, chunk: int = 64) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
+               *, size: int = 32, n_frames: int = 5, chunk: int = 64,
+               flow_gap: int = 1) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
     """Stream one video's cubes chunk by chunk: (window, ``window_cubes``) per chunk of ``chunk`` frames, ordered
     by frame. ``boxes_for(window)`` gives the boxes of the window's chunk frames. Memory holds one window."""
-    margin = max(n_frames // 2, 1)  # the cube's frames t-2..t+2, and t-1..t+1 for flow and motion boxes
+    # the cube's frames t-2..t+2, t-1..t+1 for motion boxes, and the flow pair
+    margin = max(n_frames // 2, 1, flow_gap - flow_gap // 2)
     for window in iter_windows(frames, chunk, margin):
-        yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames)
+        yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames,
+                                   flow_gap=flow_gap)
 
 
 def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int = 32,
@@ -142,7 +152,7 @@ def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int
 
 
 def extract_cubes(frames: np.ndarray, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                  n_frames: int = 5, chunk: int = 64) -> dict[str, np.ndarray]:
+                  n_frames: int = 5, chunk: int = 64, flow_gap: int = 1) -> dict[str, np.ndarray]:
     """All cubes of one video held in memory (``iter_cubes`` over its frames).
 
     ``frames``: (T,H,W) grey or (T,H,W,3) uint8. ``boxes_per_frame``: T arrays of (k,4) xyxy boxes.
@@ -152,5 +162,5 @@ def extract_cubes(frames: np.ndarray, boxes_per_frame: Sequence[np.ndarray], flo
     if len(boxes_per_frame) != len(frames):
         raise ValueError(f"{len(boxes_per_frame)} box lists for {len(frames)} frames")
     parts = iter_cubes(frames, lambda w: boxes_per_frame[w.start:w.stop], flow_estimator, size=size,
-                       n_frames=n_frames, chunk=chunk)
+                       n_frames=n_frames, chunk=chunk, flow_gap=flow_gap)
     return concat_cubes((arrays for _, arrays in parts), frames.ndim == 4, size, n_frames)

@@ -25,11 +25,13 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def flow_pairs(n_frames: int) -> list[tuple[int, int]]:
-    """The (from, to) frame pair whose flow stands for each frame t: (t, t+1), the last one (t-1, t)."""
+def flow_pairs(n_frames: int, gap: int = 1) -> list[tuple[int, int]]:
+    """The (from, to) frame pair whose flow stands for each frame t: frames ``gap`` apart around t, (t, t+1) for
+    gap 1 and (t-1, t+1) for gap 2, shifted inside the video at its ends (gap 1: the last one is (t-1, t))."""
     if n_frames < 2:
         return [(0, 0)] * n_frames
-    return [(t, t + 1) for t in range(n_frames - 1)] + [(n_frames - 2, n_frames - 1)]
+    g = min(gap, n_frames - 1)
+    return [(a, a + g) for a in (min(max(t - gap // 2, 0), n_frames - 1 - g) for t in range(n_frames))]
 
 
 @dataclass

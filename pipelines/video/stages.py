@@ -220,7 +220,7 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
     memory holds one window of frames and its cubes, whatever the video's length."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w), flow, size=config.cubes.size,
-                       n_frames=config.cubes.frames, chunk=chunk)
+                       n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap)
     with tqdm(total=video.frame_count(), desc=video.name, unit="frame", leave=False, disable=not progress) as bar:
         def chunks() -> Iterator[tuple[dict[str, np.ndarray], int]]:
             for window, arrays in parts:
