@@ -36,10 +36,9 @@ install_python() {
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     pip_install --upgrade pip
     pip_install --resume-retries 20 -c tools/constraints.txt torch==2.14.1 torchvision==0.29.1
-    pip_install --resume-retries 20 -c tools/constraints.txt opencv-python-headless ultralytics numpy scikit-learn h5py ffmpeg-python tqdm \
-        matplotlib pyyaml scipy pytest
-    "$VENV/bin/pip" install -q --no-deps -e .
-    "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics"
+    # every dependency pyproject.toml names (and its detector and test extras), at the pinned versions
+    pip_install --resume-retries 20 -c tools/constraints.txt -e ".[detector,test]"
+    "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics, onnx, onnxruntime"
     rm -f "$VENV"/.e3outlier-*
     touch "$stamp"
 }
