@@ -137,22 +137,22 @@ class MOGAAL(OutlierDetector):
         batch = min(self.batch_size, n)
         sizes = noise_split(batch, k)
         self.history_: dict[str, list[float]] = {"discriminator": [], "generator": []}
-        step: dict = {}  # this step's noise, shared by the discriminator's loss and the generators' steps
+        shared: dict = {}  # the step's noise (for D's loss and the generators' steps) and the epoch's phase
 
         def discriminator_loss(disc: nn.Module, real: dict[str, torch.Tensor]) -> torch.Tensor:
-            step["noise"] = torch.rand(batch, self.latent_dim, generator=generator).to(device).split(sizes)
-            return self._discriminator_loss(real["image"], step["noise"])
+            shared["noise"] = torch.rand(batch, self.latent_dim, generator=generator).to(device).split(sizes)
+            return self._discriminator_loss(real["image"], shared["noise"])
 
         def generator_steps(epoch_step: int, real: dict[str, torch.Tensor]) -> None:
-            if step["joint"]:
-                step["generator_losses"].append(self._generator_steps(images, step["noise"], opt_g))
+            if shared["joint"]:
+                shared["generator_losses"].append(self._generator_steps(images, shared["noise"], opt_g))
 
         def start_epoch(epoch: int) -> None:
-            step.update(joint=epoch < self.epochs_joint, generator_losses=[])
+            shared.update(joint=epoch < self.epochs_joint, generator_losses=[])
 
         def end_epoch(epoch: int) -> None:
-            if step["joint"]:
-                self.history_["generator"].append(float(np.mean(step["generator_losses"])))
+            if shared["joint"]:
+                self.history_["generator"].append(float(np.mean(shared["generator_losses"])))
 
         settings = TrainSettings(epochs=self.epochs_joint + self.epochs_discriminator, batch_size=batch,
                                  optimizer="sgd", lr=self.lr_d, momentum=self.momentum, drop_last=True,
