@@ -451,7 +451,7 @@ def onnxruntime_session(model: DarknetModel, threads: int):
     example = torch.zeros(1, model.channels, model.max_stride * 2, model.max_stride * 2)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on the input-shape check, which the export drops
-        torch.onnx.export(model.float().eval(), (example,), graph, dynamo=False, opset_version=13,
+        torch.onnx.export(model, (example,), graph, dynamo=False, opset_version=13,
                           input_names=["x"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = max(1, threads), 1

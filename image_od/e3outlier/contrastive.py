@@ -138,14 +138,15 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 def train_contrastive(net: nn.Module, optimizer: torch.optim.Optimizer,
                       loss_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, shuffle: torch.Generator,
                       *, epochs: int, batch_size: int, lr: float, warmup_epochs: int, device: torch.device, desc: str,
-                      progress: bool) -> tuple[list[float], list[float]]:
+                      progress: bool, **hooks: Callable) -> tuple[list[float], list[float]]:
     """The contrastive detectors' training in the one training loop: shuffled batches of ``images``,
     ``loss_fn(batch)``, the caller's optimizer, the learning rate set per epoch by ``warmup_cosine``, batches kept
-    whole under torchrun (the negatives are the batch); returns the mean loss and the learning rate of every epoch."""
+    whole under torchrun (the negatives are the batch); ``hooks`` (``on_epoch_start``, ``on_epoch_end``,
+    ``on_step_end``) go to the loop. Returns the mean loss and the learning rate of every epoch."""
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="warmup_cosine",
                              warmup_epochs=warmup_epochs, progress=progress, split_batches=False)
     history = train(net, lambda model, batch: loss_fn(batch["image"]), ArrayData({"image": images}), settings,
-                    device=device, generator=shuffle, desc=desc, optimizer=optimizer)
+                    device=device, generator=shuffle, desc=desc, optimizer=optimizer, **hooks)
     return history, [lr * warmup_cosine(epoch, epochs, warmup_epochs) for epoch in range(epochs)]
 
 

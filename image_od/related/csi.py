@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_od.data.samples import ArrayData
 from image_od.detector import OutlierDetector, image_array
 from image_od.e3outlier.contrastive import (
     N_ROTATIONS,
@@ -30,16 +29,10 @@ from image_od.e3outlier.contrastive import (
     rotate_batch,
     rotation_targets,
     simclr_labels,
-    warmup_cosine,
+    train_contrastive,
 )
 from image_od.engine.precision import PRECISIONS, autocast, resolve_precision
-from image_od.engine.training import (
-    TrainSettings,
-    resolve_device,
-    score_batch_size,
-    seed_everything,
-    train,
-)
+from image_od.engine.training import resolve_device, score_batch_size, seed_everything
 from image_od.networks.backbones import ResNet18
 
 OPTIMIZERS = ("lars", "sgd", "adam")
@@ -288,7 +281,7 @@ class CSI(OutlierDetector):
         self.steps_["F"] += 1
 
     def _train(self, images: torch.Tensor) -> tuple[list[float], list[float]]:
-        """F in the one training loop (``image_od.engine.training.train``): the caller's optimizer (LARS), the
+        """F in the one training loop, as the contrastive detectors train (``train_contrastive``): LARS, the
         learning rate per epoch by ``warmup_cosine``, batches whole (the negatives are the batch), no outer autocast
         (the networks' forward passes autocast themselves, the losses stay float32); the subclass's other networks
         step in the loop's ``on_step_end``. Returns the mean L_CSI and the learning rate of every epoch."""
@@ -296,16 +289,14 @@ class CSI(OutlierDetector):
         self._views = torch.Generator().manual_seed(self.seed + 7919)  # augmentations of every loss
         self.steps_: Counter = Counter()
         self._setup(images)
-        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                 lr_schedule="warmup_cosine", warmup_epochs=self.warmup_epochs,
-                                 progress=self.progress, split_batches=False)
-        history = train(self.net_, lambda net, batch: self.csi_loss(batch["image"], self._views),
-                        ArrayData({"image": images}), settings, device=self.device_, generator=shuffle,
-                        optimizer=self.optimizer_, desc=f"train {type(self).__name__}",
-                        on_epoch_start=lambda epoch: self._train_mode(), on_epoch_end=lambda epoch: self._end_epoch(),
-                        on_step_end=lambda step, batch: self._after_step(step, batch["image"]))
+        history, lrs = train_contrastive(
+            self.net_, self.optimizer_, lambda x: self.csi_loss(x, self._views), images, shuffle, epochs=self.epochs,
+            batch_size=self.batch_size, lr=self.lr, warmup_epochs=self.warmup_epochs, device=self.device_,
+            desc=f"train {type(self).__name__}", progress=self.progress,
+            on_epoch_start=lambda epoch: self._train_mode(), on_epoch_end=lambda epoch: self._end_epoch(),
+            on_step_end=lambda step, batch: self._after_step(step, batch["image"]))
         del self.optimizer_, self._views
-        return history, [self.lr * warmup_cosine(e, self.epochs, self.warmup_epochs) for e in range(self.epochs)]
+        return history, lrs
 
     def _train_mode(self) -> None:
         self.net_.train()
