@@ -11,8 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
+from image_od.data.samples import ArrayData
 from image_od.engine import distributed
+from image_od.engine.training import TrainSettings, train
 from vad.synthetic import make_synthetic_ucsd
 
 from .test_image_bench import TINY
@@ -37,8 +40,29 @@ def test_shares_split_every_item_once_and_balance_the_cost(monkeypatch, costs, n
 def test_one_process_takes_everything(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert distributed.my_share([3, 1, 2]) == [0, 1, 2]
-    with distributed.independent():
-        assert distributed.world_size() == 1 and distributed.rank() == 0 and not distributed.launched()
+    assert not distributed.launched() and distributed.is_main()
+
+
+def test_a_model_of_sharded_work_trains_alone_under_a_launcher(monkeypatch):
+    """With ``data_parallel`` off the loop is handed this process alone: under a launcher's two ranks it joins no
+    process group (which would wait for the other rank) and trains as one process does, without any global switch."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.launched() and not distributed.is_main()
+    ranks = distributed.training_ranks(False, torch.device("cpu"))
+    assert (ranks.rank, ranks.size, ranks.together, ranks.is_main()) == (0, 1, False, True)
+    x = torch.randn(40, 3)
+    settings = TrainSettings(epochs=2, batch_size=8, progress=False, data_parallel=False)
+    losses = []
+    for _ in range(2):
+        model = torch.nn.Linear(3, 1)
+        torch.nn.init.zeros_(model.weight)
+        torch.nn.init.zeros_(model.bias)
+        losses.append(train(model, lambda m, b: m(b["x"]).sub(1).pow(2).mean(), ArrayData({"x": x}), settings,
+                            device=torch.device("cpu"), generator=torch.Generator().manual_seed(0)))
+        monkeypatch.delenv("WORLD_SIZE", raising=False)  # the second time a plain process: the same training
+    assert not torch.distributed.is_initialized()
+    assert losses[0] == losses[1] and losses[0][1] < losses[0][0]
 
 
 def _vad(launcher: list[str], *argv: str) -> None:

@@ -122,14 +122,16 @@ class CAE(OutlierDetector):
 
     def __init__(self, *, epochs: int = 250, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 5e-4,
                  widths: Sequence[int] = (64, 128, 256), code: int = 256, device: str = "auto", seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.widths, self.code = widths, code
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def _train_settings(self, epochs: int | None = None) -> TrainSettings:
         return TrainSettings(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
-                             optimizer="adam", lr=self.lr, weight_decay=self.weight_decay, progress=self.progress)
+                             optimizer="adam", lr=self.lr, weight_decay=self.weight_decay, progress=self.progress,
+                             data_parallel=self.data_parallel)
 
     def _build(self, x: torch.Tensor) -> DeepCAE:
         return DeepCAE(x.shape[1], widths=tuple(self.widths), code=self.code, size=x.shape[-1])
@@ -176,17 +178,19 @@ class CAEIF(OutlierDetector):
 
     def __init__(self, *, contamination: float | str = "auto", epochs: int = 250, batch_size: int = 128,
                  lr: float = 1e-3, weight_decay: float = 5e-4, widths: Sequence[int] = (64, 128, 256),
-                 code: int = 256, device: str = "auto", seed: int = 0, progress: bool = False):
+                 code: int = 256, device: str = "auto", seed: int = 0, progress: bool = False,
+                 data_parallel: bool = True):
         self.contamination = contamination
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.widths, self.code = widths, code
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def fit(self, X: Any) -> "CAEIF":
         x = as_images(X)
         self.cae_ = CAE(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                         widths=self.widths, code=self.code, device=self.device, seed=self.seed,
-                        progress=self.progress).fit(x)
+                        progress=self.progress, data_parallel=self.data_parallel).fit(x)
         self.forest_ = IsolationForest(contamination=self.contamination, random_state=self.seed)
         self.forest_.fit(self.cae_.encode(x))
         self.decision_scores_ = self.decision_function(x)
@@ -214,9 +218,9 @@ class DRAE(CAE):
 
     def __init__(self, *, lam: float = 0.1, epochs: int = 250, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 5e-4, widths: Sequence[int] = (64, 128, 256), code: int = 256,
-                 device: str = "auto", seed: int = 0, progress: bool = False):
+                 device: str = "auto", seed: int = 0, progress: bool = False, data_parallel: bool = True):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, widths=widths,
-                         code=code, device=device, seed=seed, progress=progress)
+                         code=code, device=device, seed=seed, progress=progress, data_parallel=data_parallel)
         self.lam = lam
 
     def _loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -260,9 +264,9 @@ class RDAE(CAE):
     def __init__(self, *, lam: float = 0.00065, epochs: int = 20, inner_epochs: int = 1,
                  lambda_scaling: str = "n_samples", score: str = "residual", batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 5e-4, widths: Sequence[int] = (64, 128, 256), code: int = 256,
-                 device: str = "auto", seed: int = 0, progress: bool = False):
+                 device: str = "auto", seed: int = 0, progress: bool = False, data_parallel: bool = True):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, widths=widths,
-                         code=code, device=device, seed=seed, progress=progress)
+                         code=code, device=device, seed=seed, progress=progress, data_parallel=data_parallel)
         self.lam, self.inner_epochs, self.lambda_scaling, self.score = lam, inner_epochs, lambda_scaling, score
 
     def _loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -373,12 +377,13 @@ class RSRAE(OutlierDetector):
                  lambda2: float | None = None, rsr_lr_factor: float = 10.0, normalize_code: bool = True,
                  score: str = "l2", epochs: int = 250, batch_size: int = 128, lr: float = 0.00025,
                  weight_decay: float = 0.0005, widths: Sequence[int] = (64, 128, 256), code: int = 256,
-                 device: str = "auto", seed: int = 0, progress: bool = False):
+                 device: str = "auto", seed: int = 0, progress: bool = False, data_parallel: bool = True):
         self.intrinsic, self.mode, self.lambda1, self.lambda2 = intrinsic, mode, lambda1, lambda2
         self.rsr_lr_factor, self.normalize_code, self.score = rsr_lr_factor, normalize_code, score
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.widths, self.code = widths, code
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def _lambdas(self) -> tuple[float, float]:
         default = 1.0 if self.mode == "separate" else 0.1
@@ -414,7 +419,8 @@ class RSRAE(OutlierDetector):
             opt_pca.step()
 
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="adam", lr=self.lr,
-                                 weight_decay=self.weight_decay, progress=self.progress)
+                                 weight_decay=self.weight_decay, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         return train(model, reconstruction, ArrayData({"image": x}), settings, device=self.device_,
                      generator=generator, desc="RSRAE", on_step_end=subspace_steps)
 
@@ -432,7 +438,8 @@ class RSRAE(OutlierDetector):
                                      self.normalize_code).to(self.device_)
         if self.mode == "joint":
             settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="adam", lr=self.lr,
-                                     weight_decay=self.weight_decay, progress=self.progress)
+                                     weight_decay=self.weight_decay, progress=self.progress,
+                                     data_parallel=self.data_parallel)
             self.history_ = train(self.model_, self._joint_loss, ArrayData({"image": x}), settings,
                                   device=self.device_, generator=generator, desc="RSRAE+")
         else:

@@ -79,10 +79,11 @@ class DeepSVDD(OutlierDetector):
     def __init__(self, *, epochs: int = 150, batch_size: int = 128, optimizer: str = "sgd", lr: float = 3e-4,
                  momentum: float = 0.0, weight_decay: float = 0.0, widths: Sequence[int] = (32, 64, 128),
                  rep_dim: int = 128, center_eps: float = 0.1, device: str = "auto", seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.epochs, self.batch_size, self.optimizer, self.lr = epochs, batch_size, optimizer, lr
         self.momentum, self.weight_decay, self.widths, self.rep_dim = momentum, weight_decay, widths, rep_dim
         self.center_eps, self.device, self.seed, self.progress = center_eps, device, seed, progress
+        self.data_parallel = data_parallel
 
     def _loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return (model(batch["image"]) - self.center_).pow(2).sum(1).mean()
@@ -95,7 +96,7 @@ class DeepSVDD(OutlierDetector):
         self.center_ = init_center(self.model_, x, self.device_, self.center_eps)
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
                                  lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                 progress=self.progress)
+                                 progress=self.progress, data_parallel=self.data_parallel)
         self.history_ = train(self.model_, self._loss, ArrayData({"image": x}), settings, device=self.device_,
                               generator=generator, desc="DeepSVDD")
         self.decision_scores_ = self.decision_function(x)

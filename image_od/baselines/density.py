@@ -92,10 +92,11 @@ class DSEBM(OutlierDetector):
 
     def __init__(self, *, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3, noise: float = 0.5,
                  activation: str = "softplus", widths: Sequence[int] = (64, 128, 256), code: int = 256,
-                 device: str = "auto", seed: int = 0, progress: bool = False):
+                 device: str = "auto", seed: int = 0, progress: bool = False, data_parallel: bool = True):
         self.epochs, self.batch_size, self.lr, self.noise = epochs, batch_size, lr, noise
         self.activation, self.widths, self.code = activation, widths, code
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def fit(self, X: np.ndarray) -> DSEBM:
         X = as_images(X)
@@ -112,7 +113,7 @@ class DSEBM(OutlierDetector):
             return score_matching_loss(model, x, noise)
 
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="adam", lr=self.lr,
-                                 eps=1e-7, progress=self.progress)
+                                 eps=1e-7, progress=self.progress, data_parallel=self.data_parallel)
         self.history_ = train(self.net_, loss, ArrayData({"image": X}), settings, device=self.device_,
                               generator=generator, desc="train DSEBM")
         self.decision_scores_ = self.decision_function(X)
@@ -232,12 +233,13 @@ class DAGMM(OutlierDetector):
     def __init__(self, *, epochs: int = 200, batch_size: int = 1024, lr: float = 1e-4, lambda_energy: float = 0.1,
                  lambda_cov: float = 0.005, code: int = 5, n_components: int = 3, hidden: Sequence[int] = (64, 10),
                  dropout: float = 0.5, cov_eps: float = 1e-6, widths: Sequence[int] = (64, 128, 256),
-                 device: str = "auto", seed: int = 0, progress: bool = False):
+                 device: str = "auto", seed: int = 0, progress: bool = False, data_parallel: bool = True):
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.lambda_energy, self.lambda_cov = lambda_energy, lambda_cov
         self.code, self.n_components, self.hidden, self.dropout = code, n_components, hidden, dropout
         self.cov_eps, self.widths = cov_eps, widths
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def _gmm(self, z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         phi, mu, sigma = gmm_parameters(z.double(), gamma.double())
@@ -259,7 +261,7 @@ class DAGMM(OutlierDetector):
             return dagmm_objective(x, x_hat, energy, sigma, self.lambda_energy, self.lambda_cov).float()
 
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="adam", lr=self.lr,
-                                 eps=1e-7, progress=self.progress)
+                                 eps=1e-7, progress=self.progress, data_parallel=self.data_parallel)
         self.history_ = train(self.net_, loss, ArrayData({"image": X}), settings, device=self.device_,
                               generator=generator, desc="train DAGMM")
         z, gamma = self._embed(X)

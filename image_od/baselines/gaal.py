@@ -109,11 +109,12 @@ class MOGAAL(OutlierDetector):
     def __init__(self, *, epochs_joint: int = 25, epochs_discriminator: int = 75, n_generators: int = 10,
                  latent_dim: int = 128, batch_size: int = 64, lr_d: float = 0.01, lr_g: float = 1e-4,
                  momentum: float = 0.9, width: int = 64, device: str = "auto", seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.epochs_joint, self.epochs_discriminator = epochs_joint, epochs_discriminator
         self.n_generators, self.latent_dim, self.batch_size = n_generators, latent_dim, batch_size
         self.lr_d, self.lr_g, self.momentum, self.width = lr_d, lr_g, momentum, width
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def _check_settings(self, X: np.ndarray) -> None:
         if X.shape[-2:] != (32, 32):
@@ -156,7 +157,7 @@ class MOGAAL(OutlierDetector):
 
         settings = TrainSettings(epochs=self.epochs_joint + self.epochs_discriminator, batch_size=batch,
                                  optimizer="sgd", lr=self.lr_d, momentum=self.momentum, drop_last=True,
-                                 progress=self.progress)
+                                 progress=self.progress, data_parallel=self.data_parallel)
         self.history_["discriminator"] = train(
             disc, discriminator_loss, ArrayData({"image": torch.from_numpy(X)}), settings, device=device,
             generator=generator, desc="train MO-GAAL", on_epoch_start=start_epoch, on_step_end=generator_steps,

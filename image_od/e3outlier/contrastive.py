@@ -138,13 +138,14 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 def train_contrastive(net: nn.Module, optimizer: torch.optim.Optimizer,
                       loss_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, shuffle: torch.Generator,
                       *, epochs: int, batch_size: int, lr: float, warmup_epochs: int, device: torch.device, desc: str,
-                      progress: bool, **hooks: Callable) -> tuple[list[float], list[float]]:
+                      progress: bool, data_parallel: bool = True, **hooks: Callable) -> tuple[list[float], list[float]]:
     """The contrastive detectors' training in the one training loop: shuffled batches of ``images``,
     ``loss_fn(batch)``, the caller's optimizer, the learning rate set per epoch by ``warmup_cosine``, batches kept
     whole under torchrun (the negatives are the batch); ``hooks`` (``on_epoch_start``, ``on_epoch_end``,
     ``on_step_end``) go to the loop. Returns the mean loss and the learning rate of every epoch."""
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="warmup_cosine",
-                             warmup_epochs=warmup_epochs, progress=progress, split_batches=False)
+                             warmup_epochs=warmup_epochs, progress=progress, split_batches=False,
+                             data_parallel=data_parallel)
     history = train(net, lambda model, batch: loss_fn(batch["image"]), ArrayData({"image": images}), settings,
                     device=device, generator=shuffle, desc=desc, optimizer=optimizer, **hooks)
     return history, [lr * warmup_cosine(epoch, epochs, warmup_epochs) for epoch in range(epochs)]
@@ -315,7 +316,8 @@ class ContrastiveE3Outlier(OutlierDetector):
                  backbone: str = "resnet18", crop_scale: tuple[float, float] = (0.2, 1.0),
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8,
                  grey_p: float = 0.2, hflip_p: float = 0.0, score_similarity: str = "inner",
-                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False):
+                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False,
+                 data_parallel: bool = True):
         self.epochs, self.batch_size, self.lr, self.momentum = epochs, batch_size, lr, momentum
         self.weight_decay, self.warmup_epochs, self.tau, self.cls_weight = weight_decay, warmup_epochs, tau, cls_weight
         self.backbone = backbone
@@ -323,6 +325,7 @@ class ContrastiveE3Outlier(OutlierDetector):
                                                                                   grey_p, hflip_p)
         self.score_similarity, self.precision = score_similarity, precision
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     # ----------------------------------------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray) -> ContrastiveE3Outlier:
@@ -379,7 +382,8 @@ class ContrastiveE3Outlier(OutlierDetector):
         history, lrs = train_contrastive(net, optimizer, lambda x: self._loss(net, x, augment), images, shuffle,
                                          epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                          warmup_epochs=self.warmup_epochs, device=self.device_,
-                                         desc=f"train contrastive {self.backbone}", progress=self.progress)
+                                         desc=f"train contrastive {self.backbone}", progress=self.progress,
+                                         data_parallel=self.data_parallel)
         return net, history, lrs
 
     # ----------------------------------------------------------------------------------------------- scoring

@@ -174,7 +174,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
                  optimizer: str = "sgd", lr: float = 1e-3, lr_schedule: str = "constant",
                  weight_decay: float = 5e-4, precision: str = "auto",
                  reweight: str = "none", ensemble: int = 1, device: str = "auto", seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, data_parallel: bool = True):
         self.operations, self.score, self.backbone = operations, score, backbone
         self.dropout, self.mc_passes, self.mc_spread, self.multi_label = dropout, mc_passes, mc_spread, multi_label
         self.epochs = epochs  # None: ceil(250 / K), the paper's budget of about 250 passes over the data
@@ -184,6 +184,7 @@ class DiscriminativeE3Outlier(OutlierDetector):
         self.lr_schedule = lr_schedule  # the paper's constant rate, or a cosine decay to 0 over all steps
         self.precision, self.reweight, self.ensemble = precision, reweight, ensemble
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     # ----------------------------------------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> "DiscriminativeE3Outlier":
@@ -297,7 +298,8 @@ class DiscriminativeE3Outlier(OutlierDetector):
 
         settings = TrainSettings(epochs=self.epochs or math.ceil(250 / k), batch_size=self.batch_size,
                                  optimizer=self.optimizer, lr=self.lr, lr_schedule=self.lr_schedule,
-                                 weight_decay=self.weight_decay, eps=1e-7, progress=self.progress)
+                                 weight_decay=self.weight_decay, eps=1e-7, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         train(net, loss, pairs, settings, device=self.device_, generator=generator,
               on_epoch_end=None if after_epoch is None else lambda epoch: after_epoch(net, epoch),
               desc=f"train {self.backbone} on {k} operations (seed {seed})")

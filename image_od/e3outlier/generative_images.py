@@ -35,14 +35,16 @@ class ImageGenerativeE3Outlier(OutlierDetector):
     def __init__(self, *, generator: str = "deep-cae", widths: Sequence[int] = (64, 128, 256), epochs: int = 250,
                  batch_size: int = 128, optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.0,
                  weight_decay: float = 0.0, normalisation: str = "none", seed: int = 0, device: str = "auto",
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.generator, self.widths, self.epochs, self.batch_size = generator, widths, epochs, batch_size
         self.optimizer, self.lr, self.momentum, self.weight_decay = optimizer, lr, momentum, weight_decay
         self.normalisation, self.seed, self.device, self.progress = normalisation, seed, device, progress
+        self.data_parallel = data_parallel
 
     def _model(self) -> GenerativeE3Outlier:
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-                                 momentum=self.momentum, weight_decay=self.weight_decay, progress=self.progress)
+                                 momentum=self.momentum, weight_decay=self.weight_decay, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         return GenerativeE3Outlier(image_tasks(), widths=self.widths, generator=self.generator,
                                    normalisation=self.normalisation, train_settings=settings, device=self.device,
                                    seed=self.seed)

@@ -38,10 +38,11 @@ class PseudoLabelSelfTraining(OutlierDetector):
 
     def __init__(self, *, rounds: int = 1, normal_fraction: float = 0.5, abnormal_fraction: float = 0.02,
                  backbone: str = "wrn-10-1", epochs: int = 2, batch_size: int = 128, lr: float = 1e-3,
-                 device: str = "auto", seed: int = 0, progress: bool = True):
+                 device: str = "auto", seed: int = 0, progress: bool = True, data_parallel: bool = True):
         self.rounds, self.normal_fraction, self.abnormal_fraction = rounds, normal_fraction, abnormal_fraction
         self.backbone, self.epochs, self.batch_size, self.lr = backbone, epochs, batch_size, lr
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     def fit(self, X: np.ndarray, initial_scores: np.ndarray) -> "PseudoLabelSelfTraining":
         if self.rounds < 1:
@@ -69,7 +70,8 @@ class PseudoLabelSelfTraining(OutlierDetector):
         def loss(model, batch: Batch) -> torch.Tensor:
             return F.cross_entropy(model(batch["x"])[0], batch["y"], weight=class_weight)
 
-        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, progress=self.progress)
+        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         train(net, loss, ArrayData({"x": x, "y": labels}), settings, device=self.device_, generator=generator,
               desc=f"self-training classifier (seed {seed})")
         return net

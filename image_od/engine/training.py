@@ -1,7 +1,6 @@
 """The one training loop of the deep methods: device, seeding, batching, learning-rate schedules, precision, memory
-format, progress bar, checkpoints and torchrun. Four still step on their own and say why in their docstrings: CSI
-and CSISynth (five networks interleaved), ADIB/ADRA (an exposure stream beside the batches), MO-GAAL (adversarial
-steps) and RSRAE (three optimisers on overlapping weights).
+format, progress bar, checkpoints and torchrun. Methods that interleave other networks' steps with their own (CSI's
+synthetic contrast, MO-GAAL, RSRAE) do so in the loop's hooks.
 
 A method supplies a model and a ``loss_fn(model, batch) -> scalar tensor``; the loop does the rest. A checkpoint
 is written (atomically) after every epoch when ``checkpoint`` is given, and an interrupted run resumes from it. The
@@ -11,7 +10,8 @@ hold tensors and plain data only and are read with ``weights_only=True``.
 
 Launched with ``torchrun --nproc_per_node=N``, the same loop trains with DistributedDataParallel (see
 :mod:`image_od.engine.distributed`): each step's global batch is the one a single process would draw, split between the
-ranks, so results differ from a single process only through per-rank BatchNorm statistics and summation order.
+ranks, so results differ from a single process only through per-rank BatchNorm statistics and summation order. With
+``TrainSettings.data_parallel`` off, each rank trains its model alone (sharded work: every rank its own models).
 """
 from __future__ import annotations
 
@@ -99,6 +99,9 @@ class TrainSettings:
     # False: every rank computes whole batches under torchrun (a loss over the batch's pairs, e.g. contrastive
     # negatives, must not be split); True: each global batch is split between the ranks
     split_batches: bool = True
+    # under torchrun, the launcher's ranks train this one model together (each global batch shared between them);
+    # False: this process trains it alone (sharded work, where each rank fits its own models)
+    data_parallel: bool = True
 
 
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
@@ -219,17 +222,18 @@ def model_fingerprint(model: nn.Module) -> dict:
 def run_fingerprint(model: nn.Module, data: SampleSource, settings: TrainSettings, generator: torch.Generator,
                     context: dict | None = None) -> dict:
     """What a checkpoint must match to be resumed: data, settings, model, seed and the caller's ``context``."""
-    relevant = {k: v for k, v in asdict(settings).items() if k not in ("progress", "num_workers")}
+    relevant = {k: v for k, v in asdict(settings).items() if k not in ("progress", "num_workers", "data_parallel")}
     return {"data": data_fingerprint(data), "settings": relevant, "model": model_fingerprint(model),
             "seed": _tensor_digest({"generator": generator.get_state()}), "context": context or {}}
 
 
-def _resumable_state(checkpoint: Path, fingerprint: dict, device: torch.device) -> dict | None:
+def _resumable_state(checkpoint: Path, fingerprint: dict, device: torch.device,
+                     ranks: distributed.Ranks) -> dict | None:
     """The checkpoint's state if it was written by this very run; else None, after saying why it is discarded."""
     try:
         state = load_tensors(checkpoint, map_location=device)
     except UnreadableFileError as err:
-        _warn(f"discarding training checkpoint: {err}; training starts from scratch")
+        _warn(f"discarding training checkpoint: {err}; training starts from scratch", ranks)
         return None
     old = state.get("fingerprint") if isinstance(state, dict) else None
     if old == fingerprint:
@@ -237,21 +241,21 @@ def _resumable_state(checkpoint: Path, fingerprint: dict, device: torch.device) 
     differs = ["written by an older version (no fingerprint)"] if not isinstance(old, dict) else [
         k for k in fingerprint if old.get(k) != fingerprint[k]]
     _warn(f"discarding training checkpoint {checkpoint}: it belongs to another run (different "
-          f"{', '.join(differs)}); training starts from scratch")
+          f"{', '.join(differs)}); training starts from scratch", ranks)
     return None
 
 
-def _warn(message: str) -> None:
-    if distributed.is_main():
+def _warn(message: str, ranks: distributed.Ranks) -> None:
+    if ranks.is_main():
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _epoch_batches(data: SampleSource, settings: TrainSettings,
-                   generator: torch.Generator) -> Iterator[tuple[Batch, float, int]]:
+def _epoch_batches(data: SampleSource, settings: TrainSettings, generator: torch.Generator,
+                   ranks: distributed.Ranks) -> Iterator[tuple[Batch, float, int]]:
     """This rank's (batch, loss weight, number of samples it counts) for each step of one shuffled epoch."""
     order = torch.randperm(len(data), generator=generator)  # the same on every rank: the generator is shared
-    ranks = (distributed.rank(), distributed.world_size()) if settings.split_batches else (0, 1)
-    shards = list(shard_batches(order[:_kept(len(data), settings)], settings.batch_size, *ranks))
+    mine = (ranks.rank, ranks.size) if settings.split_batches else (0, 1)
+    shards = list(shard_batches(order[:_kept(len(data), settings)], settings.batch_size, *mine))
     batches = load_batches(data, [idx for idx, _ in shards], settings.num_workers)
     return ((batch, weight, len(idx) if weight else 0) for batch, (idx, weight) in zip(batches, shards))
 
@@ -302,30 +306,30 @@ def train(
         raise ValueError(f"precision must be resolved to fp32 or bf16, got {settings.precision!r}")
     fingerprint = run_fingerprint(model, data, settings, generator, context) if checkpoint is not None else None
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
-    distributed.setup(device)
+    ranks = distributed.training_ranks(settings.data_parallel, device)
     optimizer = optimizer or make_optimizer(model.parameters(), settings)
     history: list[float] = []
     start_epoch = 0
     resumable = checkpoint is not None and checkpoint.exists()
-    state = _resumable_state(checkpoint, fingerprint, device) if resumable else None
+    state = _resumable_state(checkpoint, fingerprint, device, ranks) if resumable else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"].cpu())
         history, start_epoch = list(state["history"]), int(state["epoch"])
-        if distributed.is_main():
+        if ranks.is_main():
             print(f"resuming training from {checkpoint} (epoch {start_epoch} of {settings.epochs} done)",
                   file=sys.stderr, flush=True)
-    objective = distributed.wrap(_Objective(model, loss_fn), device)
+    objective = ranks.wrap(_Objective(model, loss_fn), device)
     bar = tqdm(total=settings.epochs, initial=start_epoch, desc=desc, unit="epoch",
-               disable=not settings.progress or not distributed.is_main())
+               disable=not settings.progress or not ranks.is_main())
     per_epoch = steps_per_epoch(len(data), settings)
     for epoch in range(start_epoch, settings.epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         model.train()
         total, count = 0.0, 0
-        for step, (batch, weight, n) in enumerate(_epoch_batches(data, settings, generator),
+        for step, (batch, weight, n) in enumerate(_epoch_batches(data, settings, generator, ranks),
                                                    start=epoch * per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = step_lr(settings, step, per_epoch)
@@ -339,7 +343,7 @@ def train(
             count += n
             if on_step_end is not None:
                 on_step_end(step, batch)
-        total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64,
+        total, count = ranks.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64,
                                                                device=device)).tolist()
         history.append(total / max(count, 1))
         bar.set_postfix(loss=f"{history[-1]:.4g}")
@@ -347,15 +351,15 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         if checkpoint is not None:
-            if distributed.is_main():
+            if ranks.is_main():
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(checkpoint) as tmp:
                     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "generator": generator.get_state(), "history": history, "epoch": epoch + 1,
                                 "fingerprint": fingerprint}, tmp)
-            distributed.barrier()
+            ranks.barrier()
     bar.close()
-    distributed.broadcast_buffers(model)
+    ranks.broadcast_buffers(model)
     return history
 
 

@@ -213,7 +213,7 @@ class CSI(OutlierDetector):
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8,
                  grey_p: float = 0.2, hflip_p: float = 0.5, tta_samples: int = 10, tta_crop: float = 0.54,
                  score_layer: str = "projection", precision: str = "auto", device: str = "auto", seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.epochs, self.batch_size, self.optimizer, self.lr = epochs, batch_size, optimizer, lr
         self.momentum, self.weight_decay, self.warmup_epochs = momentum, weight_decay, warmup_epochs
         self.tau, self.cls_weight, self.width, self.projection_dim = tau, cls_weight, width, projection_dim
@@ -221,6 +221,7 @@ class CSI(OutlierDetector):
                                                                                   grey_p, hflip_p)
         self.tta_samples, self.tta_crop, self.score_layer = tta_samples, tta_crop, score_layer
         self.precision, self.device, self.seed, self.progress = precision, device, seed, progress
+        self.data_parallel = data_parallel
 
     # -------------------------------------------------------------------------------------------- fitting
     def _check_settings(self) -> None:
@@ -292,7 +293,7 @@ class CSI(OutlierDetector):
         history, lrs = train_contrastive(
             self.net_, self.optimizer_, lambda x: self.csi_loss(x, self._views), images, shuffle, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, warmup_epochs=self.warmup_epochs, device=self.device_,
-            desc=f"train {type(self).__name__}", progress=self.progress,
+            desc=f"train {type(self).__name__}", progress=self.progress, data_parallel=self.data_parallel,
             on_epoch_start=lambda epoch: self._train_mode(), on_epoch_end=lambda epoch: self._end_epoch(),
             on_step_end=lambda step, batch: self._after_step(step, batch["image"]))
         del self.optimizer_, self._views
@@ -454,13 +455,14 @@ class CSISynth(CSI):
                  score_layer: str = "projection", every: int = 5, synthetic_size: int | None = None,
                  latent_dim: int = 128, gan_width: int = 64, aae_lr: float = 2e-4,
                  aae_betas: tuple[float, float] = (0.9, 0.999), rec_weight: float = 100.0, use_encoder: bool = True,
-                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False):
+                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False,
+                 data_parallel: bool = True):
         super().__init__(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, warmup_epochs=warmup_epochs, tau=tau, cls_weight=cls_weight,
                          width=width, projection_dim=projection_dim, crop_scale=crop_scale, jitter=jitter,
                          jitter_p=jitter_p, grey_p=grey_p, hflip_p=hflip_p, tta_samples=tta_samples,
                          tta_crop=tta_crop, score_layer=score_layer, precision=precision, device=device, seed=seed,
-                         progress=progress)
+                         progress=progress, data_parallel=data_parallel)
         self.every, self.synthetic_size, self.latent_dim, self.gan_width = every, synthetic_size, latent_dim, gan_width
         self.aae_lr, self.aae_betas, self.rec_weight, self.use_encoder = aae_lr, aae_betas, rec_weight, use_encoder
 

@@ -201,13 +201,14 @@ class ELITE(OutlierDetector):
                  optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0, squared: bool = False,
                  widths: Sequence[int] = (32, 64, 128), rep_dim: int = 128, center_eps: float = 0.1,
                  ae_net: str = "elite", ae_latent: int | None = None, device: str = "auto", seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, data_parallel: bool = True):
         self.base, self.form, self.epochs, self.batch_size = base, form, epochs, batch_size
         self.lr, self.meta_scale, self.margin = lr, meta_scale, margin
         self.optimizer, self.momentum, self.weight_decay, self.squared = optimizer, momentum, weight_decay, squared
         self.widths, self.rep_dim, self.center_eps = widths, rep_dim, center_eps
         self.ae_net, self.ae_latent = ae_net, ae_latent
         self.device, self.seed, self.progress = device, seed, progress
+        self.data_parallel = data_parallel
 
     # ------------------------------------------------------------------------------------------ building blocks
     def _check_settings(self) -> None:
@@ -290,7 +291,8 @@ class ELITE(OutlierDetector):
             meta_scale = self.meta_scale if self.meta_scale is not None else (5.0 if x.shape[1] == 1 else len(y) / 2)
             loss_fn = self._meta_loss(x_val, is_anomaly, lr * meta_scale)
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=lr,
-                                 momentum=self.momentum, weight_decay=self.weight_decay, progress=self.progress)
+                                 momentum=self.momentum, weight_decay=self.weight_decay, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         data = ArrayData({"image": x, "index": torch.arange(len(x))})
         self.history_ = train(model, loss_fn, data, settings, device=self.device_, generator=generator,
                               desc=f"ELITE-{self.base}")

@@ -339,8 +339,8 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
                       lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
                       milestones: Sequence[float] = (0.6, 0.8), gamma: float = 0.1, augment: bool = True,
                       widths: Sequence[int] = (64, 128, 256), blocks: int = 4, input_norm: str = "none",
-                      precision: str = "auto", seed: int = 0, device: str = "auto",
-                      progress: bool = False) -> tuple[ResNet26, dict]:
+                      precision: str = "auto", seed: int = 0, device: str = "auto", progress: bool = False,
+                      data_parallel: bool = True) -> tuple[ResNet26, dict]:
     """Supervised classification pre-training of a :class:`ResNet26` (no adapters), the theta0 of ADIB/ADRA.
 
     ``images`` (N, C, 32, 32) in [-1, 1]; ``labels`` (N,) class indices 0..K-1. Cross-entropy, SGD with the same
@@ -378,7 +378,7 @@ def pretrain_resnet26(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=lr, momentum=momentum,
                              weight_decay=weight_decay, lr_schedule="step", milestones=tuple(milestones), gamma=gamma,
-                             progress=progress)
+                             progress=progress, data_parallel=data_parallel)
     history = train(net, loss_fn, ArrayData({"image": x, "label": y}), settings, device=dev, generator=shuffle,
                     desc=f"pretrain ResNet26 on {n_classes} classes")
     net.eval()
@@ -485,7 +485,8 @@ class _TransferAD(OutlierDetector):
 
         settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
                                  momentum=self.momentum, weight_decay=self.weight_decay, lr_schedule="step",
-                                 milestones=tuple(self.milestones), gamma=self.gamma, progress=self.progress)
+                                 milestones=tuple(self.milestones), gamma=self.gamma, progress=self.progress,
+                                 data_parallel=self.data_parallel)
         data = ArrayData({"image": x})
         self.history_ = train(net, loss_fn, data, settings, device=dev, generator=shuffle,
                               optimizer=make_optimizer(trainable, settings), desc=f"train {name}")
@@ -537,7 +538,7 @@ class ADIB(_TransferAD):
                  milestones: tuple[float, ...] = (0.6, 0.8), gamma: float = 0.1, augment: bool = True,
                  crop_padding: int = 4, hflip: bool = True, widths: tuple[int, int, int] = (64, 128, 256),
                  blocks: int = 4, input_norm: str = "none", score: str = "sigmoid", precision: str = "auto",
-                 seed: int = 0, device: str = "auto", progress: bool = False):
+                 seed: int = 0, device: str = "auto", progress: bool = False, data_parallel: bool = True):
         self.weights, self.alpha, self.squared, self.penalty_scope = weights, alpha, squared, penalty_scope
         self.epochs, self.batch_size, self.exposure_batch_size = epochs, batch_size, exposure_batch_size
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
@@ -545,6 +546,7 @@ class ADIB(_TransferAD):
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
         self.widths, self.blocks, self.input_norm, self.score = widths, blocks, input_norm, score
         self.precision, self.seed, self.device, self.progress = precision, seed, device, progress
+        self.data_parallel = data_parallel
 
     def _check_settings(self) -> None:
         super()._check_settings()
@@ -577,7 +579,7 @@ class ADRA(_TransferAD):
                  milestones: tuple[float, ...] = (0.6, 0.8), gamma: float = 0.1, augment: bool = True,
                  crop_padding: int = 4, hflip: bool = True, widths: tuple[int, int, int] = (64, 128, 256),
                  blocks: int = 4, input_norm: str = "none", score: str = "sigmoid", precision: str = "auto",
-                 seed: int = 0, device: str = "auto", progress: bool = False):
+                 seed: int = 0, device: str = "auto", progress: bool = False, data_parallel: bool = True):
         self.weights = weights
         self.epochs, self.batch_size, self.exposure_batch_size = epochs, batch_size, exposure_batch_size
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
@@ -585,6 +587,7 @@ class ADRA(_TransferAD):
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
         self.widths, self.blocks, self.input_norm, self.score = widths, blocks, input_norm, score
         self.precision, self.seed, self.device, self.progress = precision, seed, device, progress
+        self.data_parallel = data_parallel
 
     def _check_settings(self) -> None:
         super()._check_settings()

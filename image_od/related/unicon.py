@@ -182,7 +182,8 @@ class UniConHA(OutlierDetector):
                  projection_dim: int = 128, crop_min: float = 0.08,
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), jitter_p: float = 0.8,
                  grey_p: float = 0.2, hflip_p: float = 0.5, tta_samples: int = 10, tta_crop: float = 0.54,
-                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False):
+                 precision: str = "auto", device: str = "auto", seed: int = 0, progress: bool = False,
+                 data_parallel: bool = True):
         self.epochs, self.batch_size, self.optimizer, self.lr = epochs, batch_size, optimizer, lr
         self.momentum, self.weight_decay = momentum, weight_decay
         self.tau, self.tau_w, self.stages, self.lambdas, self.strengths = tau, tau_w, stages, lambdas, strengths
@@ -191,6 +192,7 @@ class UniConHA(OutlierDetector):
         self.jitter, self.jitter_p, self.grey_p, self.hflip_p = jitter, jitter_p, grey_p, hflip_p
         self.tta_samples, self.tta_crop = tta_samples, tta_crop
         self.precision, self.device, self.seed, self.progress = precision, device, seed, progress
+        self.data_parallel = data_parallel
 
     # -------------------------------------------------------------------------------------------- fitting
     def _check_settings(self) -> None:
@@ -261,7 +263,8 @@ class UniConHA(OutlierDetector):
         optimizer = make_optimizer(self.optimizer, net.parameters(), self.lr, self.momentum, self.weight_decay)
         history, lrs = train_contrastive(net, optimizer, lambda x: self.loss(net, x, augment), images, shuffle,
                                          epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, warmup_epochs=0,
-                                         device=self.device_, desc="train UniCon-HA", progress=self.progress)
+                                         device=self.device_, desc="train UniCon-HA", progress=self.progress,
+                                         data_parallel=self.data_parallel)
         return net, history, lrs
 
     # -------------------------------------------------------------------------------------------- scoring

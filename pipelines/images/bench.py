@@ -175,21 +175,20 @@ def bench(dataset: str, methods: list[str], ratios: list[float], classes: list[s
     results = out / (f"results.rank{distributed.shard_index()}.csv" if sharded else "results.csv")
     written = [] if sharded else rows
     bar = tqdm(mine, desc=f"{dataset} cells", unit="cell", disable=not progress or not distributed.is_main())
-    with distributed.independent():
-        for ratio, c, seed in bar:
-            bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
-            cell = Cell(data, ratio, c, seed, profile, device, progress, protocol)
-            for method in [m for m in methods
-                           if (dataset, protocol, m, float(ratio), data.classes[c], seed, hashes[m]) not in done]:
-                scores, fit_s, score_s = METHODS[method](cell)
-                row = {"dataset": dataset, "protocol": protocol, "method": method, "ratio": float(ratio),
-                       "class": data.classes[c], "seed": seed, **od_metrics(cell.is_outlier, scores), "fit_s": fit_s,
-                       "score_s": score_s, "n": len(cell.eval_x), "n_outliers": int(cell.is_outlier.sum()),
-                       "profile": profile.name, "settings": hashes[method]}
-                written.append(row)
-                write_rows(results, written)
-                tqdm.write(f"{dataset} {protocol} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
-                           f"AUROC {100 * row['auroc']:.1f}  fit {fit_s:.0f}s  score {score_s:.0f}s")
+    for ratio, c, seed in bar:
+        bar.set_postfix(ratio=ratio, cls=data.classes[c], seed=seed)
+        cell = Cell(data, ratio, c, seed, profile, device, progress, protocol)
+        for method in [m for m in methods
+                       if (dataset, protocol, m, float(ratio), data.classes[c], seed, hashes[m]) not in done]:
+            scores, fit_s, score_s = METHODS[method](cell)
+            row = {"dataset": dataset, "protocol": protocol, "method": method, "ratio": float(ratio),
+                   "class": data.classes[c], "seed": seed, **od_metrics(cell.is_outlier, scores), "fit_s": fit_s,
+                   "score_s": score_s, "n": len(cell.eval_x), "n_outliers": int(cell.is_outlier.sum()),
+                   "profile": profile.name, "settings": hashes[method]}
+            written.append(row)
+            write_rows(results, written)
+            tqdm.write(f"{dataset} {protocol} {method} rho={ratio:g} class={data.classes[c]} seed={seed}: "
+                       f"AUROC {100 * row['auroc']:.1f}  fit {fit_s:.0f}s  score {score_s:.0f}s")
     distributed.sync()
     if not distributed.is_main():
         return []

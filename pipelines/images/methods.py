@@ -113,9 +113,12 @@ class Cell:
         self._scores: dict[str, tuple[dict[str, np.ndarray], float]] = {}
 
     def detector(self, section: str, **fixed) -> OutlierDetector:
-        """The detector of profile ``section`` (over its family's settings) with ``fixed`` settings on top."""
-        run = {"seed": self.seed, "device": self.device, "progress": self.progress}
-        return SECTIONS[section](**{**run, **detector_settings(self.profile, section, self.colour, fixed, self.ratio)})
+        """The detector of profile ``section`` (over its family's settings) with ``fixed`` settings on top. A
+        deep detector trains alone (``data_parallel`` off): under torchrun the bench gives each rank its own cells."""
+        cls = SECTIONS[section]
+        run = {"seed": self.seed, "device": self.device, "progress": self.progress,
+               **({"data_parallel": False} if "data_parallel" in cls._param_names() else {})}
+        return cls(**{**run, **detector_settings(self.profile, section, self.colour, fixed, self.ratio)})
 
     def fit(self, key: str, make: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
         """The fitted model ``key`` and its own fit seconds, made by ``make`` on first use."""
