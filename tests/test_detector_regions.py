@@ -17,7 +17,7 @@ from vad.regions import (
     DarknetBoxes,
     RegionError,
     box_areas,
-    held_detections,
+    keyframe_detections,
     make_detector,
     network_size,
     remove_covered,
@@ -61,18 +61,52 @@ def test_runtime_auto_is_onnxruntime_for_fp32_on_a_cpu():
     assert resolve_runtime("torch", "cpu", "fp32") == "torch"
 
 
-def test_held_detections_run_the_detector_on_every_nth_frame():
-    seen = []
+def _frames(n: int) -> np.ndarray:
+    """n tiny frames whose pixels hold the frame's index (what the fake detectors below read)."""
+    return np.arange(n, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)
 
-    def detect(frames):  # one box per frame whose corner is the frame's value
-        seen.append(frames[:, 0, 0].tolist())
-        return [np.array([[f, f, f + 10, f + 10]], np.float32) for f in frames[:, 0, 0]]
 
-    frames = np.arange(7, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)
-    held = held_detections(detect, frames, every=3)
-    assert seen == [[0, 3, 6]]
-    assert [int(b[0, 0]) for b in held] == [0, 0, 0, 3, 3, 3, 6]
-    assert [int(b[0, 0]) for b in held_detections(detect, frames)] == list(range(7))
+def _detector(objects):
+    """A fake detector: ``objects(t)`` gives frame t's boxes; the frames it was run on are recorded, per call."""
+    calls = []
+
+    def detect(frames):
+        calls.append(frames[:, 0, 0].tolist())
+        return [np.array(objects(int(t)), np.float32).reshape(-1, 4) for t in frames[:, 0, 0]]
+    return detect, calls
+
+
+def test_keyframe_detections_run_the_detector_on_key_frames_and_interpolate_between():
+    detect, calls = _detector(lambda t: [[10 * t, 0, 10 * t + 40, 40], [100, 50, 120, 90]])  # 10 px a frame; still
+    boxes = keyframe_detections(detect, _frames(8), every=3)
+    assert calls == [[0, 3, 6, 7]]  # key frames: every third and the last
+    np.testing.assert_allclose(np.stack([b[0] for b in boxes])[:, 0], 10 * np.arange(8))  # constant speed followed
+    assert all(len(b) == 2 for b in boxes)
+    detect, calls = _detector(lambda t: [[10 * t, 0, 10 * t + 40, 40]])
+    assert [int(b[0, 0]) for b in keyframe_detections(detect, _frames(8))] == list(range(0, 80, 10))
+    assert calls == [list(range(8))]  # every frame
+
+
+def test_keyframe_detections_keep_an_unpaired_box_on_the_frames_nearer_its_key_frame():
+    # an object leaving after frame 0 and one appearing on frame 2 (or detections that flicker)
+    detect, calls = _detector(lambda t: [[0, 0, 20, 20]] + ([[200, 200, 220, 220]] if t == 0 else [])
+                              + ([[50, 50, 70, 70]] if t >= 2 else []))
+    boxes = keyframe_detections(detect, _frames(7), every=3)
+    assert calls == [[0, 3, 6]]
+    assert [len(b) for b in boxes] == [2, 2, 2, 2, 2, 2, 2]
+    np.testing.assert_array_equal(boxes[1][1], [200, 200, 220, 220])  # nearer frame 0
+    np.testing.assert_array_equal(boxes[2][1], [50, 50, 70, 70])  # nearer frame 3
+
+
+def test_keyframe_detections_pair_the_overlapping_boxes():
+    def objects(t):  # two far objects moving 2 px a frame, listed in another order on odd frames
+        a, b = [2 * t, 0, 2 * t + 20, 20], [100 + 2 * t, 0, 120 + 2 * t, 20]
+        return [a, b] if t % 2 == 0 else [b, a]
+
+    detect, calls = _detector(objects)
+    boxes = keyframe_detections(detect, _frames(5), every=4)
+    assert calls == [[0, 4]]
+    np.testing.assert_allclose(np.sort(boxes[1][:, 0]), [2, 102])
 
 
 def test_make_detector_by_file_type(tmp_path):

@@ -4,6 +4,9 @@ Speed (``--speed``): on the same frames, in one process, frames per second of de
 flow between consecutive frames) and of each detector setting (best of three interleaved rounds); the CPU and the
 reference workload are recorded.
 
+Agreement (``--agreement``, label-free, any footage): the boxes of ``regions.detector_every`` N against detecting every
+frame.
+
 Box quality (``--quality``): on a UCSD Ped2 split, the detector's boxes (alone, and united with motion boxes as the
 pipeline's ``regions.sources: [detector, motion]`` does) against the precomputed VEC boxes (Cascade R-CNN united
 with motion boxes): recall of VEC boxes at IoU >= 0.5, the share of our boxes that match a VEC box, their F1, and
@@ -38,7 +41,15 @@ from vad.config import load_config  # noqa: E402
 from vad.darknet import DarknetDetector  # noqa: E402
 from vad.flow import make_flow  # noqa: E402
 from vad.readers import open_dataset, open_training_split  # noqa: E402
-from vad.regions import filter_boxes, held_detections, load_box_file, network_size, remove_covered, video_motion_boxes  # noqa: E402
+from vad.regions import (  # noqa: E402
+    DarknetBoxes,
+    filter_boxes,
+    keyframe_detections,
+    load_box_file,
+    network_size,
+    remove_covered,
+    video_motion_boxes,
+)
 
 PED2_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucsd_ped2.yaml"
 
@@ -52,20 +63,31 @@ def _time(fn, repeat: int = 1) -> float:
     return best
 
 
-def held(found: list, every: int) -> list:
-    """A video's per-frame detections as the pipeline keeps them with ``regions.detector_every``: chunk by chunk
-    (``EXTRACT_CHUNK`` frames), each frame holds the detections of the last detected frame of its chunk."""
-    out = []
+def between_key_frames(found: list, every: int, mode: str) -> tuple[list, int]:
+    """A video's per-frame detections as the pipeline keeps them with ``regions.detector_every``, and the number of
+    frames the detector ran on: chunk by chunk (``EXTRACT_CHUNK`` frames), ``keyframe_detections`` (``interpolate``,
+    the pipeline's), or the detector on every ``every``-th frame and its boxes held on the frames after it
+    (``hold``, the pipeline's rule until 2026-12-06, kept here for comparison)."""
+    out, detected = [], 0
     for start in range(0, len(found), EXTRACT_CHUNK):
         index = np.arange(start, min(start + EXTRACT_CHUNK, len(found)))
-        out += [found[i] for i in held_detections(list, index, every)]
-    return out
+        if mode == "interpolate":
+            seen = []
+            out += keyframe_detections(lambda keys: seen.extend(keys) or [found[i] for i in keys], index, every)
+            detected += len(seen)
+        else:
+            out += [found[start + t // every * every] for t in range(len(index))]
+            detected += len(range(0, len(index), every))
+    return out, detected
 
 
-def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batches: list[int],
-          everies: list[int]) -> list[dict]:
+def speed(weights: list[Path], root: str, config: Path, sizes: list[int], n_frames: int, batches: list[int],
+          everies: list[int], runtimes: list[str]) -> list[dict]:
     """Frames per second of decoding, DIS flow and each (model, input size, runtime, precision, batch,
-    detector_every) on the same frames."""
+    detector_every) on the same frames: the pipeline's detector (``DarknetBoxes``, region settings of ``config``)
+    run through ``keyframe_detections`` chunk by chunk, as extraction runs it; ``detected`` is the share of the
+    frames the detector ran on."""
+    r = load_config(config).regions
     video = open_dataset(root)[0]
     decode_s = _time(lambda: [f for _, f in zip(range(n_frames), video.iter_frames(grey=True))], repeat=3)
     frames = np.stack([f for _, f in zip(range(n_frames), video.iter_frames(grey=True))])
@@ -79,30 +101,40 @@ def speed(weights: list[Path], root: str, sizes: list[int], n_frames: int, batch
     # channels_last for comparison, and ONNX Runtime (fp32)
     variants = [("torch", p, True) for p in (["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"])]
     variants += [("torch", "fp32", False), ("onnxruntime", "fp32", True)]
-    runs = {}  # name -> timed call; timed in interleaved rounds, so that a busy host slows every variant alike
+    variants = [v for v in variants if v[0] in runtimes]
+    chunks = [frames[start:start + EXTRACT_CHUNK] for start in range(0, n_frames, EXTRACT_CHUNK)]
+    runs, shares = {}, {}  # name -> timed call; timed in interleaved rounds, so that a busy host slows all alike
     for w in weights:
         for imgsz in sizes:
-            size = network_size(frames.shape[1:3], imgsz)
             for runtime, precision, channels_last in variants:
                 for b in batches if channels_last else batches[:1]:
-                    det = DarknetDetector(w, score_thr=0.1, batch=b, precision=precision, runtime=runtime)
+                    boxes = DarknetBoxes(w, score_thr=r.detector_score, nms_iou=r.detector_nms_iou,
+                                         min_area=r.detector_min_area, cover_thr=r.cover_thr,
+                                         classes=r.detector_classes, imgsz=imgsz, precision=precision,
+                                         runtime=runtime, batch=b)
+                    det = boxes.detector
                     if not channels_last:  # model and input in the default layout, for comparison
                         det.model = det.model.to(memory_format=torch.contiguous_format)
                         to_channels_last = det._inputs
                         det._inputs = lambda chunk, size, f=to_channels_last: f(chunk, size).contiguous()
-                    det.detect_with_scores(frames[:b], input_size=size)  # warm-up
+                    boxes.detect(frames[:b])  # warm-up
+                    size = network_size(frames.shape[1:3], imgsz)
                     for every in everies if channels_last else [1]:
                         name = (f"{w.stem} {size[0]}x{size[1]} {runtime} {precision} batch {b}"
                                 f"{'' if channels_last else ' (not channels_last)'}"
-                                f"{f', every {every} frames' if every > 1 else ''}")
-                        runs[name] = lambda det=det, every=every, size=size: det.detect_with_scores(
-                            frames[::every], input_size=size)
+                                f"{f', detector_every {every}' if every > 1 else ''}")
+                        seen = []
+                        for chunk in chunks:
+                            keyframe_detections(lambda x: seen.extend(x) or boxes.detect(x), chunk, every)
+                        shares[name] = len(seen) / n_frames
+                        runs[name] = lambda boxes=boxes, every=every: [
+                            keyframe_detections(boxes.detect, chunk, every) for chunk in chunks]
     best = {name: float("inf") for name in runs}
     for _ in range(3):
         for name, run in runs.items():
             best[name] = min(best[name], _time(run))
     for name, seconds in best.items():
-        rows.append({"what": name, "fps": n_frames / seconds})
+        rows.append({"what": name, "fps": n_frames / seconds, "detected": shares[name]})
         print(rows[-1], flush=True)
     return rows
 
@@ -115,10 +147,38 @@ def _match(ours: np.ndarray, ref: np.ndarray, thr: float = 0.5) -> tuple[int, in
     return int((iou.max(0) >= thr).sum()), int((iou.max(1) >= thr).sum())
 
 
+def agreement(weights: Path, root: str, config: Path, split: str, everies: list[int], runtime: str,
+              video_step: int = 1) -> list[dict]:
+    """Label-free, on any footage: how far the boxes of ``detector_every`` N (``keyframe_detections``) are from
+    detecting every frame: recall and share of the every-frame boxes at IoU >= 0.5, their F1, and the share of the
+    frames the detector ran on. Every ``video_step``-th video of the split."""
+    settings = load_config(config)
+    r = settings.regions
+    boxes = DarknetBoxes(weights, score_thr=r.detector_score, nms_iou=r.detector_nms_iou, min_area=r.detector_min_area,
+                         cover_thr=r.cover_thr, classes=r.detector_classes, imgsz=r.detector_imgsz, runtime=runtime)
+    videos = (open_training_split(root) if split == "training" else open_dataset(root))[::video_step]
+    every_frame = [boxes.detect(v.read_frames(grey=settings.data.grey)) for v in videos]
+    rows = []
+    for every in everies:
+        stats = np.zeros(5)  # reference boxes, ours, reference matched, ours matching, frames detected
+        for found in every_frame:
+            kept, detected = between_key_frames(found, every, "interpolate")
+            stats[4] += detected
+            for ours, ref in zip(kept, found):
+                stats[:4] += [len(ref), len(ours), *_match(ours, ref)]
+        recall, share = stats[2] / max(stats[0], 1), stats[3] / max(stats[1], 1)
+        rows.append({"root": root, "split": split, "detector_every": every,
+                     "detected": stats[4] / sum(len(f) for f in every_frame), "recall": recall, "share": share,
+                     "f1": 2 * recall * share / max(recall + share, 1e-9)})
+        print({k: round(x, 4) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
+    return rows
+
+
 def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], thresholds: list[float],
-            stride: int, batch: int, precision: str, everies: list[int], runtime: str = "torch") -> list[dict]:
-    """Box statistics against the VEC boxes for every (input size, score threshold, detector_every), on every
-    ``stride``-th frame."""
+            stride: int, batch: int, precision: str, everies: list[int], runtime: str = "torch",
+            modes: tuple[str, ...] = ("interpolate",)) -> list[dict]:
+    """Box statistics against the VEC boxes for every (input size, score threshold, detector_every, boxes between
+    key frames), on every ``stride``-th frame."""
     r = load_config(PED2_CONFIG).regions
     videos = open_training_split(root) if split == "training" else open_dataset(root)
     vec_boxes = load_box_file(vec / f"ped2_{'train' if split == 'training' else 'test'}_boxes.npz",
@@ -126,15 +186,17 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
     rows = []
     for imgsz in sizes:
         det = DarknetDetector(weights, score_thr=min(thresholds), batch=batch, precision=precision, runtime=runtime)
-        stats = {(t, e): np.zeros(7) for t in thresholds for e in everies}  # frames, vec, ours, union, matches
+        # frames, VEC boxes, ours, united, detector's and united recall matches, united share matches, detected
+        stats = {(t, e, m): np.zeros(8) for t in thresholds for e in everies for m in (modes if e > 1 else modes[:1])}
         t0 = time.perf_counter()
         for v, ref_video in zip(videos, vec_boxes):
             frames = v.read_frames(grey=True)
             size = network_size(frames.shape[1:3], imgsz)
             found = det.detect_with_scores(frames, input_size=size)
-            for thr, every in stats:
-                kept = held([remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area),
-                                            r.cover_thr) for b, s, _ in found], every)
+            for thr, every, mode in stats:
+                boxes = [remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area), r.cover_thr)
+                         for b, s, _ in found]
+                kept, detected = between_key_frames(boxes, every, mode)
                 motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
                                             min_area=r.motion_min_area, max_aspect=r.motion_max_aspect,
                                             margin=r.motion_margin, exclude=kept)
@@ -142,13 +204,15 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
                     union = np.concatenate([kept[t], motion[t]])
                     rec_d, prec_d = _match(kept[t], ref_video[t])
                     rec_u, prec_u = _match(union, ref_video[t])
-                    stats[thr, every] += [1, len(ref_video[t]), len(kept[t]), len(union), rec_d, rec_u, prec_u]
+                    stats[thr, every, mode] += [1, len(ref_video[t]), len(kept[t]), len(union), rec_d, rec_u, prec_u, 0]
+                stats[thr, every, mode][7] += detected / stride  # frames the detector ran on, per measured frame
         seconds = time.perf_counter() - t0
-        for (thr, every), (n, n_ref, n_det, n_union, rec_d, rec_u, prec_u) in stats.items():
+        for (thr, every, mode), (n, n_ref, n_det, n_union, rec_d, rec_u, prec_u, n_detected) in stats.items():
             recall, share = rec_u / n_ref, prec_u / max(n_union, 1)
             rows.append({"split": split, "model": weights.stem, "imgsz": imgsz, "precision": precision,
                          "runtime": runtime, "score_thr": thr,
-                         "detector_every": every,
+                         "detector_every": every, "between": mode if every > 1 else "",
+                         "detected": n_detected / n,
                          "vec_per_frame": n_ref / n, "det_per_frame": n_det / n, "union_per_frame": n_union / n,
                          "recall_det": rec_d / n_ref, "recall_union": recall, "precision_union": share,
                          "f1_union": 2 * recall * share / max(recall + share, 1e-9), "seconds": seconds})
@@ -192,14 +256,23 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
     p.add_argument("--stride", type=int, default=1, help="measure box quality on every N-th frame")
     p.add_argument("--every", nargs="+", type=int, default=[1],
-                   help="regions.detector_every values: the detector on every N-th frame, its boxes held between")
+                   help="regions.detector_every values: the detector on every N-th frame (key frames)")
+    p.add_argument("--between", nargs="+", default=["interpolate"], choices=("interpolate", "hold"),
+                   help="--quality: boxes of the frames between key frames, interpolated (the pipeline's) or held")
     p.add_argument("--frames", type=int, default=120, help="frames for --speed")
     p.add_argument("--batch", nargs="+", type=int, default=[4],
                    help="frames per forward pass (--speed measures each; --quality uses the first)")
     p.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"), help="runtime for --quality")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"], choices=("torch", "onnxruntime"),
+                   help="runtimes --speed compares")
+    p.add_argument("--config", type=Path, default=PED2_CONFIG, help="region settings for --speed (dataset config)")
     p.add_argument("--speed", action="store_true")
     p.add_argument("--quality", action="store_true")
     p.add_argument("--picture", action="store_true")
+    p.add_argument("--agreement", action="store_true",
+                   help="label-free: the boxes of each --every against detecting every frame, on --root's --splits "
+                        "(any dataset; region settings of --config)")
+    p.add_argument("--video-step", type=int, default=1, help="--agreement on every N-th video")
     p.add_argument("--picture-size", type=int, default=416)
     p.add_argument("--picture-score", type=float, default=0.2)
     p.add_argument("--out", type=Path, required=True)
@@ -210,11 +283,16 @@ def main() -> None:
               "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
               "reference_workload_s": reference_workload_s(), "command": " ".join(sys.argv)}
     if args.speed:
-        result["speed"] = speed(args.weights, args.root, args.sizes, args.frames, args.batch, args.every)
+        result["speed"] = speed(args.weights, args.root, args.config, args.sizes, args.frames, args.batch, args.every,
+                                args.runtimes)
     if args.quality:
         result["quality"] = [row for w in args.weights for split in args.splits for precision in args.precisions
                              for row in quality(w, args.root, args.vec, split, args.sizes, args.thresholds,
-                                                args.stride, args.batch[0], precision, args.every, args.runtime)]
+                                                args.stride, args.batch[0], precision, args.every, args.runtime,
+                                                tuple(args.between))]
+    if args.agreement:
+        result["agreement"] = [row for split in args.splits for row in agreement(
+            args.weights[0], args.root, args.config, split, args.every, args.runtime, args.video_step)]
     if args.picture:
         picture(args.weights[0], args.root, args.picture_size, args.picture_score, args.out / "ped2_test_detections.png")
     (args.out / "bench_detector.json").write_text(json.dumps(result, indent=2))

@@ -352,14 +352,55 @@ def load_box_file(path: str | Path, video_lengths: Sequence[int],
     return [per_frame[starts[v]:starts[v + 1]] for v in range(len(lengths))]
 
 
-def held_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames: np.ndarray,
-                    every: int = 1) -> list[np.ndarray]:
-    """``detect`` on frames 0, every, 2 * every, ... of ``frames``; each frame between keeps the boxes of the last
-    detected frame before it (the detector's cost divided by ``every``; objects move a few pixels a frame)."""
-    if every == 1:
-        return detect(frames)
-    found = detect(frames[::every])
-    return [found[t // every] for t in range(len(frames))]
+def _pairs_by_iou(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (i, j) of boxes ``a[i]``, ``b[j]``, highest IoU first, each at least ``min_iou``,
+    in the order of ``a``."""
+    if not len(a) or not len(b):
+        return []
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
+    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    pairs, used_a, used_b = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(b))
+        if iou[i, j] < min_iou:
+            break
+        if i not in used_a and j not in used_b:
+            pairs.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
+    return sorted(pairs)
+
+
+def key_frames(n: int, every: int) -> list[int]:
+    """The frames among ``n`` that ``keyframe_detections`` runs the detector on: 0, every, 2 * every, ... and the
+    last."""
+    return list(range(n)) if every == 1 or n <= 2 else sorted(set(range(0, n, every)) | {n - 1})
+
+
+def keyframe_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames: np.ndarray, every: int = 1,
+                        min_iou: float = 0.1) -> list[np.ndarray]:
+    """``detect`` on the key frames of ``frames`` (``key_frames``); the frames between two key frames get their
+    boxes: a box paired with one of the next key frame (greedy, highest IoU first, IoU >= ``min_iou``) moves
+    linearly from one to the other, a box without a partner (an object appearing or leaving, a detection that
+    flickers) stays on the frames nearer its own key frame. The detector's cost falls about ``every`` times."""
+    n = len(frames)
+    keys = key_frames(n, every)
+    found = [_as_boxes(b) for b in detect(frames[keys])]
+    out = dict(zip(keys, found))
+    for k, (a, b) in enumerate(zip(keys, keys[1:])):
+        first, second = found[k], found[k + 1]
+        pairs = _pairs_by_iou(first, second, min_iou)
+        i = np.array([p[0] for p in pairs], np.int64)
+        j = np.array([p[1] for p in pairs], np.int64)
+        alone_first, alone_second = np.delete(first, i, axis=0), np.delete(second, j, axis=0)
+        for t in range(a + 1, b):
+            w = (t - a) / (b - a)
+            moving = (1 - w) * first[i] + w * second[j]
+            out[t] = np.concatenate([moving, alone_first if w <= 0.5 else alone_second]).astype(np.float32)
+    return [out[t] for t in range(n)]
 
 
 def merge_boxes(*per_frame_lists: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -126,7 +126,8 @@ def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
 
 
 def _detector_key(config: Config) -> dict[str, Any]:
-    """The detector's part of the cache key: its files' content hashes and the precision it runs at."""
+    """The detector's part of the cache key: its files' content hashes, the precision and runtime it runs at, and
+    how the frames between its key frames get their boxes."""
     r = config.regions
     if "detector" not in r.sources:
         return {"detector_weights": None}
@@ -141,9 +142,12 @@ def _detector_key(config: Config) -> dict[str, Any]:
             raise regions_mod.RegionError(f"detector file unreadable: {name} ({err.strerror})") from None
     device = resolve_device(config.device)
     precision = resolve_precision(r.detector_precision, device)
-    return {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
-            "detector_precision": precision,
-            "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
+    key = {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
+           "detector_precision": precision,
+           "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
+    if r.detector_every > 1:  # boxes between key frames were held, not interpolated, before 2026-12-06
+        key["between_key_frames"] = "interpolated"
+    return key
 
 
 def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
@@ -203,7 +207,8 @@ class BoxSource:
             lists.append(self.file_boxes[video.name][window.start:window.stop])
         detected = None
         if self.detector is not None:
-            detected = regions_mod.held_detections(self.detector.detect, window.frames[window.chunk], r.detector_every)
+            detected = regions_mod.keyframe_detections(self.detector.detect, window.frames[window.chunk],
+                                                       r.detector_every)
         if detected is not None:
             lists.append(detected)
         if "motion" in r.sources:
