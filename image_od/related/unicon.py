@@ -170,8 +170,8 @@ class UniConHA(OutlierDetector):
     and ``optimizer`` ``lars`` (CSI's, see :class:`image_od.related.csi.LARS`) or ``adam`` are for small budgets and tests:
     with SGD at 0.01 the loss barely moves in a few dozen steps.
 
-    Training loop: our own, not ``image_od.engine.training.train``: the learning rate is set every epoch and the loss
-    draws its augmentations from a generator of its own (as ``ContrastiveE3Outlier``). One process.
+    Training: the one training loop (``train_contrastive``, as ``ContrastiveE3Outlier``): the learning rate set every
+    epoch, batches kept whole under torchrun, and the loss drawing its augmentations from a generator of its own.
     """
 
     def __init__(self, *, epochs: int = 2048, batch_size: int = 32, optimizer: str = "sgd", lr: float = 0.01,
