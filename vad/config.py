@@ -146,9 +146,6 @@ class ScoreConfig:
     # holding a cube faster than median + fast_mad MADs of the speed of the cubes moving more than fast_floor
     # pixels per frame (label-free: docs/METHOD.md)
     fusion: str = "fast_share"
-    # a cube's motion energy: the mean flow magnitude over its box (mean) or the mean of the box's fastest quarter
-    # of pixels (top_quarter: the object's own speed, less diluted by the background a loose box holds)
-    motion_statistic: str = "mean"
     motion_weight: float = 0.5
     fast_mad: float = 3.0
     fast_floor: float = 0.25
@@ -329,7 +326,6 @@ def _check_events(checks: Checks, c: Config) -> None:
 def _check_model_score(checks: Checks, c: Config) -> None:
     from image_od.e3outlier.generative import NORMALISATIONS
     from vad.cloze import TARGETS
-    from vad.scoring import MOTION_STATISTICS
 
     m, s = c.model, c.score
     checks.subset("model.targets", m.targets, TARGETS)
@@ -345,7 +341,6 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.positive("score.smooth_window", s.smooth_window)
     checks.one_of("score.fusion", s.fusion, ("fixed", "fast_share"))
     checks.one_of("score.position_norm", s.position_norm, ("off", "run", "video"))
-    checks.one_of("score.motion_statistic", s.motion_statistic, MOTION_STATISTICS)
     checks.count("score.position_grid", s.position_grid, 64)
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")

@@ -10,20 +10,10 @@ from typing import Sequence
 import numpy as np
 
 
-MOTION_STATISTICS = ("mean", "top_quarter")
-
-
-def motion_energy(flow: np.ndarray, statistic: str = "mean") -> np.ndarray:
-    """Each cube's speed from its flow patch (N,2,H,W) -> (N,): the mean optical-flow magnitude inside the box
-    (``mean``) or the mean of its fastest quarter of pixels (``top_quarter``)."""
+def motion_energy(flow: np.ndarray) -> np.ndarray:
+    """Mean optical-flow magnitude inside each cube's box: flow (N,2,H,W) -> (N,)."""
     f = flow.astype(np.float32)
-    magnitude = np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2).reshape(len(f), -1)
-    if statistic == "mean":
-        return magnitude.mean(axis=1)
-    if statistic == "top_quarter":
-        k = max(1, magnitude.shape[1] // 4)
-        return -np.partition(-magnitude, k - 1, axis=1)[:, :k].mean(axis=1)
-    raise ValueError(f"unknown motion statistic {statistic!r}; expected one of {MOTION_STATISTICS}")
+    return np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2).mean(axis=(1, 2))
 
 
 def zscore(x: np.ndarray) -> np.ndarray:

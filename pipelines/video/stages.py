@@ -444,14 +444,13 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier |
 
 
 # ----------------------------------------------------------------------------------------------- score
-def cube_motion_energy(cache: CubeCache, names: list[str], progress: bool = True,
-                       statistic: str = "mean") -> np.ndarray:
+def cube_motion_energy(cache: CubeCache, names: list[str], progress: bool = True) -> np.ndarray:
     """Every cube's motion energy, videos in the order of ``names``, read from the cache one slice of flow at a
     time (memory does not grow with the videos' length). Under torchrun each rank reads its share of the videos;
     rank 0 receives the result (the other ranks get an empty array)."""
     mine = distributed.my_share([cache.manifest["videos"][n]["n_cubes"] for n in names])
     show = progress and distributed.is_main()
-    energy = {i: cache.map_rows(names[i], "flow", lambda flow: motion_energy(flow, statistic))
+    energy = {i: cache.map_rows(names[i], "flow", motion_energy)
               for i in tqdm(mine, desc="motion energy", unit="video", disable=not show)}
     parts = distributed.gather_to_main(energy)
     if parts is None:
@@ -469,7 +468,7 @@ def score_stage(out: str | Path, progress: bool = True) -> None:
     learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
     cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
-    energy = cube_motion_energy(cache, names, progress, config.score.motion_statistic)
+    energy = cube_motion_energy(cache, names, progress)
     if not distributed.is_main():
         return
     arrays = cache.load(names, fields=("boxes", "frame"))
