@@ -170,7 +170,7 @@ def agreement(weights: Path, root: str, config: Path, split: str, everies: list[
         rows.append({"root": root, "split": split, "detector_every": every,
                      "detected": stats[4] / sum(len(f) for f in every_frame), "recall": recall, "share": share,
                      "f1": 2 * recall * share / max(recall + share, 1e-9)})
-        print({k: round(x, 4) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
+        print({k: round(float(x), 4) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
     return rows
 
 
@@ -216,7 +216,7 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
                          "vec_per_frame": n_ref / n, "det_per_frame": n_det / n, "union_per_frame": n_union / n,
                          "recall_det": rec_d / n_ref, "recall_union": recall, "precision_union": share,
                          "f1_union": 2 * recall * share / max(recall + share, 1e-9), "seconds": seconds})
-            print({k: round(x, 3) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
+            print({k: round(float(x), 3) if isinstance(x, float) else x for k, x in rows[-1].items()}, flush=True)
     return rows
 
 
