@@ -391,6 +391,8 @@ def keyframe_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames
     found = [_as_boxes(b) for b in detect(frames[keys])]
     out = dict(zip(keys, found))
     for k, (a, b) in enumerate(zip(keys, keys[1:])):
+        if b - a < 2:  # neighbouring key frames: no frame between
+            continue
         first, second = found[k], found[k + 1]
         pairs = _pairs_by_iou(first, second, min_iou)
         i = np.array([p[0] for p in pairs], np.int64)
