@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from vad.localisation import iou, link_tracks, mask_regions, pixel_level, rbdc_tbdc
+from vad.localisation import link_tracks, mask_regions, pixel_level, rbdc_tbdc
+from vad.regions import iou
 
 
 def _mask(boxes, shape=(40, 60)):

@@ -63,6 +63,15 @@ def _time(fn, repeat: int = 1) -> float:
     return best
 
 
+def pipeline_boxes(weights: Path, r, *, imgsz: int, runtime: str, precision: str = "fp32",
+                   batch: int = 2) -> DarknetBoxes:
+    """The detector as the pipeline builds it from region settings ``r`` (``RegionConfig``): threshold, NMS, area
+    floor, covered-box removal and classes of ``r``, at ``imgsz``."""
+    return DarknetBoxes(weights, score_thr=r.detector_score, nms_iou=r.detector_nms_iou, min_area=r.detector_min_area,
+                        cover_thr=r.cover_thr, classes=r.detector_classes, imgsz=imgsz, precision=precision,
+                        runtime=runtime, batch=batch)
+
+
 def between_key_frames(found: list, every: int, mode: str) -> tuple[list, int]:
     """A video's per-frame detections as the pipeline keeps them with ``regions.detector_every``, and the number of
     frames the detector ran on: chunk by chunk (``EXTRACT_CHUNK`` frames), ``keyframe_detections`` (``interpolate``,
@@ -108,10 +117,7 @@ def speed(weights: list[Path], root: str, config: Path, sizes: list[int], n_fram
         for imgsz in sizes:
             for runtime, precision, channels_last in variants:
                 for b in batches if channels_last else batches[:1]:
-                    boxes = DarknetBoxes(w, score_thr=r.detector_score, nms_iou=r.detector_nms_iou,
-                                         min_area=r.detector_min_area, cover_thr=r.cover_thr,
-                                         classes=r.detector_classes, imgsz=imgsz, precision=precision,
-                                         runtime=runtime, batch=b)
+                    boxes = pipeline_boxes(w, r, imgsz=imgsz, runtime=runtime, precision=precision, batch=b)
                     det = boxes.detector
                     if not channels_last:  # model and input in the default layout, for comparison
                         det.model = det.model.to(memory_format=torch.contiguous_format)
@@ -154,8 +160,7 @@ def agreement(weights: Path, root: str, config: Path, split: str, everies: list[
     frames the detector ran on. Every ``video_step``-th video of the split."""
     settings = load_config(config)
     r = settings.regions
-    boxes = DarknetBoxes(weights, score_thr=r.detector_score, nms_iou=r.detector_nms_iou, min_area=r.detector_min_area,
-                         cover_thr=r.cover_thr, classes=r.detector_classes, imgsz=r.detector_imgsz, runtime=runtime)
+    boxes = pipeline_boxes(weights, r, imgsz=r.detector_imgsz, runtime=runtime)
     videos = (open_training_split(root) if split == "training" else open_dataset(root))[::video_step]
     every_frame = [boxes.detect(v.read_frames(grey=settings.data.grey)) for v in videos]
     rows = []

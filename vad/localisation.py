@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from .regions import iou
+
 
 def mask_regions(mask: np.ndarray, min_pixels: int = 1) -> np.ndarray:
     """Boxes (x1, y1, x2, y2) of the 8-connected components of a binary mask (x2, y2 exclusive), (K, 4)."""
@@ -29,17 +31,6 @@ def mask_regions(mask: np.ndarray, min_pixels: int = 1) -> np.ndarray:
     keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_pixels]
     return np.array([[stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2], stats[i, 1] + stats[i, 3]] for i in keep],
                     np.float32).reshape(-1, 4)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes (N, 4) and (M, 4) -> (N, M)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
-    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def link_tracks(regions: Sequence[np.ndarray], beta: float = 0.1) -> list[np.ndarray]:

@@ -33,6 +33,17 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes (N, 4) and (M, 4) -> (N, M)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
 # ------------------------------------------------------------------------------------------ motion boxes
 
 def _blur(frame: np.ndarray, ksize: int) -> np.ndarray:
@@ -357,15 +368,11 @@ def _pairs_by_iou(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[in
     in the order of ``a``."""
     if not len(a) or not len(b):
         return []
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
-    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    overlap = iou(a, b)
     pairs, used_a, used_b = [], set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
+    for flat in np.argsort(-overlap, axis=None, kind="stable"):
         i, j = divmod(int(flat), len(b))
-        if iou[i, j] < min_iou:
+        if overlap[i, j] < min_iou:
             break
         if i not in used_a and j not in used_b:
             pairs.append((i, j))
