@@ -264,7 +264,7 @@ def test_outputs_are_written_atomically_and_a_rerun_removes_only_what_the_run_wr
 
     monkeypatch.setattr(np, "savez_compressed", fails_half_way)
     with pytest.raises(OSError, match="No space"):
-        P.score_stage(out, progress=False)
+        P.score_stage(out)
     monkeypatch.undo()
     assert (out / "cube_scores.npz").read_bytes() == before and not list(out.glob("*.tmp"))
     written = json.loads((out / run_folder.MANIFEST).read_text())["files"]
@@ -577,7 +577,7 @@ def test_a_cached_file_partly_overwritten_with_zeros_is_an_error_naming_it(tmp_p
 
     cache, rng, n = CubeCache(tmp_path, {"k": 1}), np.random.default_rng(0), 300
     cache.write("v", {"cubes": rng.integers(0, 255, (n, 5, 32, 32), dtype=np.uint8),
-                      "flow": rng.random((n, 2, 32, 32)).astype(np.float16),
+                      "flow": rng.random((n, 2, 32, 32)).astype(np.float16), "energy": rng.random(n).astype(np.float32),
                       "boxes": rng.random((n, 4)).astype(np.float32), "frame": np.arange(n, dtype=np.int32)}, 10)
     good = cache.load(["v"])
     path = cache.path("v")

@@ -6,7 +6,8 @@ from vad.cache import CubeCache, CubeDataset, settings_key
 
 def _arrays(n):
     return {"cubes": np.full((n, 5, 32, 32), 7, np.uint8), "flow": np.zeros((n, 2, 32, 32), np.float16),
-            "boxes": np.zeros((n, 4), np.float32), "frame": np.arange(n, dtype=np.int32)}
+            "energy": np.zeros(n, np.float32), "boxes": np.zeros((n, 4), np.float32),
+            "frame": np.arange(n, dtype=np.int32)}
 
 
 def test_key_depends_on_settings_only():

@@ -2,8 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vad.cubes import cube_offsets, extract_cubes, iter_windows
+from vad.cubes import cube_energy, cube_offsets, extract_cubes, iter_windows
 from vad.flow import DisFlow, FarnebackFlow, flow_pairs
+from vad.scoring import motion_energy
 
 
 class ZeroFlow:
@@ -61,6 +62,47 @@ def test_flow_patch_is_the_middle_frame_flow():
         dx = out["flow"][:, 0, 8:24, 8:24].astype(np.float32).mean()
         dy = out["flow"][:, 1, 8:24, 8:24].astype(np.float32).mean()
         assert abs(dx - 2) < 0.5 and abs(dy) < 0.5
+
+
+def test_energy_takes_the_wider_pair_only_where_the_object_moves_under_half_its_box():
+    """A cube's motion energy comes from the flow over frames energy_gap apart where energy_gap times its own
+    flow's energy stays under half its box's shorter side, else from its own flow."""
+    own = np.zeros((3, 2, 4, 4), np.float16)
+    own[:, 0] = np.array([1, 6, 1])[:, None, None]
+    wide = np.zeros_like(own)
+    wide[:, 0] = np.array([1.5, 0.5, 1.5])[:, None, None]
+    boxes = np.array([[0, 0, 20, 20], [0, 0, 20, 20], [5, 5, 8, 30]], np.float32)  # 2 < 10, 12 > 10, 2 > 1.5
+    np.testing.assert_allclose(cube_energy(own, wide, boxes, 2), [1.5, 6, 1])
+    np.testing.assert_allclose(cube_energy(own, None, boxes, 2), [1, 6, 1])
+
+
+def _moving_square(size, speed, h=120, w=240, n=9, seed=0):
+    """A flat-shaded square crossing a still texture at ``speed`` px per frame, and its box in every frame."""
+    bg = cv2.GaussianBlur(np.random.default_rng(seed).integers(60, 200, (h, w)).astype(np.uint8), (5, 5), 0)
+    frames, boxes = [], []
+    for t in range(n):
+        f, x, y = bg.copy(), 20 + speed * t, h // 2 - size // 2
+        cv2.rectangle(f, (x, y), (x + size - 1, y + size - 1), 230, -1)
+        frames.append(f)
+        boxes.append(np.array([[x, y, x + size, y + size]], np.float32))
+    return np.stack(frames), boxes
+
+
+def test_energy_of_the_wider_pair_measures_a_large_object_and_keeps_a_small_fast_one():
+    """Real DIS flow: a large flat object moving 5 px a frame drags the one-frame flow of its interior towards
+    zero, the two-frame pair measures it nearer its speed; a small object that jumps almost its size each frame is
+    lost by the two-frame pair, so its cube keeps its own flow's energy."""
+    frames, boxes = _moving_square(24, 5)
+    one = extract_cubes(frames, boxes, DisFlow("medium"), size=32)
+    two = extract_cubes(frames, boxes, DisFlow("medium"), size=32, energy_gap=2)
+    np.testing.assert_array_equal(one["energy"], motion_energy(one["flow"]))  # no energy_gap: the cube's flow
+    np.testing.assert_array_equal(one["flow"], two["flow"])  # the cube's flow does not change
+    middle = slice(2, 7)
+    assert np.abs(two["energy"][middle] - 5).mean() < np.abs(one["energy"][middle] - 5).mean() - 0.3
+    frames, boxes = _moving_square(10, 9)
+    one = extract_cubes(frames, boxes, DisFlow("medium"), size=32)
+    two = extract_cubes(frames, boxes, DisFlow("medium"), size=32, energy_gap=2)
+    np.testing.assert_array_equal(two["energy"][middle], one["energy"][middle])
 
 
 def test_dis_min_side_enlarges_small_frames_only():

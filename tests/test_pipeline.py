@@ -147,29 +147,33 @@ def test_stage_out_of_order_is_a_clear_error(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1):
+def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1, energy_gap=1):
     """The extraction before streaming (issue 8), kept as the reference: every frame, flow and cube of the video
-    computed at once (the flow of frames ``gap`` apart, in pixels per frame)."""
+    computed at once (the flow of frames ``gap`` apart, in pixels per frame; the energy's of ``energy_gap``)."""
     import torch
 
-    from vad.cubes import _to_nchw, crop_resize, cube_offsets
+    from vad.cubes import _to_nchw, crop_resize, cube_energy, cube_offsets
     from vad.flow import flow_pairs
 
+    def whole_flow(g):
+        pairs = flow_pairs(T, g)
+        apart = torch.tensor([float(max(b - a, 1)) for a, b in pairs])[:, None, None, None]
+        return torch.from_numpy(flow(frames, pairs).astype(np.float32)).permute(0, 3, 1, 2) / apart
+
     T = len(frames)
-    pairs = flow_pairs(T, gap)
-    apart = torch.tensor([float(max(b - a, 1)) for a, b in pairs])[:, None, None, None]
-    flows = torch.from_numpy(flow(frames, pairs).astype(np.float32)).permute(0, 3, 1, 2) / apart
     ids = [t for t in range(T) if len(boxes_per_frame[t])]
     boxes = np.concatenate([np.asarray(boxes_per_frame[t], np.float32).reshape(-1, 4) for t in ids])
     centre = np.concatenate([np.full(len(boxes_per_frame[t]), t) for t in ids])
     idx = np.clip(centre[:, None] + cube_offsets(n_frames)[None, :], 0, T - 1).reshape(-1)
     cubes = crop_resize(_to_nchw(frames), idx, np.repeat(boxes, n_frames, 0), size).round().clamp(0, 255)
-    return {"cubes": cubes.to(torch.uint8).numpy().reshape(len(boxes), n_frames, size, size),
-            "flow": crop_resize(flows, centre, boxes, size).numpy().astype(np.float16),
+    patches = crop_resize(whole_flow(gap), centre, boxes, size).numpy().astype(np.float16)
+    wide = crop_resize(whole_flow(energy_gap), centre, boxes, size).numpy().astype(np.float16)
+    return {"cubes": cubes.to(torch.uint8).numpy().reshape(len(boxes), n_frames, size, size), "flow": patches,
+            "energy": cube_energy(patches, None if energy_gap == gap else wide, boxes, energy_gap),
             "boxes": boxes, "frame": centre.astype(np.int32)}
 
 
-@pytest.mark.parametrize("gap", [1, 2])
+@pytest.mark.parametrize("gap", [1, 2])  # the energy's flow (energy_gap 2) a second pass with gap 1, the same with 2
 def test_streaming_extraction_equals_the_whole_video_computation(tmp_path, gap):
     import h5py
 
@@ -193,7 +197,8 @@ def test_streaming_extraction_equals_the_whole_video_computation(tmp_path, gap):
     motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
                                 min_area=r.motion_min_area, max_aspect=r.motion_max_aspect, margin=r.motion_margin)
     flow = make_flow("dis")
-    want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow, gap=gap)
+    want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow, gap=gap,
+                              energy_gap=config.flow.energy_gap)
     assert {0, 1, T - 2, T - 1} <= set(want["frame"].tolist()) and len(want["frame"]) > 2 * T
     boxes_for = BoxSource(config, [video])
     for chunk in (1, 7, 64):  # 7 does not divide 30; 64 holds the whole video in one window

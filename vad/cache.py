@@ -1,8 +1,9 @@
 """On-disk cache of extracted cubes: one HDF5 file per video in a folder keyed by the extraction settings.
 
-``<root>/<key>/`` holds ``<video>.h5`` (datasets ``cubes`` uint8, ``flow`` float16, ``boxes`` float32,
-``frame`` int32; attributes ``n_frames`` and ``video``) and ``manifest.json`` (the settings that produced the
-key, and the finished videos with their frame count, source fingerprint and file format). Every HDF5 chunk carries
+``<root>/<key>/`` holds ``<video>.h5`` (datasets ``cubes`` uint8, ``flow`` float16, ``energy`` float32 (the
+cubes' motion energy), ``boxes`` float32, ``frame`` int32; attributes ``n_frames`` and ``video``) and
+``manifest.json`` (the settings that produced the key, and the finished videos with their frame count, source
+fingerprint and file format). Every HDF5 chunk carries
 a Fletcher-32 checksum that HDF5 verifies on each read, so a damaged file is an error naming it (``CacheError``),
 not shifted scores. Every file is written under a
 temporary name and renamed, and a video enters the manifest only after its file is in place, so an interrupted
@@ -32,8 +33,8 @@ from torch.utils.data import Dataset
 
 from image_od.files.atomic import atomic_path, check_free_space, write_json
 
-FIELDS = ("cubes", "flow", "boxes", "frame")
-FORMAT = 2  # 2: every HDF5 chunk carries a Fletcher-32 checksum, verified by HDF5 on each read
+FIELDS = ("cubes", "flow", "energy", "boxes", "frame")
+FORMAT = 3  # 2: every HDF5 chunk carries a Fletcher-32 checksum, verified by HDF5 on each read; 3: ``energy``
 
 
 class CacheError(ValueError):
@@ -157,7 +158,8 @@ class CubeCache:
         if entry is None or not self.path(video).exists():
             return None
         if entry.get("format") != FORMAT:
-            return "it was cached by an older version of the toolkit (without per-chunk checksums)"
+            return (f"it was cached by an older version of the toolkit (cache format {entry.get('format', 1)}, this "
+                    f"version reads {FORMAT})")
         if entry.get("source") == source:
             return None
         if "source" not in entry:

@@ -68,6 +68,10 @@ class FlowConfig:
     # frames between the pair whose flow stands for frame t, in pixels per frame: 1, (t, t+1), or 2, (t-1, t+1):
     # 2 helps every Ped2 source and loses small fast objects, and 3 of 4 Avenue figures (docs/BENCHMARKS.md#flow-gap)
     gap: int = 1
+    # the motion energy's own flow pair, frames energy_gap apart, wherever the object moves less than half its box's
+    # shorter side over it (else the cube's flow): measures large objects better, keeps small fast ones
+    # (vad.cubes.cube_energy; docs/BENCHMARKS.md#energy-gap). The cube's flow, and the scorers reading it, keep `gap`
+    energy_gap: int = 2
     raft_weights: str | None = None
     raft_small: bool = False
 
@@ -259,6 +263,7 @@ def _check_cubes_flow(checks: Checks, c: Config) -> None:
     checks.positive("flow.upscale", fl.upscale)
     checks.need(0 <= fl.min_side <= 8192, "flow.min_side", fl.min_side, "must be from 0 (none) to 8192 pixels")
     checks.need(1 <= fl.gap <= 4, "flow.gap", fl.gap, "must be within 1..4 frames")
+    checks.need(1 <= fl.energy_gap <= 4, "flow.energy_gap", fl.energy_gap, "must be within 1..4 frames")
     checks.need(fl.method != "raft" or bool(fl.raft_weights), "flow.raft_weights", fl.raft_weights,
                 "must be set when flow.method is raft")
 

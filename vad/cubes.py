@@ -1,9 +1,10 @@
-"""Spatio-temporal cubes (STCs) and their middle-frame flow.
+"""Spatio-temporal cubes (STCs), their middle-frame flow and their motion energy.
 
 A cube of frame t is the box of frame t cropped from frames t-2..t+2 and resized to ``size`` x ``size``
 (paper Sec. 4.3.2). Frame indices outside the video repeat the edge frame, so cubes never cross videos.
 The flow patch is the middle frame's flow (see ``vad.flow``) cropped with the same box; its vectors stay in
-frame pixels, as in the reference code.
+frame pixels, as in the reference code. The motion energy (``cube_energy``) is the mean flow magnitude in the box,
+measured on a flow of its own over a wider frame pair where the object moves little enough for it.
 
 Cropping and resizing use torchvision's ``roi_align`` (aligned, adaptive sampling): bilinear like
 ``cv2.resize`` for boxes smaller than the patch, area-averaged for larger ones. The crop region of box
@@ -19,6 +20,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .flow import flow_pairs
+from .scoring import motion_energy
 
 
 def cube_offsets(n_frames: int = 5) -> np.ndarray:
@@ -98,7 +100,7 @@ def empty_cubes(colour: bool, size: int = 32, n_frames: int = 5) -> dict[str, np
     """The arrays of ``window_cubes`` with no cube."""
     cube = (0, n_frames, 3, size, size) if colour else (0, n_frames, size, size)
     return {"cubes": np.zeros(cube, np.uint8), "flow": np.zeros((0, 2, size, size), np.float16),
-            "boxes": np.zeros((0, 4), np.float32), "frame": np.zeros(0, np.int32)}
+            "energy": np.zeros(0, np.float32), "boxes": np.zeros((0, 4), np.float32), "frame": np.zeros(0, np.int32)}
 
 
 def chunk_flow(frames: np.ndarray, window: Window, flow_estimator, gap: int = 1) -> np.ndarray:
@@ -109,8 +111,23 @@ def chunk_flow(frames: np.ndarray, window: Window, flow_estimator, gap: int = 1)
     return flow_estimator(frames, pairs).astype(np.float32) / apart
 
 
+def cube_energy(flow_patches: np.ndarray, wide_patches: np.ndarray | None, boxes: np.ndarray,
+                energy_gap: int) -> np.ndarray:
+    """Each cube's motion energy: the mean flow magnitude in its box, from ``wide_patches`` (flow over frames
+    ``energy_gap`` apart, in pixels per frame) where the object's move over that pair, ``energy_gap`` times the
+    energy of ``flow_patches`` (the cube's own flow), stays under half the box's shorter side, else from
+    ``flow_patches``. Over a wider pair DIS measures a large object's speed better (its flat interior drags a
+    small move towards zero) but loses an object that jumps about its own size (docs/BENCHMARKS.md#flow-gap);
+    ``wide_patches`` None: the cube's own flow alone."""
+    energy = motion_energy(flow_patches)
+    if wide_patches is None:
+        return energy
+    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return np.where(energy_gap * energy < side / 2, motion_energy(wide_patches), energy).astype(np.float32)
+
+
 def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                 n_frames: int = 5, flow_gap: int = 1) -> dict[str, np.ndarray]:
+                 n_frames: int = 5, flow_gap: int = 1, energy_gap: int | None = None) -> dict[str, np.ndarray]:
     """The cubes of the chunk of ``window`` (one box list per chunk frame), as ``extract_cubes``. The window needs
     ``n_frames // 2`` frames on each side of the chunk (and what the flow pairs reach) where the video has them."""
     frames, colour = window.frames, window.frames.ndim == 4
@@ -128,20 +145,28 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
     patches = patches.round().clamp(0, 255).to(torch.uint8).numpy()
     shape = (len(boxes), n_frames, 3, size, size) if colour else (len(boxes), n_frames, size, size)
     flow_patches = crop_resize(torch.from_numpy(flows).permute(0, 3, 1, 2), centre - window.start, boxes, size)
-    return {"cubes": patches.reshape(shape), "flow": flow_patches.numpy().astype(np.float16), "boxes": boxes,
+    flow_patches = flow_patches.numpy().astype(np.float16)
+    wide = None
+    if energy_gap not in (None, flow_gap):
+        wide_flows = chunk_flow(frames, window, flow_estimator, energy_gap)
+        wide = crop_resize(torch.from_numpy(wide_flows).permute(0, 3, 1, 2), centre - window.start, boxes, size)
+        wide = wide.numpy().astype(np.float16)  # the same rounding as the stored flow
+    return {"cubes": patches.reshape(shape), "flow": flow_patches,
+            "energy": cube_energy(flow_patches, wide, boxes, energy_gap or flow_gap), "boxes": boxes,
             "frame": centre.astype(np.int32)}
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,
-               *, size: int = 32, n_frames: int = 5, chunk: int = 64,
-               flow_gap: int = 1) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
+               *, size: int = 32, n_frames: int = 5, chunk: int = 64, flow_gap: int = 1,
+               energy_gap: int | None = None) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
     """Stream one video's cubes chunk by chunk: (window, ``window_cubes``) per chunk of ``chunk`` frames, ordered
     by frame. ``boxes_for(window)`` gives the boxes of the window's chunk frames. Memory holds one window."""
-    # the cube's frames t-2..t+2, t-1..t+1 for motion boxes, and the flow pair
-    margin = max(n_frames // 2, 1, flow_gap - flow_gap // 2)
+    # the cube's frames t-2..t+2, t-1..t+1 for motion boxes, and the flow pairs
+    gaps = (flow_gap, energy_gap or flow_gap)
+    margin = max(n_frames // 2, 1, *(g - g // 2 for g in gaps))
     for window in iter_windows(frames, chunk, margin):
         yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames,
-                                   flow_gap=flow_gap)
+                                   flow_gap=flow_gap, energy_gap=energy_gap)
 
 
 def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int = 32,
@@ -152,15 +177,17 @@ def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int
 
 
 def extract_cubes(frames: np.ndarray, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                  n_frames: int = 5, chunk: int = 64, flow_gap: int = 1) -> dict[str, np.ndarray]:
+                  n_frames: int = 5, chunk: int = 64, flow_gap: int = 1,
+                  energy_gap: int | None = None) -> dict[str, np.ndarray]:
     """All cubes of one video held in memory (``iter_cubes`` over its frames).
 
     ``frames``: (T,H,W) grey or (T,H,W,3) uint8. ``boxes_per_frame``: T arrays of (k,4) xyxy boxes.
     Returns ``cubes`` uint8 (N,n_frames,size,size) (or (N,n_frames,3,size,size) for colour), ``flow`` float16
-    (N,2,size,size), ``boxes`` float32 (N,4), ``frame`` int32 (N,), ordered by frame.
+    (N,2,size,size), ``energy`` float32 (N,) (``cube_energy``; ``energy_gap`` None: from ``flow`` alone),
+    ``boxes`` float32 (N,4), ``frame`` int32 (N,), ordered by frame.
     """
     if len(boxes_per_frame) != len(frames):
         raise ValueError(f"{len(boxes_per_frame)} box lists for {len(frames)} frames")
     parts = iter_cubes(frames, lambda w: boxes_per_frame[w.start:w.stop], flow_estimator, size=size,
-                       n_frames=n_frames, chunk=chunk, flow_gap=flow_gap)
+                       n_frames=n_frames, chunk=chunk, flow_gap=flow_gap, energy_gap=energy_gap)
     return concat_cubes((arrays for _, arrays in parts), frames.ndim == 4, size, n_frames)

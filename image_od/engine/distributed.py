@@ -145,12 +145,3 @@ def sync() -> None:
     """Wait until every rank gets here (the ranks of sharded work included); a no-op in one process."""
     if dist.is_initialized():
         dist.barrier()
-
-
-def gather_to_main(obj: object) -> list[object] | None:
-    """Rank 0 receives every rank's ``obj`` (picklable), in rank order; other ranks get None. One process: [obj]."""
-    if not dist.is_initialized():
-        return [obj]
-    parts: list[object] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(obj, parts, dst=0)
-    return parts

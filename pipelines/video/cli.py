@@ -189,7 +189,7 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         if args.overrides and main:
             P.change_score_settings(out, args.overrides)
         distributed.sync()
-        P.score_stage(out, progress=progress)
+        P.score_stage(out)
         if main:
             print(f"scores: {out / 'frame_scores.csv'}")
     elif args.command == "eval":

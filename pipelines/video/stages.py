@@ -54,7 +54,7 @@ from vad.flow import make_flow
 from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
-from vad.scoring import apply_fusion, fast_share, frame_scores, motion_energy, position_normalise, postprocess, zscore
+from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, zscore
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -225,7 +225,8 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
     memory holds one window of frames and its cubes, whatever the video's length."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w), flow, size=config.cubes.size,
-                       n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap)
+                       n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
+                       energy_gap=config.flow.energy_gap)
     with tqdm(total=video.frame_count(), desc=video.name, unit="frame", leave=False, disable=not progress) as bar:
         def chunks() -> Iterator[tuple[dict[str, np.ndarray], int]]:
             for window, arrays in parts:
@@ -444,34 +445,18 @@ def train_stage(out: str | Path, progress: bool = True) -> GenerativeE3Outlier |
 
 
 # ----------------------------------------------------------------------------------------------- score
-def cube_motion_energy(cache: CubeCache, names: list[str], progress: bool = True) -> np.ndarray:
-    """Every cube's motion energy, videos in the order of ``names``, read from the cache one slice of flow at a
-    time (memory does not grow with the videos' length). Under torchrun each rank reads its share of the videos;
-    rank 0 receives the result (the other ranks get an empty array)."""
-    mine = distributed.my_share([cache.manifest["videos"][n]["n_cubes"] for n in names])
-    show = progress and distributed.is_main()
-    energy = {i: cache.map_rows(names[i], "flow", motion_energy)
-              for i in tqdm(mine, desc="motion energy", unit="video", disable=not show)}
-    parts = distributed.gather_to_main(energy)
-    if parts is None:
-        return np.zeros(0, np.float32)
-    merged = {i: e for part in parts for i, e in part.items()}
-    return np.concatenate([merged[i] for i in range(len(names))]) if names else np.zeros(0, np.float32)
-
-
-def score_stage(out: str | Path, progress: bool = True) -> None:
+def score_stage(out: str | Path) -> None:
     """Cube scores into frame scores (fused with the motion-energy heuristic, smoothed and normalised as
-    configured); write cube_scores.npz, frame_scores.csv and events.csv. Under torchrun the ranks share the
-    reading of the cached flow, and rank 0 writes."""
+    configured); write cube_scores.npz, frame_scores.csv and events.csv. Under torchrun rank 0 does it."""
+    if not distributed.is_main():
+        return
     out = Path(out)
     config, info = load_run(out)
     learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
     cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
-    energy = cube_motion_energy(cache, names, progress)
-    if not distributed.is_main():
-        return
-    arrays = cache.load(names, fields=("boxes", "frame"))
+    arrays = cache.load(names, fields=("energy", "boxes", "frame"))
+    energy = arrays["energy"]
     n_frames = [v["n_frames"] for v in info["videos"]]
     model_cubes = learned["component_model"]
     if len(model_cubes) != len(energy):
@@ -633,7 +618,7 @@ def run(config: Config, out: str | Path, *, root: str | None = None, videos_path
     t1 = time.perf_counter()
     train_stage(out, progress)
     t2 = time.perf_counter()
-    score_stage(out, progress)
+    score_stage(out)
     t3 = time.perf_counter()
     if not distributed.is_main():
         return {}
