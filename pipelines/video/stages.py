@@ -126,8 +126,7 @@ def _file_fingerprint(path: str | None) -> dict[str, Any] | None:
 
 
 def _detector_key(config: Config) -> dict[str, Any]:
-    """The detector's part of the cache key: its files' content hashes, the precision and runtime it runs at, and
-    how the frames between its key frames get their boxes."""
+    """The detector's part of the cache key: its files' content hashes, and the precision and runtime it runs at."""
     r = config.regions
     if "detector" not in r.sources:
         return {"detector_weights": None}
@@ -142,12 +141,9 @@ def _detector_key(config: Config) -> dict[str, Any]:
             raise regions_mod.RegionError(f"detector file unreadable: {name} ({err.strerror})") from None
     device = resolve_device(config.device)
     precision = resolve_precision(r.detector_precision, device)
-    key = {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
-           "detector_precision": precision,
-           "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
-    if r.detector_every > 1:  # boxes between key frames were held, not interpolated, before 2026-12-06
-        key["between_key_frames"] = "interpolated"
-    return key
+    return {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
+            "detector_precision": precision,
+            "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
 
 
 def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
@@ -161,9 +157,8 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shar
                     "box_file": _file_fingerprint(r.box_file), **_detector_key(config)},
         "cubes": to_dict(config)["cubes"],
         "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
+        "bad_frames": config.data.bad_frames,
     }
-    if config.data.bad_frames != "error":  # only then part of the key, so that existing caches stay valid
-        settings["bad_frames"] = config.data.bad_frames
     return CubeCache(cache_root, settings, shard)
 
 
