@@ -133,7 +133,7 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
     frames, colour = window.frames, window.frames.ndim == 4
     if len(boxes_per_frame) != window.stop - window.start:
         raise ValueError(f"{len(boxes_per_frame)} box lists for {window.stop - window.start} frames")
-    flows = chunk_flow(frames, window, flow_estimator, flow_gap)
+    energy_gap = energy_gap or flow_gap
     frame_ids = [t for t in range(window.start, window.stop) if len(boxes_per_frame[t - window.start])]
     if not frame_ids:
         return empty_cubes(colour, size, n_frames)
@@ -144,16 +144,15 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
     patches = crop_resize(_to_nchw(frames), idx.reshape(-1), np.repeat(boxes, n_frames, 0), size)
     patches = patches.round().clamp(0, 255).to(torch.uint8).numpy()
     shape = (len(boxes), n_frames, 3, size, size) if colour else (len(boxes), n_frames, size, size)
-    flow_patches = crop_resize(torch.from_numpy(flows).permute(0, 3, 1, 2), centre - window.start, boxes, size)
-    flow_patches = flow_patches.numpy().astype(np.float16)
-    wide = None
-    if energy_gap not in (None, flow_gap):
-        wide_flows = chunk_flow(frames, window, flow_estimator, energy_gap)
-        wide = crop_resize(torch.from_numpy(wide_flows).permute(0, 3, 1, 2), centre - window.start, boxes, size)
-        wide = wide.numpy().astype(np.float16)  # the same rounding as the stored flow
-    return {"cubes": patches.reshape(shape), "flow": flow_patches,
-            "energy": cube_energy(flow_patches, wide, boxes, energy_gap or flow_gap), "boxes": boxes,
-            "frame": centre.astype(np.int32)}
+
+    def flow_patches(gap: int) -> np.ndarray:  # float16, as stored: the energy's patches are rounded alike
+        flows = torch.from_numpy(chunk_flow(frames, window, flow_estimator, gap)).permute(0, 3, 1, 2)
+        return crop_resize(flows, centre - window.start, boxes, size).numpy().astype(np.float16)
+
+    own = flow_patches(flow_gap)
+    wide = flow_patches(energy_gap) if energy_gap != flow_gap else None
+    return {"cubes": patches.reshape(shape), "flow": own, "energy": cube_energy(own, wide, boxes, energy_gap),
+            "boxes": boxes, "frame": centre.astype(np.int32)}
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,
@@ -162,8 +161,7 @@ def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Seque
     """Stream one video's cubes chunk by chunk: (window, ``window_cubes``) per chunk of ``chunk`` frames, ordered
     by frame. ``boxes_for(window)`` gives the boxes of the window's chunk frames. Memory holds one window."""
     # the cube's frames t-2..t+2, t-1..t+1 for motion boxes, and the flow pairs
-    gaps = (flow_gap, energy_gap or flow_gap)
-    margin = max(n_frames // 2, 1, *(g - g // 2 for g in gaps))
+    margin = max(n_frames // 2, 1, *(g - g // 2 for g in (flow_gap, energy_gap or flow_gap)))
     for window in iter_windows(frames, chunk, margin):
         yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames,
                                    flow_gap=flow_gap, energy_gap=energy_gap)
