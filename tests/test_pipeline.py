@@ -45,6 +45,20 @@ def test_stages_rerun_from_run_folder(demo_run):
     assert (demo_run / "frame_scores.csv").read_text() == before  # the saved model reproduces the scores
 
 
+def test_the_scored_motion_energy_is_the_cached_one_averaged_along_tracks(demo_run):
+    from pipelines.video.run_folder import ready_cache
+    from vad.tracks import link_tracks, track_mean
+
+    info = json.loads((demo_run / "videos.json").read_text())
+    cached = ready_cache(info).load([v["name"] for v in info["videos"]], fields=("energy", "boxes", "frame"))
+    scored = np.load(demo_run / "cube_scores.npz")
+    np.testing.assert_array_equal(scored["track"], link_tracks(cached["video"], cached["frame"], cached["boxes"]))
+    averaged = track_mean(cached["energy"], scored["track"], cached["frame"], 4)
+    np.testing.assert_allclose(scored["motion_energy"], averaged)
+    assert len(np.unique(scored["track"])) < len(scored["track"]) / 3  # objects are followed over several frames
+    assert not np.allclose(scored["motion_energy"], cached["energy"])
+
+
 def test_synthetic_set_is_deterministic(tmp_path):
     a = make_synthetic_ucsd(tmp_path / "a", n_videos=1, n_frames=30)
     b = make_synthetic_ucsd(tmp_path / "b", n_videos=1, n_frames=30)

@@ -159,6 +159,11 @@ class ScoreConfig:
     # whole run or per video; vad.scoring.position_normalise)
     position_norm: str = "off"
     position_grid: int = 4
+    # each cube's motion energy averaged along its object's track (cubes of neighbouring frames linked one to one
+    # by box IoU >= track_min_iou) over track_window frames either side; 0: the cube's own (vad.tracks;
+    # docs/BENCHMARKS.md#track-energy). The learned score is left as it is.
+    track_window: int = 4
+    track_min_iou: float = 0.3
     smoothing: str = "gaussian"  # none | mean | gaussian: temporal smoothing of frame scores within each video
     smooth_window: float = 2  # mean: window in frames; gaussian: standard deviation in frames
     per_video: bool = False  # z-score each video's frame scores on their own
@@ -350,6 +355,8 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
     checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")
+    checks.non_negative("score.track_window", s.track_window)
+    checks.need(0 < s.track_min_iou <= 1, "score.track_min_iou", s.track_min_iou, "must be within (0, 1]")
     a = c.attributes
     checks.one_of("attributes.use", a.use, ("off", "alone", "sum"))
     checks.need(a.use != "alone" or (c.discriminative.use == "off" and c.self_train.rounds == 0), "attributes.use",

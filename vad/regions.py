@@ -363,7 +363,7 @@ def load_box_file(path: str | Path, video_lengths: Sequence[int],
     return [per_frame[starts[v]:starts[v + 1]] for v in range(len(lengths))]
 
 
-def _pairs_by_iou(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+def pairs_by_iou(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     """Greedy one-to-one pairs (i, j) of boxes ``a[i]``, ``b[j]``, highest IoU first, each at least ``min_iou``,
     in the order of ``a``."""
     if not len(a) or not len(b):
@@ -401,7 +401,7 @@ def keyframe_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames
         if b - a < 2:  # neighbouring key frames: no frame between
             continue
         first, second = found[k], found[k + 1]
-        pairs = _pairs_by_iou(first, second, min_iou)
+        pairs = pairs_by_iou(first, second, min_iou)
         i = np.array([p[0] for p in pairs], np.int64)
         j = np.array([p[1] for p in pairs], np.int64)
         alone_first, alone_second = np.delete(first, i, axis=0), np.delete(second, j, axis=0)

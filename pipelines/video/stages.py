@@ -5,7 +5,8 @@ Run folder (``RUN_DIR``):
   env.json           versions, git commit, seed, device
   videos.json        the dataset's videos (name, path, frame count, labels or null) and the cache folder
   model.pt           trained generators and the error normalisation
-  cube_scores.npz    every cube's video, frame, box, per-target errors, motion energy and final score
+  cube_scores.npz    every cube's video, frame, box, track, per-target errors, motion energy (averaged along its
+                     track: vad.tracks) and final score
   frame_scores.csv   video, frame, score, heuristic, label
   metrics.json       auc_micro, auc_macro, eer, n_frames, heuristic_auc_micro, ..., timings
   plots/             per-video score curves (abnormal frames shaded) and ROC curves
@@ -55,6 +56,7 @@ from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
 from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, zscore
+from vad.tracks import link_tracks, track_mean
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -451,7 +453,8 @@ def score_stage(out: str | Path) -> None:
     cache = ready_cache(info)
     names = [v["name"] for v in info["videos"]]
     arrays = cache.load(names, fields=("energy", "boxes", "frame"))
-    energy = arrays["energy"]
+    track = link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
+    energy = track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
     n_frames = [v["n_frames"] for v in info["videos"]]
     model_cubes = learned["component_model"]
     if len(model_cubes) != len(energy):
@@ -469,7 +472,7 @@ def score_stage(out: str | Path) -> None:
     cube_final = apply_fusion([model_cubes], [placed_energy], fusion)[0]  # ranks the boxes as the frames
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
-                            errors=learned["errors"], targets=learned["targets"], motion_energy=energy,
+                            errors=learned["errors"], targets=learned["targets"], motion_energy=energy, track=track,
                             score=model_cubes, final=cube_final,
                             **{k: learned[k] for k in learned if k.startswith("component_")})
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
