@@ -74,7 +74,7 @@ class AttributeKNN(OutlierDetector):
     Distances are computed ``block`` (query rows x bank rows) at a time, so memory does not grow with the bank.
     """
 
-    def __init__(self, k: int = 10, exclude_frames: int = 10, cleanse: float = 0.1, max_bank: int = 50000,
+    def __init__(self, k: int = 40, exclude_frames: int = 10, cleanse: float = 0.1, max_bank: int = 50000,
                  pooled: int = 0, seed: int = 0, block: int = 1 << 22):
         self.k, self.exclude_frames, self.cleanse, self.max_bank = k, exclude_frames, cleanse, max_bank
         self.pooled, self.seed, self.block = pooled, seed, block

@@ -136,7 +136,7 @@ class AttributeConfig:
     # off (the cloze generators) | alone (the learned score; no generator is trained) | sum (z(cloze) + z(it));
     # alone won leave-one-dataset-out between Ped2 and Avenue partial (docs/BENCHMARKS.md#attribute-density)
     use: str = "alone"
-    k: int = 10
+    k: int = 40  # neighbours averaged; chosen by leave one dataset out (docs/BENCHMARKS.md#attribute-k)
     exclude_frames: int = 10  # neighbours from the same video within this many frames never vouch for a cube
     cleanse: float = 0.1  # share of the most distant cubes dropped from the bank before scoring again
     scale_aware: bool = False  # velocity per box height
