@@ -47,8 +47,9 @@ class RegionConfig:
     detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
     detector_precision: str = "auto"  # auto (bf16 only where native) | fp32 | bf16 (Darknet models)
     detector_runtime: str = "auto"  # auto (ONNX Runtime for fp32 on a CPU, else PyTorch) | torch | onnxruntime
-    detector_every: int = 1  # the detector on every n-th frame, boxes interpolated between (4: a quarter of its
-    # cost, below the flow's, for 0.4-1.6 points of frame AUC: docs/BENCHMARKS.md#detector-settings)
+    # the detector on every n-th frame, boxes interpolated between; 3 costs less than the flow beside it and kept
+    # the frame AUC on Ped2 and Avenue partial (1: every frame; docs/BENCHMARKS.md#detector-settings)
+    detector_every: int = 3
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
