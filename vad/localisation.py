@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .regions import iou
+from .regions import iou, pairs_by_iou
 
 
 def mask_regions(mask: np.ndarray, min_pixels: int = 1) -> np.ndarray:
@@ -39,11 +39,8 @@ def link_tracks(regions: Sequence[np.ndarray], beta: float = 0.1) -> list[np.nda
     ids, previous, next_id = [], (np.zeros((0, 4)), np.zeros(0, int)), 0
     for boxes in regions:
         mine = np.full(len(boxes), -1)
-        if len(boxes) and len(previous[0]):
-            overlap = iou(boxes, previous[0])
-            for i, j in sorted(np.argwhere(overlap >= beta), key=lambda ij: -overlap[ij[0], ij[1]]):
-                if mine[i] < 0 and previous[1][j] not in mine:
-                    mine[i] = previous[1][j]
+        for i, j in pairs_by_iou(boxes, previous[0], beta):
+            mine[i] = previous[1][j]
         for i in np.flatnonzero(mine < 0):
             mine[i], next_id = next_id, next_id + 1
         ids.append(mine)
