@@ -4,7 +4,7 @@ import pytest
 
 from vad.cubes import cube_energy, cube_offsets, extract_cubes, iter_windows
 from vad.flow import DisFlow, FarnebackFlow, flow_pairs
-from vad.scoring import motion_energy
+from vad.scoring import motion_energy, window_energy
 
 
 class ZeroFlow:
@@ -74,6 +74,21 @@ def test_energy_takes_the_wider_pair_only_where_the_object_moves_under_half_its_
     boxes = np.array([[0, 0, 20, 20], [0, 0, 20, 20], [5, 5, 8, 30]], np.float32)  # 2 < 10, 12 > 10, 2 > 1.5
     np.testing.assert_allclose(cube_energy(own, wide, boxes, 2), [1.5, 6, 1])
     np.testing.assert_allclose(cube_energy(own, None, boxes, 2), [1, 6, 1])
+
+
+def test_window_energy_takes_the_faster_of_two_merged_objects():
+    """A box twice as wide as the window shape holds a fast object on its left half and a still one on its right:
+    the box mean halves the fast one's speed, the window maximum keeps it; a box of the window's shape keeps its
+    mean, a tall box is searched along its height, and aspect 0 is the box mean."""
+    flow = np.zeros((3, 2, 32, 32), np.float16)
+    flow[0, 0, :, :16] = 4  # left half moves 4 px a frame
+    flow[1, 1] = 2  # all of it moves 2
+    flow[2, 0, 16:, :] = 3  # bottom half moves 3
+    boxes = np.array([[0, 0, 50, 50], [0, 0, 25, 50], [0, 0, 25, 100]], np.float32)  # shapes 1, 0.5, 0.25
+    np.testing.assert_allclose(window_energy(flow, boxes, 0.5), [4, 2, 3])
+    np.testing.assert_allclose(window_energy(flow, boxes, 0), motion_energy(flow))
+    np.testing.assert_allclose(motion_energy(flow), [2, 2, 1.5])
+    assert window_energy(flow[:0], boxes[:0], 0.5).shape == (0,)
 
 
 def _moving_square(size, speed, h=120, w=240, n=9, seed=0):

@@ -161,7 +161,7 @@ def test_stage_out_of_order_is_a_clear_error(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1, energy_gap=1):
+def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1, energy_gap=1, energy_aspect=0.0):
     """The extraction before streaming (issue 8), kept as the reference: every frame, flow and cube of the video
     computed at once (the flow of frames ``gap`` apart, in pixels per frame; the energy's of ``energy_gap``)."""
     import torch
@@ -183,7 +183,7 @@ def _whole_video_cubes(frames, boxes_per_frame, flow, size=32, n_frames=5, gap=1
     patches = crop_resize(whole_flow(gap), centre, boxes, size).numpy().astype(np.float16)
     wide = crop_resize(whole_flow(energy_gap), centre, boxes, size).numpy().astype(np.float16)
     return {"cubes": cubes.to(torch.uint8).numpy().reshape(len(boxes), n_frames, size, size), "flow": patches,
-            "energy": cube_energy(patches, None if energy_gap == gap else wide, boxes, energy_gap),
+            "energy": cube_energy(patches, None if energy_gap == gap else wide, boxes, energy_gap, energy_aspect),
             "boxes": boxes, "frame": centre.astype(np.int32)}
 
 
@@ -208,11 +208,10 @@ def test_streaming_extraction_equals_the_whole_video_computation(tmp_path, gap):
                          ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}",
                           f"flow.gap={gap}"])
     frames, r = video.read_frames(), config.regions
-    motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
-                                min_area=r.motion_min_area, max_aspect=r.motion_max_aspect, margin=r.motion_margin)
+    motion = video_motion_boxes(frames, **r.motion_settings())
     flow = make_flow("dis")
     want = _whole_video_cubes(frames, merge_boxes(load_box_file(tmp_path / "boxes.npz", [T])[0], motion), flow, gap=gap,
-                              energy_gap=config.flow.energy_gap)
+                              energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
     assert {0, 1, T - 2, T - 1} <= set(want["frame"].tolist()) and len(want["frame"]) > 2 * T
     boxes_for = BoxSource(config, [video])
     for chunk in (1, 7, 64):  # 7 does not divide 30; 64 holds the whole video in one window

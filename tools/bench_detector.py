@@ -206,9 +206,7 @@ def quality(weights: Path, root: str, vec: Path, split: str, sizes: list[int], t
                 boxes = [remove_covered(filter_boxes(b, s, score_thr=thr, min_area=r.detector_min_area), r.cover_thr)
                          for b, s, _ in found]
                 kept, detected = between_key_frames(boxes, every, mode)
-                motion = video_motion_boxes(frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold,
-                                            min_area=r.motion_min_area, max_aspect=r.motion_max_aspect,
-                                            margin=r.motion_margin, exclude=kept)
+                motion = video_motion_boxes(frames, exclude=kept, **r.motion_settings())
                 for t in range(0, len(frames), stride):
                     union = np.concatenate([kept[t], motion[t]])
                     rec_d, prec_d = _match(kept[t], ref_video[t])

@@ -53,6 +53,11 @@ class RegionConfig:
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
+    def motion_settings(self) -> dict:
+        """The keyword arguments of ``vad.regions.video_motion_boxes`` these settings give."""
+        return dict(blur_ksize=self.motion_blur, threshold=self.motion_threshold, min_area=self.motion_min_area,
+                    max_aspect=self.motion_max_aspect, margin=self.motion_margin)
+
 
 @dataclass
 class CubeConfig:
@@ -73,6 +78,11 @@ class FlowConfig:
     # shorter side over it (else the cube's flow): measures large objects better, keeps small fast ones
     # (vad.cubes.cube_energy; docs/BENCHMARKS.md#energy-gap). The cube's flow, and the scorers reading it, keep `gap`
     energy_gap: int = 2
+    # the motion energy as the largest mean flow magnitude over windows of this width/height in the box (0: the box
+    # mean): a box of one object keeps its mean, a blob that merged two neighbours gets the faster one's. 0.47: the
+    # median shape of Ped2's training-split VEC boxes, label-free (vad.scoring.window_energy;
+    # docs/BENCHMARKS.md#energy-window)
+    energy_aspect: float = 0.47
     raft_weights: str | None = None
     raft_small: bool = False
 
@@ -270,6 +280,8 @@ def _check_cubes_flow(checks: Checks, c: Config) -> None:
     checks.need(0 <= fl.min_side <= 8192, "flow.min_side", fl.min_side, "must be from 0 (none) to 8192 pixels")
     checks.need(1 <= fl.gap <= 4, "flow.gap", fl.gap, "must be within 1..4 frames")
     checks.need(1 <= fl.energy_gap <= 4, "flow.energy_gap", fl.energy_gap, "must be within 1..4 frames")
+    checks.need(math.isfinite(fl.energy_aspect) and 0 <= fl.energy_aspect <= 10, "flow.energy_aspect",
+                fl.energy_aspect, "must be 0 (the box mean) or a width/height up to 10")
     checks.need(fl.method != "raft" or bool(fl.raft_weights), "flow.raft_weights", fl.raft_weights,
                 "must be set when flow.method is raft")
 

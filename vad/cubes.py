@@ -3,8 +3,9 @@
 A cube of frame t is the box of frame t cropped from frames t-2..t+2 and resized to ``size`` x ``size``
 (paper Sec. 4.3.2). Frame indices outside the video repeat the edge frame, so cubes never cross videos.
 The flow patch is the middle frame's flow (see ``vad.flow``) cropped with the same box; its vectors stay in
-frame pixels, as in the reference code. The motion energy (``cube_energy``) is the mean flow magnitude in the box,
-measured on a flow of its own over a wider frame pair where the object moves little enough for it.
+frame pixels, as in the reference code. The motion energy (``cube_energy``) is the largest mean flow magnitude
+over person-shaped windows of the box (``vad.scoring.window_energy``), measured on a flow of its own over a wider
+frame pair where the object moves little enough for it.
 
 Cropping and resizing use torchvision's ``roi_align`` (aligned, adaptive sampling): bilinear like
 ``cv2.resize`` for boxes smaller than the patch, area-averaged for larger ones. The crop region of box
@@ -20,7 +21,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .flow import flow_pairs
-from .scoring import motion_energy
+from .scoring import motion_energy, window_energy
 
 
 def cube_offsets(n_frames: int = 5) -> np.ndarray:
@@ -112,22 +113,24 @@ def chunk_flow(frames: np.ndarray, window: Window, flow_estimator, gap: int = 1)
 
 
 def cube_energy(flow_patches: np.ndarray, wide_patches: np.ndarray | None, boxes: np.ndarray,
-                energy_gap: int) -> np.ndarray:
-    """Each cube's motion energy: the mean flow magnitude in its box, from ``wide_patches`` (flow over frames
-    ``energy_gap`` apart, in pixels per frame) where the object's move over that pair, ``energy_gap`` times the
-    energy of ``flow_patches`` (the cube's own flow), stays under half the box's shorter side, else from
-    ``flow_patches``. Over a wider pair DIS measures a large object's speed better (its flat interior drags a
-    small move towards zero) but loses an object that jumps about its own size (docs/BENCHMARKS.md#flow-gap);
-    ``wide_patches`` None: the cube's own flow alone."""
-    energy = motion_energy(flow_patches)
+                energy_gap: int, aspect: float = 0.0) -> np.ndarray:
+    """Each cube's motion energy: the flow magnitude in its box (``window_energy`` with ``aspect``; 0: the box
+    mean), from ``wide_patches`` (flow over frames ``energy_gap`` apart, in pixels per frame) where the object's
+    move over that pair, ``energy_gap`` times the box mean of ``flow_patches`` (the cube's own flow), stays under
+    half the box's shorter side, else from ``flow_patches``. Over a wider pair DIS measures a large object's speed
+    better (its flat interior drags a small move towards zero) but loses an object that jumps about its own size
+    (docs/BENCHMARKS.md#flow-gap); ``wide_patches`` None: the cube's own flow alone."""
+    energy = window_energy(flow_patches, boxes, aspect)
     if wide_patches is None:
         return energy
     side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    return np.where(energy_gap * energy < side / 2, motion_energy(wide_patches), energy).astype(np.float32)
+    wide = energy_gap * motion_energy(flow_patches) < side / 2
+    return np.where(wide, window_energy(wide_patches, boxes, aspect), energy).astype(np.float32)
 
 
 def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                 n_frames: int = 5, flow_gap: int = 1, energy_gap: int | None = None) -> dict[str, np.ndarray]:
+                 n_frames: int = 5, flow_gap: int = 1, energy_gap: int | None = None,
+                 energy_aspect: float = 0.0) -> dict[str, np.ndarray]:
     """The cubes of the chunk of ``window`` (one box list per chunk frame), as ``extract_cubes``. The window needs
     ``n_frames // 2`` frames on each side of the chunk (and what the flow pairs reach) where the video has them."""
     frames, colour = window.frames, window.frames.ndim == 4
@@ -151,20 +154,22 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
 
     own = flow_patches(flow_gap)
     wide = flow_patches(energy_gap) if energy_gap != flow_gap else None
-    return {"cubes": patches.reshape(shape), "flow": own, "energy": cube_energy(own, wide, boxes, energy_gap),
-            "boxes": boxes, "frame": centre.astype(np.int32)}
+    energy = cube_energy(own, wide, boxes, energy_gap, energy_aspect)
+    return {"cubes": patches.reshape(shape), "flow": own, "energy": energy, "boxes": boxes,
+            "frame": centre.astype(np.int32)}
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,
                *, size: int = 32, n_frames: int = 5, chunk: int = 64, flow_gap: int = 1,
-               energy_gap: int | None = None) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
+               energy_gap: int | None = None,
+               energy_aspect: float = 0.0) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
     """Stream one video's cubes chunk by chunk: (window, ``window_cubes``) per chunk of ``chunk`` frames, ordered
     by frame. ``boxes_for(window)`` gives the boxes of the window's chunk frames. Memory holds one window."""
     # the cube's frames t-2..t+2, t-1..t+1 for motion boxes, and the flow pairs
     margin = max(n_frames // 2, 1, *(g - g // 2 for g in (flow_gap, energy_gap or flow_gap)))
     for window in iter_windows(frames, chunk, margin):
         yield window, window_cubes(window, boxes_for(window), flow_estimator, size=size, n_frames=n_frames,
-                                   flow_gap=flow_gap, energy_gap=energy_gap)
+                                   flow_gap=flow_gap, energy_gap=energy_gap, energy_aspect=energy_aspect)
 
 
 def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int = 32,
@@ -175,17 +180,19 @@ def concat_cubes(parts: Iterable[dict[str, np.ndarray]], colour: bool, size: int
 
 
 def extract_cubes(frames: np.ndarray, boxes_per_frame: Sequence[np.ndarray], flow_estimator, *, size: int = 32,
-                  n_frames: int = 5, chunk: int = 64, flow_gap: int = 1,
-                  energy_gap: int | None = None) -> dict[str, np.ndarray]:
+                  n_frames: int = 5, chunk: int = 64, flow_gap: int = 1, energy_gap: int | None = None,
+                  energy_aspect: float = 0.0) -> dict[str, np.ndarray]:
     """All cubes of one video held in memory (``iter_cubes`` over its frames).
 
     ``frames``: (T,H,W) grey or (T,H,W,3) uint8. ``boxes_per_frame``: T arrays of (k,4) xyxy boxes.
     Returns ``cubes`` uint8 (N,n_frames,size,size) (or (N,n_frames,3,size,size) for colour), ``flow`` float16
-    (N,2,size,size), ``energy`` float32 (N,) (``cube_energy``; ``energy_gap`` None: from ``flow`` alone),
+    (N,2,size,size), ``energy`` float32 (N,) (``cube_energy``; ``energy_gap`` None: from ``flow`` alone;
+    ``energy_aspect``: its windows),
     ``boxes`` float32 (N,4), ``frame`` int32 (N,), ordered by frame.
     """
     if len(boxes_per_frame) != len(frames):
         raise ValueError(f"{len(boxes_per_frame)} box lists for {len(frames)} frames")
     parts = iter_cubes(frames, lambda w: boxes_per_frame[w.start:w.stop], flow_estimator, size=size,
-                       n_frames=n_frames, chunk=chunk, flow_gap=flow_gap, energy_gap=energy_gap)
+                       n_frames=n_frames, chunk=chunk, flow_gap=flow_gap, energy_gap=energy_gap,
+                       energy_aspect=energy_aspect)
     return concat_cubes((arrays for _, arrays in parts), frames.ndim == 4, size, n_frames)

@@ -209,10 +209,8 @@ class BoxSource:
         if detected is not None:
             lists.append(detected)
         if "motion" in r.sources:
-            lists.append(regions_mod.video_motion_boxes(
-                window.frames, blur_ksize=r.motion_blur, threshold=r.motion_threshold, min_area=r.motion_min_area,
-                max_aspect=r.motion_max_aspect, margin=r.motion_margin, exclude=detected,
-                start=window.chunk.start, stop=window.chunk.stop))
+            lists.append(regions_mod.video_motion_boxes(window.frames, exclude=detected, start=window.chunk.start,
+                                                        stop=window.chunk.stop, **r.motion_settings()))
         return regions_mod.merge_boxes(*lists)
 
 
@@ -223,7 +221,7 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
-                       energy_gap=config.flow.energy_gap)
+                       energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
     with tqdm(total=video.frame_count(), desc=video.name, unit="frame", leave=False, disable=not progress) as bar:
         def chunks() -> Iterator[tuple[dict[str, np.ndarray], int]]:
             for window, arrays in parts:
