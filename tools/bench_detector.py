@@ -67,9 +67,8 @@ def pipeline_boxes(weights: Path, r, *, imgsz: int, runtime: str, precision: str
                    batch: int = 2) -> DarknetBoxes:
     """The detector as the pipeline builds it from region settings ``r`` (``RegionConfig``): threshold, NMS, area
     floor, covered-box removal and classes of ``r``, at ``imgsz``."""
-    return DarknetBoxes(weights, score_thr=r.detector_score, nms_iou=r.detector_nms_iou, min_area=r.detector_min_area,
-                        cover_thr=r.cover_thr, classes=r.detector_classes, imgsz=imgsz, precision=precision,
-                        runtime=runtime, batch=batch)
+    return DarknetBoxes(weights, **{**r.detector_settings(), "imgsz": imgsz}, precision=precision, runtime=runtime,
+                        batch=batch)
 
 
 def between_key_frames(found: list, every: int, mode: str) -> tuple[list, int]:

@@ -53,6 +53,11 @@ class RegionConfig:
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
+    def detector_settings(self) -> dict:
+        """The keyword arguments of ``vad.regions.make_detector`` (and ``DarknetBoxes``) these settings give."""
+        return dict(classes=self.detector_classes, score_thr=self.detector_score, nms_iou=self.detector_nms_iou,
+                    min_area=self.detector_min_area, cover_thr=self.cover_thr, imgsz=self.detector_imgsz)
+
     def motion_settings(self) -> dict:
         """The keyword arguments of ``vad.regions.video_motion_boxes`` these settings give."""
         return dict(blur_ksize=self.motion_blur, threshold=self.motion_threshold, min_area=self.motion_min_area,

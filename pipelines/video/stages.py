@@ -191,10 +191,9 @@ class BoxSource:
             device = resolve_device(config.device)
             precision = resolve_precision(r.detector_precision, device)
             self.detector = regions_mod.make_detector(
-                r.detector_weights, classes=r.detector_classes, score_thr=r.detector_score, nms_iou=r.detector_nms_iou,
-                min_area=r.detector_min_area, cover_thr=r.cover_thr, imgsz=r.detector_imgsz, device=str(device),
-                precision=precision, runtime=regions_mod.resolve_runtime(r.detector_runtime, str(device), precision),
-                allow_pickle=r.unsafe_pickle)
+                r.detector_weights, device=str(device), precision=precision,
+                runtime=regions_mod.resolve_runtime(r.detector_runtime, str(device), precision),
+                allow_pickle=r.unsafe_pickle, **r.detector_settings())
 
     def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
         """The boxes of the frames of ``window``'s chunk."""
