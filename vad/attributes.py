@@ -19,6 +19,8 @@ import torch
 
 from image_od.detector import OutlierDetector
 
+from .scoring import flow_magnitude
+
 ORIENTATION_BINS = 8
 VELOCITY_COLUMNS = ORIENTATION_BINS + 1  # the first columns of cube_attributes: histogram and speed
 
@@ -28,7 +30,7 @@ def velocity_histogram(flow: np.ndarray, bins: int = ORIENTATION_BINS) -> np.nda
     by the patch's pixel count (frame pixels per frame; the bins sum to the mean flow magnitude)."""
     f = flow.astype(np.float32)
     pixels = int(np.prod(f.shape[2:]))
-    magnitude = np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2).reshape(len(f), pixels)
+    magnitude = flow_magnitude(f).reshape(len(f), pixels)
     angle = np.arctan2(f[:, 1], f[:, 0]).reshape(len(f), pixels)
     index = np.minimum(((angle + np.pi) / (2 * np.pi) * bins).astype(np.int64), bins - 1)
     rows = np.repeat(np.arange(len(f)), magnitude.shape[1])

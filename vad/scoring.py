@@ -10,10 +10,15 @@ from typing import Sequence
 import numpy as np
 
 
+def flow_magnitude(flow: np.ndarray) -> np.ndarray:
+    """Per-pixel optical-flow magnitude in float32: flow (N,2,H,W) -> (N,H,W)."""
+    f = flow.astype(np.float32)
+    return np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2)
+
+
 def motion_energy(flow: np.ndarray) -> np.ndarray:
     """Mean optical-flow magnitude inside each cube's box: flow (N,2,H,W) -> (N,)."""
-    f = flow.astype(np.float32)
-    return np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2).mean(axis=(1, 2))
+    return flow_magnitude(flow).mean(axis=(1, 2))
 
 
 def window_energy(flow: np.ndarray, boxes: np.ndarray, aspect: float) -> np.ndarray:
@@ -23,8 +28,7 @@ def window_energy(flow: np.ndarray, boxes: np.ndarray, aspect: float) -> np.ndar
     whose frame-difference blob merged two neighbours gets its faster one's. ``aspect`` 0: the box mean."""
     if aspect <= 0 or len(flow) == 0:
         return motion_energy(flow)
-    f = flow.astype(np.float32)
-    mag = np.sqrt(f[:, 0] ** 2 + f[:, 1] ** 2)
+    mag = flow_magnitude(flow)
     n, rows, cols = mag.shape
     w = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
     h = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
