@@ -103,6 +103,34 @@ def test_fast_share_and_blend():
     assert np.argmax(blend(model, heuristic, 0.0)[0]) == 4 and np.argmax(blend(model, heuristic, 0.9)[0]) == 0
 
 
+def test_position_normalise_measures_each_cube_against_its_place():
+    """Far objects (top of the frame) move fewer pixels than near ones. Against the cubes of its own cell a far
+    cube at speed 2 stands out, a near one at speed 2 does not; over the run, a cell crossed mostly by fast objects
+    learns them as its normal, but against normal reference cubes (the training videos') they stand out."""
+    from vad.scoring import position_normalise
+
+    rng = np.random.default_rng(0)
+
+    def place(n, top, speed):  # n boxes of 10 x 20 pixels at random x, in the upper or lower half of a 100 x 100 frame
+        x, y = rng.uniform(0, 90, n), rng.uniform(0, 30, n) + (0 if top else 50)
+        return np.column_stack([x, y, x + 10, y + 20]), speed + rng.normal(0, 0.05 * speed, n)
+
+    (far, far_speed), (near, near_speed) = place(200, True, 0.5), place(200, False, 2.0)
+    boxes, speed = np.r_[far, near, [[40, 10, 50, 30]], [[40, 60, 50, 80]]], np.r_[far_speed, near_speed, 2.0, 2.0]
+    z = position_normalise(speed, boxes, np.zeros(len(speed), np.int64), grid=2)
+    assert z[-2] > 10 and abs(z[-1]) < 3  # the same pixel speed: rare far away, ordinary near the lens
+    assert np.array_equal(z, position_normalise(speed, boxes, np.zeros(len(speed), np.int64), grid=2))
+    # a test set whose lower half is crossed mostly by fast objects (speed 6): over the run they look normal there
+    (fast, fast_speed), (walk, walk_speed) = place(150, False, 6.0), place(50, False, 2.0)
+    test_boxes, test_speed = np.r_[far, fast, walk], np.r_[far_speed, fast_speed, walk_speed]
+    over_run = position_normalise(test_speed, test_boxes, np.zeros(len(test_speed), np.int64), grid=2)
+    against_training = position_normalise(test_speed, test_boxes, None, grid=2,
+                                          reference=(np.r_[far_speed, near_speed], np.r_[far, near]))
+    fast_rows = slice(200, 350)
+    assert np.median(np.abs(over_run[fast_rows])) < 3 < np.median(against_training[fast_rows])
+    assert np.median(np.abs(against_training[350:])) < 3  # the normal walkers near the lens stay ordinary
+
+
 def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
     """attributes.use=alone: no generator is trained, the learned score is the attribute rarity; score.fusion=
     fast_share records what it read and chose; both score the generated anomalies above the normal frames."""

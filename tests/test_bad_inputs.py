@@ -215,6 +215,7 @@ def test_frame_missing_in_the_middle_is_named(tmp_path):
     ("events.percentile=100", "events.percentile"), ("events.min_length=0", "events.min_length"),
     ("score.track_window=-1", "score.track_window"), ("score.track_min_iou=0", "score.track_min_iou"),
     ("flow.energy_aspect=-0.5", "flow.energy_aspect"), ("flow.energy_aspect=.inf", "flow.energy_aspect"),
+    ("score.position_norm=training", "score.position_norm"),  # the demo is transductive: no training videos
 ])
 def test_invalid_settings_fail_before_any_work(tmp_path, capsys, override, key):
     with pytest.raises(ConfigError, match=rf"invalid settings: .*{key}="):

@@ -131,30 +131,57 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
 
 
 def position_normalise(cube_scores: np.ndarray, boxes: np.ndarray, video: np.ndarray, grid: int = 4,
-                       min_cubes: int = 30) -> np.ndarray:
+                       min_cubes: int = 30,
+                       reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Each cube's score against the cubes near the same image position: (score - median) / (1.4826 MAD) within its
     cell of a ``grid`` x ``grid`` partition of each video's box centres (cut at the centres' quantiles, so every
     cell holds cubes); a cell with fewer than ``min_cubes`` cubes uses its video's statistics. Label-free: a fixed
     camera sees normal speed and size change with the image row, so a fast object far away stands out from its
-    neighbours, not from the near ones."""
+    neighbours, not from the near ones.
+
+    ``reference`` = (scores, boxes) of cubes known to be normal (the training videos' in the semi-supervised mode):
+    every cube is then measured against the reference cubes of its cell, the cells cut at the reference centres'
+    quantiles, and ``video`` is not used."""
+    centres = _box_centres(boxes)
+    if reference is not None:
+        ref_scores, ref_centres = np.asarray(reference[0], np.float64), _box_centres(reference[1])
+        return _against_cells(cube_scores, _grid_cells(centres, ref_centres, grid), ref_scores,
+                              _grid_cells(ref_centres, ref_centres, grid), min_cubes)
     out = np.empty(len(cube_scores), np.float64)
-    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-
-    def robust(x: np.ndarray) -> tuple[float, float]:
-        median = float(np.median(x))
-        return median, max(1.4826 * float(np.median(np.abs(x - median))), 1e-9)
-
     for v in np.unique(video):
         rows = np.flatnonzero(video == v)
-        whole = robust(cube_scores[rows])
-        cells = np.zeros(len(rows), np.int64)
-        for axis in (0, 1):
-            edges = np.quantile(centres[rows, axis], np.linspace(0, 1, grid + 1)[1:-1])
-            cells = cells * grid + np.searchsorted(edges, centres[rows, axis])
-        for c in np.unique(cells):
-            mine = rows[cells == c]
-            median, spread = robust(cube_scores[mine]) if len(mine) >= min_cubes else whole
-            out[mine] = (cube_scores[mine] - median) / spread
+        cells = _grid_cells(centres[rows], centres[rows], grid)
+        out[rows] = _against_cells(cube_scores[rows], cells, cube_scores[rows], cells, min_cubes)
+    return out
+
+
+def _box_centres(boxes: np.ndarray) -> np.ndarray:
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+
+
+def _grid_cells(centres: np.ndarray, cut_by: np.ndarray, grid: int) -> np.ndarray:
+    """Each centre's cell in the ``grid`` x ``grid`` partition cut at the quantiles of the centres ``cut_by``."""
+    cells = np.zeros(len(centres), np.int64)
+    for axis in (0, 1):
+        edges = np.quantile(cut_by[:, axis], np.linspace(0, 1, grid + 1)[1:-1])
+        cells = cells * grid + np.searchsorted(edges, centres[:, axis])
+    return cells
+
+
+def _robust(x: np.ndarray) -> tuple[float, float]:
+    median = float(np.median(x))
+    return median, max(1.4826 * float(np.median(np.abs(x - median))), 1e-9)
+
+
+def _against_cells(x: np.ndarray, cells: np.ndarray, ref: np.ndarray, ref_cells: np.ndarray,
+                   min_cubes: int) -> np.ndarray:
+    """``x`` as robust z-scores against the ``ref`` values of the same cell (all of ``ref`` where a cell holds
+    fewer than ``min_cubes`` of them)."""
+    whole, out = _robust(ref), np.empty(len(x), np.float64)
+    for c in np.unique(cells):
+        mine, theirs = cells == c, ref[ref_cells == c]
+        median, spread = _robust(theirs) if len(theirs) >= min_cubes else whole
+        out[mine] = (x[mine] - median) / spread
     return out
 
 

@@ -447,17 +447,13 @@ def score_stage(out: str | Path) -> None:
     out = Path(out)
     config, info = load_run(out)
     learned = load_npz(out / "cube_errors.npz", "run `vad train` again")
-    cache = ready_cache(info)
-    names = [v["name"] for v in info["videos"]]
-    arrays = cache.load(names, fields=("energy", "boxes", "frame"))
-    track = link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
-    energy = track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
+    arrays, track, energy = _track_energy(config, info)
     n_frames = [v["n_frames"] for v in info["videos"]]
     model_cubes = learned["component_model"]
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
-    model_cubes, placed_energy = _position_normalised(config, model_cubes, energy, arrays)
+    model_cubes, placed_energy = _position_normalised(config, info, model_cubes, energy, arrays)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
     fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames)
@@ -483,16 +479,32 @@ def score_stage(out: str | Path) -> None:
     write_events(out, config, info, final, arrays, cube_final)
 
 
-def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray,
+def _track_energy(config: Config, part: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The cached cubes' boxes and frames of a video set (``info`` or ``info["training"]``), their tracks and their
+    motion energies averaged along the tracks (``score.track_window``)."""
+    arrays = ready_cache(part).load([v["name"] for v in part["videos"]], fields=("energy", "boxes", "frame"))
+    track = link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
+    return arrays, track, track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
+
+
+def _position_normalised(config: Config, info: dict[str, Any], model_cubes: np.ndarray, energy: np.ndarray,
                          arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
-    ``score.position_norm`` asks (over the run, or per video); unchanged otherwise."""
-    mode = config.score.position_norm
+    ``score.position_norm`` asks (over the run, or per video); with ``training`` only the motion energies, against
+    the training videos' cubes that move more than ``score.fast_floor`` (standing people would put a cell's median
+    near zero; the learned score already measures against the training cubes); unchanged otherwise."""
+    mode, grid = config.score.position_norm, config.score.position_grid
     if mode == "off":
         return model_cubes, energy
+    if mode == "training":
+        train_arrays, _, train_energy = _track_energy(config, info["training"])
+        moving = train_energy > config.score.fast_floor
+        if not moving.any():  # nothing moves in the training videos: measure against all of them
+            moving[:] = True
+        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid,
+                                               reference=(train_energy[moving], train_arrays["boxes"][moving]))
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
-    return tuple(position_normalise(x, arrays["boxes"], groups, config.score.position_grid)
-                 for x in (model_cubes, energy))
+    return tuple(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy))
 
 
 def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,
