@@ -4,8 +4,10 @@
 project's shared folder (``../shared`` beside the checkout; its README says what each holds). Without it the test
 fails and says which folder it needs: real-data checks are never silently skipped.
 """
+import os
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -32,3 +34,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one test process per core: one thread each, or they oversubscribe
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes the tests start

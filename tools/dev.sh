@@ -38,7 +38,7 @@ install_python() {
     pip_install --resume-retries 20 -c tools/constraints.txt torch==2.14.1 torchvision==0.29.1
     # every dependency pyproject.toml names (and its detector and test extras), at the pinned versions
     pip_install --resume-retries 20 -c tools/constraints.txt -e ".[detector,test]"
-    "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics, onnx, onnxruntime"
+    "$VENV/bin/python" -c "import torch, torchvision, cv2, h5py, ffmpeg, sklearn, scipy, yaml, ultralytics, onnx, onnxruntime, xdist"
     rm -f "$VENV"/.e3outlier-*
     touch "$stamp"
 }
@@ -48,6 +48,8 @@ install_python
 export YOLO_OFFLINE=1 MPLBACKEND=Agg
 case "${1:-}" in
     demo) shift; exec "$VENV/bin/vad" demo --out "${DEMO_OUT:-runs/demo}" "$@" ;;
-    test) shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    # the tests in TEST_WORKERS processes (default 2, one per core of the machine it targets; one torch thread each,
+    # tests/conftest.py), a test file per process; -n 0 runs them in this process
+    test) shift; exec "$VENV/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@" ;;
     *) echo "usage: bash tools/dev.sh demo|test [args]" >&2; exit 2 ;;
 esac
