@@ -89,6 +89,11 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
                  "--train-on", "training", "--set", "model.epochs=3", "--quiet"]) == 0
     m = _metrics(run)
     assert m["train_on"] == "training" and m["model_auc_micro"] > 0.90, m["model_auc_micro"]  # measured 0.952
+    # the motion energy as fused is measured against the training videos' cubes of its place (score.position_norm:
+    # auto); the plain rule, the baseline, is reported beside it and from the same cubes
+    with np.load(run / "cube_scores.npz") as cubes:
+        assert not np.allclose(cubes["heuristic"], cubes["motion_energy"])
+    assert m["motion_rule_auc_micro"] != m["heuristic_auc_micro"] and m["motion_rule_auc_micro"] > 0.5
     info = json.loads((run / "videos.json").read_text())
     assert [v["name"] for v in info["training"]["videos"]] == ["Train001", "Train002"]
     assert info["training"]["cache"] != info["cache"]

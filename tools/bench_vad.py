@@ -1,8 +1,10 @@
 """Benchmark the UVAD pipeline: several configurations side by side, each a fresh process with a cold cache.
 
 Every variant is one `vad run`; its row shows the final score (``auc_*``), the learned score alone before any
-fusion with the motion-energy heuristic (``model_auc_*``) and the heuristic on the same boxes (``heuristic_*``),
-with stage timings and peak memory. The table goes to OUT/bench.md, the raw metrics and commands to OUT/bench.json.
+fusion with the motion-energy heuristic (``model_auc_*``), the heuristic on the same boxes (``heuristic_*``) and
+the plain motion-energy rule, the baseline (``motion_rule_*``; it differs from the heuristic only where
+``score.position_norm`` normalises the latter, as in the semi-supervised mode), with stage timings and peak
+memory. The table goes to OUT/bench.md, the raw metrics and commands to OUT/bench.json.
 
   python tools/bench_vad.py --root ../shared/data/ucsd_ped2 \\
       --boxes ../shared/data/ucsd_ped2_vec_boxes/ped2_test_boxes.npz \\
@@ -28,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from image_od.engine.precision import cpu_model  # noqa: E402
 
 COLUMNS = ("auc_micro", "auc_macro", "model_auc_micro", "model_auc_macro", "heuristic_auc_micro",
-           "heuristic_auc_macro", "eer", "extract_s", "train_s", "score_s", "total_s", "peak_rss_mb")
+           "heuristic_auc_macro", "motion_rule_auc_micro", "motion_rule_auc_macro", "eer", "extract_s", "train_s",
+           "score_s", "total_s", "peak_rss_mb")
 
 
 def run_variant(name: str, spec: str, args, out: Path) -> dict:

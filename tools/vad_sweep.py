@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 METRICS = ("model_auc_micro", "model_auc_macro", "auc_micro", "auc_macro", "heuristic_auc_micro",
-           "heuristic_auc_macro", "train_s")
+           "heuristic_auc_macro", "motion_rule_auc_micro", "motion_rule_auc_macro", "train_s")
 DEFAULT_METRIC = {"ped2": "model_auc_micro", "avenue": "model_auc_macro"}
 
 

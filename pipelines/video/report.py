@@ -123,6 +123,8 @@ def _metrics_table(m: dict[str, Any]) -> str:
         return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
     rows = [("final score", ""), ("learned score alone", "model_"), ("motion-energy heuristic", "heuristic_")]
+    if m.get("motion_rule_auc_micro") != m.get("heuristic_auc_micro"):  # the heuristic was position-normalised
+        rows.append(("plain motion-energy rule", "motion_rule_"))
     body = "".join(f"<tr><th>{label}</th><td>{cell(p + 'auc_micro')}</td><td>{cell(p + 'auc_macro')}</td>"
                    f"<td>{cell(p + 'eer')}</td></tr>" for label, p in rows)
     return ("<table class='metrics'><tr><th></th><th>micro AUC</th><th>macro AUC</th><th>EER</th></tr>"

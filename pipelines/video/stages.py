@@ -466,7 +466,7 @@ def score_stage(out: str | Path) -> None:
     with atomic_path(out / "cube_scores.npz") as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, video=arrays["video"], frame=arrays["frame"], boxes=arrays["boxes"],
                             errors=learned["errors"], targets=learned["targets"], motion_energy=energy, track=track,
-                            score=model_cubes, final=cube_final,
+                            heuristic=placed_energy, score=model_cubes, final=cube_final,
                             **{k: learned[k] for k in learned if k.startswith("component_")})
     with atomic_path(out / "frame_scores.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
@@ -552,15 +552,17 @@ def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[n
 
 # ----------------------------------------------------------------------------------------------- eval
 def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Frame-level metrics of the final score, of the learned score alone (``model_*``, before any fusion) and of
-    the motion-energy heuristic (``heuristic_*``) into metrics.json, each also without the score's temporal
-    smoothing and per-video normalisation (``unprocessed``), since those change what micro AUC measures."""
+    """Frame-level metrics of the final score, of the learned score alone (``model_*``, before any fusion), of the
+    motion-energy heuristic as fused (``heuristic_*``, position-normalised where ``score.position_norm`` asks) and
+    of the plain motion-energy rule, the baseline (``motion_rule_*``: the frame maximum of the cubes' motion
+    energy, smoothed alike), into metrics.json, each also without the score's temporal smoothing and per-video
+    normalisation (``unprocessed``), since those change what micro AUC measures."""
     out = Path(out)
     config, info = load_run(out)
     scores = read_frame_scores(out)
     metrics: dict[str, Any] = {"n_frames": int(sum(len(d["score"]) for d in scores.values())),
                                "n_videos": len(scores)}
-    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final",))
+    cubes = load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final", "heuristic"))
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
     if (out / "fusion.json").is_file():
@@ -569,8 +571,10 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     if labelled:
         labels = [d["label"] for d in scores.values()]
         metrics.update(frame_metrics([d["score"] for d in scores.values()], labels))
-        for name in ("model", "heuristic"):
-            m = frame_metrics([d[name] for d in scores.values()], labels)
+        rule = postprocess(_frames_of(cubes["motion_energy"], cubes, info), config.score)
+        for name, frames in (("model", [d["model"] for d in scores.values()]),
+                             ("heuristic", [d["heuristic"] for d in scores.values()]), ("motion_rule", rule)):
+            m = frame_metrics(frames, labels)
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
         metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, config)
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
@@ -593,13 +597,14 @@ def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.
 
 
 def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], config: Config) -> dict[str, float]:
-    """Micro/macro AUC of the final, model and heuristic scores with no smoothing and no per-video normalisation."""
-    model, heuristic = _frames_of(cubes["score"], cubes, info), _frames_of(cubes["motion_energy"], cubes, info)
+    """Micro/macro AUC of the final, model, heuristic and plain motion-rule scores with no smoothing and no
+    per-video normalisation."""
+    model, heuristic = _frames_of(cubes["score"], cubes, info), _frames_of(cubes["heuristic"], cubes, info)
     fused, _ = fuse_frames(config, model, heuristic, cubes["motion_energy"], cubes,
                            [v["n_frames"] for v in info["videos"]])
     out = {}
-    for name, frames in (("final", fused), ("model", model),
-                         ("heuristic", heuristic)):
+    for name, frames in (("final", fused), ("model", model), ("heuristic", heuristic),
+                         ("motion_rule", _frames_of(cubes["motion_energy"], cubes, info))):
         m = frame_metrics(frames, labels)
         out.update({f"{name}_auc_micro": m["auc_micro"], f"{name}_auc_macro": m["auc_macro"]})
     return out
