@@ -99,6 +99,31 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
     assert info["training"]["cache"] != info["cache"]
 
 
+def test_any_videos_learn_from_normal_footage_given_with_train_videos(generated, tmp_path, capsys):
+    """--videos with --train-videos: the semi-supervised mode for footage that is not a dataset. The same test and
+    training videos give the same scores as the dataset's own semi-supervised run; without normal footage, or with
+    --train-on test, it refuses before touching the run folder."""
+    root, _ = generated
+    cache = str(root.parent / "cache")
+    dataset, footage = tmp_path / "dataset", tmp_path / "footage"
+    assert main(["run", "--config", CONFIG, "--root", str(root), "--train-on", "training", "--out", str(dataset),
+                 "--cache", cache, "--quiet"]) == 0
+    assert main(["run", "--config", CONFIG, "--videos", str(root / "Test"), "--train-videos", str(root / "Train"),
+                 "--out", str(footage), "--cache", cache, "--quiet"]) == 0
+    info = json.loads((footage / "videos.json").read_text())
+    assert info["training"]["source"] == str((root / "Train").resolve())
+    assert [v["name"] for v in info["training"]["videos"]] == ["Train001", "Train002"]
+    assert _metrics(footage)["train_on"] == "training" and "auc_micro" not in _metrics(footage)  # unlabeled
+    with np.load(dataset / "cube_scores.npz") as a, np.load(footage / "cube_scores.npz") as b:
+        assert np.array_equal(a["final"], b["final"]) and not np.allclose(b["heuristic"], b["motion_energy"])
+    for args, says in ((["--train-on", "training"], "--train-videos PATH"),
+                       (["--train-videos", str(root / "Train"), "--train-on", "test"], "--train-on test")):
+        out = tmp_path / "refused"
+        assert main(["run", "--config", CONFIG, "--videos", str(root / "Test"), "--out", str(out), "--cache", cache,
+                     "--quiet", *args]) == 2
+        assert says in capsys.readouterr().err and not out.exists()
+
+
 def test_events_and_top_events_picture(generated):
     _, run = generated
     rows = list(csv.DictReader((run / "events.csv").open()))

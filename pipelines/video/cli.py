@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
           --detector ../shared/weights/yolo-fastest-1.1-coco/yolo-fastest-1.1-xl.weights --out runs/ped2_det
   vad run --videos my_videos/ --out runs/mine          # unlabeled: scores and plots, no AUC
+  vad run --videos my_videos/ --train-videos normal/ --out runs/mine   # learn what is normal from normal/
   vad report --out runs/mine --render-top 3            # runs/mine/report.html, the 3 highest alarms rendered
   vad demo --out runs/demo                             # generated dataset, no download
   torchrun --nproc_per_node=8 -m pipelines.video.cli extract --videos cams/ --out runs/cams   # 8 processes
@@ -53,6 +54,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-on", choices=("test", "training"),
                    help="test: learn from the unlabeled videos that are scored (UVAD, the default); training: learn "
                         "from the dataset's normal training videos (semi-supervised); same as model.train_on")
+    p.add_argument("--train-videos", metavar="PATH",
+                   help="normal footage of the same camera(s) to learn from (a video file, a folder of frames or of "
+                        "videos), instead of a dataset's training split: the semi-supervised mode for any videos; "
+                        "implies --train-on training")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.epochs=5 (repeatable)")
     p.add_argument("--cache", default="cache", help="cache root for extracted cubes (default: ./cache)")
@@ -67,8 +72,11 @@ def _config(args):
                          "regions.sources=[detector, motion]"]
     if args.train_boxes:
         overrides.append(f"regions.train_box_file={Path(args.train_boxes).resolve()}")
-    if args.train_on:
-        overrides.append(f"model.train_on={args.train_on}")
+    if args.train_videos and args.train_on == "test":
+        raise ValueError("--train-videos gives the normal footage of the semi-supervised mode: it cannot go with "
+                         "--train-on test")
+    if args.train_on or args.train_videos:
+        overrides.append(f"model.train_on={args.train_on or 'training'}")
     return load_config(args.config, overrides)
 
 
@@ -171,11 +179,12 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         config = _config(args)
         if args.command == "run":
             metrics = P.run(config, out, root=args.root, videos_path=args.videos, cache_root=args.cache,
-                            progress=progress)
+                            train_videos_path=args.train_videos, progress=progress)
             if main:
                 _print_metrics(out, metrics)
         else:
-            videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache)
+            videos = P.open_run(out, config, root=args.root, videos_path=args.videos, cache_root=args.cache,
+                                train_videos_path=args.train_videos)
             cache = P.extract_run(out, config, videos, args.cache, progress=progress)
             if main:
                 print(f"cubes of {len(videos)} videos in {cache.folder}")

@@ -75,14 +75,25 @@ def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> 
 
 
 def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | None,
-             cache_root: str | Path) -> list[Video]:
+             cache_root: str | Path, train_videos_path: str | None = None) -> list[Video]:
     """Create the run folder (removing the files a previous run wrote there, ``run_folder.claim``), resolve the
-    videos and record config, environment and video list."""
+    videos and record config, environment and video list. In the semi-supervised mode the normal videos to learn
+    from are ``train_videos_path`` if given, else the training split of the dataset at ``root``; every video is
+    found before the run folder is touched."""
     out = Path(out)
     if (root is None) == (videos_path is None):
         raise ValueError("give exactly one of --root (a labelled dataset) or --videos (any videos, unlabeled)")
+    semi = config.model.train_on == "training"
+    if train_videos_path and not semi:
+        raise ValueError("--train-videos is the normal footage of the semi-supervised mode: it needs "
+                         "model.train_on=training")
+    if semi and train_videos_path is None and root is None:
+        raise ValueError("model.train_on=training (semi-supervised) needs normal footage to learn from: "
+                         "--train-videos PATH, or --root, a dataset with a training split")
     videos = (open_dataset(root, config.data.layout, avenue_labels=config.data.avenue_labels) if root
               else open_videos(videos_path))
+    train_videos = ((open_videos(train_videos_path) if train_videos_path
+                     else open_training_split(root, config.data.layout)) if semi else [])
     if not distributed.is_main():  # under torchrun rank 0 alone sets the run folder up
         distributed.sync()
         return videos
@@ -92,12 +103,9 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
     save_settings(config, out / "config.yaml")
     write_json(out / "env.json", environment(config.seed, str(resolve_device(config.device))))
     info = _video_set(root or videos_path, videos, cube_cache(config, videos, cache_root))
-    if config.model.train_on == "training":
-        if root is None:
-            raise ValueError("model.train_on=training (semi-supervised) needs --root, a dataset with a training split")
-        train_videos = open_training_split(root, config.data.layout)
-        info["training"] = _video_set(root, train_videos, cube_cache(training_config(config), train_videos,
-                                                                     cache_root))
+    if semi:
+        info["training"] = _video_set(train_videos_path or root, train_videos,
+                                      cube_cache(training_config(config), train_videos, cache_root))
     write_json(out / "videos.json", info)
     distributed.sync()
     return videos
@@ -622,10 +630,12 @@ def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) ->
 
 # ----------------------------------------------------------------------------------------------- run
 def run(config: Config, out: str | Path, *, root: str | None = None, videos_path: str | None = None,
-        cache_root: str | Path = "cache", progress: bool = True, make_plots: bool = True) -> dict[str, Any]:
+        cache_root: str | Path = "cache", train_videos_path: str | None = None, progress: bool = True,
+        make_plots: bool = True) -> dict[str, Any]:
     """All stages in order, timed; returns the metrics (under torchrun, on rank 0; the other ranks get {})."""
     t0 = time.perf_counter()
-    videos = open_run(out, config, root=root, videos_path=videos_path, cache_root=cache_root)
+    videos = open_run(out, config, root=root, videos_path=videos_path, cache_root=cache_root,
+                      train_videos_path=train_videos_path)
     extract_run(out, config, videos, cache_root, progress=progress)
     t1 = time.perf_counter()
     train_stage(out, progress)
