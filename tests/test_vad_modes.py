@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import scipy.io
@@ -116,8 +117,13 @@ def test_any_videos_learn_from_normal_footage_given_with_train_videos(generated,
     assert _metrics(footage)["train_on"] == "training" and "auc_micro" not in _metrics(footage)  # unlabeled
     with np.load(dataset / "cube_scores.npz") as a, np.load(footage / "cube_scores.npz") as b:
         assert np.array_equal(a["final"], b["final"]) and not np.allclose(b["heuristic"], b["motion_energy"])
+    other = tmp_path / "other_camera"  # normal footage at another frame size
+    other.mkdir()
+    for t in range(8):
+        cv2.imwrite(str(other / f"{t:03d}.png"), np.full((48, 64), 100 + t, np.uint8))
     for args, says in ((["--train-on", "training"], "--train-videos PATH"),
-                       (["--train-videos", str(root / "Train"), "--train-on", "test"], "--train-on test")):
+                       (["--train-videos", str(root / "Train"), "--train-on", "test"], "--train-on test"),
+                       (["--train-videos", str(other)], "has 64x48 frames, the scored videos 160x120")):
         out = tmp_path / "refused"
         assert main(["run", "--config", CONFIG, "--videos", str(root / "Test"), "--out", str(out), "--cache", cache,
                      "--quiet", *args]) == 2

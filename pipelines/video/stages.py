@@ -94,6 +94,7 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
               else open_videos(videos_path))
     train_videos = ((open_videos(train_videos_path) if train_videos_path
                      else open_training_split(root, config.data.layout)) if semi else [])
+    _check_same_frame_size(videos, train_videos)
     if not distributed.is_main():  # under torchrun rank 0 alone sets the run folder up
         distributed.sync()
         return videos
@@ -109,6 +110,18 @@ def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: 
     write_json(out / "videos.json", info)
     distributed.sync()
     return videos
+
+
+def _check_same_frame_size(videos: list[Video], train_videos: list[Video]) -> None:
+    """Refuse normal footage at a frame size none of the scored videos has: the semi-supervised mode compares
+    speeds, sizes and image positions in pixels, so its reference must come from the same camera view."""
+    sizes = {v.frame_shape() for v in videos} if train_videos else set()
+    for v in train_videos:
+        if v.frame_shape() not in sizes:
+            (h, w), scored = v.frame_shape(), ", ".join(f"{sw}x{sh}" for sh, sw in sorted(sizes))
+            raise ValueError(f"training video {v.name} ({v.path}) has {w}x{h} frames, the scored videos {scored}: "
+                             "the semi-supervised mode compares speeds, sizes and positions in pixels, so its "
+                             "normal footage must come from the same camera at the same resolution")
 
 
 def _video_set(source: str, videos: list[Video], cache: CubeCache) -> dict[str, Any]:
