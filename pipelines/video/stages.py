@@ -592,9 +592,13 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     if labelled:
         labels = [d["label"] for d in scores.values()]
         metrics.update(frame_metrics([d["score"] for d in scores.values()], labels))
-        rule = postprocess(_frames_of(cubes["motion_energy"], cubes, info), config.score)
-        for name, frames in (("model", [d["model"] for d in scores.values()]),
-                             ("heuristic", [d["heuristic"] for d in scores.values()]), ("motion_rule", rule)):
+        heuristic = [d["heuristic"] for d in scores.values()]
+        # without position normalisation the heuristic is the plain rule (the same frames, not recomputed, so the
+        # two figures cannot differ by frame_scores.csv's rounding)
+        rule = (heuristic if config.score.position_norm == "off"
+                else postprocess(_frames_of(cubes["motion_energy"], cubes, info), config.score))
+        for name, frames in (("model", [d["model"] for d in scores.values()]), ("heuristic", heuristic),
+                             ("motion_rule", rule)):
             m = frame_metrics(frames, labels)
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
         metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, config)
