@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .scoring import robust_scale
+
 THRESHOLD_RULES = ("percentile", "mad", "mixture")
 
 
@@ -26,8 +28,8 @@ def event_threshold(frames: Sequence[np.ndarray], settings: Any) -> tuple[float,
     if rule == "percentile":
         return float(np.percentile(x, settings.percentile)), f"percentile {settings.percentile:g}"
     if rule == "mad":
-        median = float(np.median(x))
-        return median + settings.mad_k * 1.4826 * float(np.median(np.abs(x - median))), f"median + {settings.mad_k:g} MAD"
+        median, spread = robust_scale(x)
+        return median + settings.mad_k * spread, f"median + {settings.mad_k:g} MAD"
     if rule == "mixture":
         return mixture_split(x), "two-component mixture split"
     raise ValueError(f"unknown events.threshold rule {rule!r}; expected one of {THRESHOLD_RULES} or a number")

@@ -45,6 +45,12 @@ def window_energy(flow: np.ndarray, boxes: np.ndarray, aspect: float) -> np.ndar
     return out
 
 
+def robust_scale(x: np.ndarray) -> tuple[float, float]:
+    """Median and robust deviation (1.4826 MAD, the standard deviation for normal data) of ``x``."""
+    median = float(np.median(x))
+    return median, 1.4826 * float(np.median(np.abs(x - median)))
+
+
 def zscore(x: np.ndarray) -> np.ndarray:
     sd = x.std()
     return (x - x.mean()) / (sd if sd > 0 else 1.0)
@@ -124,8 +130,7 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
     moving = cube_speed[cube_speed > floor]
     if len(moving) == 0:
         return 0.0
-    median = float(np.median(moving))
-    mad = 1.4826 * float(np.median(np.abs(moving - median)))
+    median, mad = robust_scale(moving)
     fastest = np.concatenate(frame_scores(cube_speed, video, frame, n_frames))
     return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
 
@@ -169,8 +174,8 @@ def _grid_cells(centres: np.ndarray, cut_by: np.ndarray, grid: int) -> np.ndarra
 
 
 def _robust(x: np.ndarray) -> tuple[float, float]:
-    median = float(np.median(x))
-    return median, max(1.4826 * float(np.median(np.abs(x - median))), 1e-9)
+    median, spread = robust_scale(x)
+    return median, max(spread, 1e-9)
 
 
 def _against_cells(x: np.ndarray, cells: np.ndarray, ref: np.ndarray, ref_cells: np.ndarray,

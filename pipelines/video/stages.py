@@ -117,8 +117,8 @@ def _check_same_frame_size(videos: list[Video], train_videos: list[Video]) -> No
     speeds, sizes and image positions in pixels, so its reference must come from the same camera view."""
     sizes = {v.frame_shape() for v in videos} if train_videos else set()
     for v in train_videos:
-        if v.frame_shape() not in sizes:
-            (h, w), scored = v.frame_shape(), ", ".join(f"{sw}x{sh}" for sh, sw in sorted(sizes))
+        if (shape := v.frame_shape()) not in sizes:
+            (h, w), scored = shape, ", ".join(f"{sw}x{sh}" for sh, sw in sorted(sizes))
             raise ValueError(f"training video {v.name} ({v.path}) has {w}x{h} frames, the scored videos {scored}: "
                              "the semi-supervised mode compares speeds, sizes and positions in pixels, so its "
                              "normal footage must come from the same camera at the same resolution")
