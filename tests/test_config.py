@@ -49,6 +49,24 @@ def test_shipped_configs_load():
         assert written and all(resolved[k] == v for k, v in written.items()), path
 
 
+def test_dataset_configs_hold_only_data_format_facts():
+    """The dataset configs say how a dataset looks (frame layout, the cloze-test recipe's per-dataset blur and box
+    areas), never a method setting: those are the project defaults, chosen once for every dataset (a stale
+    ``detector_score`` in the Ped1 file once overrode the detector threshold chosen for Yolo-Fastest)."""
+    from pathlib import Path
+
+    import yaml
+
+    allowed = {"name", "seed", "data", "cubes", "flow.method", "flow.preset", "regions.motion_blur",
+               "regions.motion_threshold", "regions.motion_min_area", "regions.cover_thr", "regions.detector_min_area"}
+    for stem in ("ucsd_ped1", "ucsd_ped2", "avenue"):
+        written = yaml.safe_load((Path(__file__).parents[1] / "configs" / f"{stem}.yaml").read_text())
+        keys = [f"{section}.{k}" if isinstance(v, dict) else section
+                for section, v in written.items() for k in (v if isinstance(v, dict) else [None])]
+        method_settings = [k for k in keys if k not in allowed and k.split(".")[0] not in allowed]
+        assert not method_settings, f"configs/{stem}.yaml sets method settings: {method_settings}"
+
+
 def test_config_files_layer_in_order():
     c = load_config(["configs/ucsd_ped2.yaml", "configs/paper.yaml"], ["model.epochs=4"])
     assert c.name == "ucsd_ped2" and c.model.widths == [32, 64, 128] and c.score.motion_weight == 0.0
