@@ -223,3 +223,43 @@ def test_streaming_extraction_equals_the_whole_video_computation(tmp_path, gap):
                 assert f[k].dtype == want[k].dtype, (chunk, k)
                 np.testing.assert_array_equal(f[k][()], want[k], err_msg=f"chunk {chunk}: {k}")
         assert cache.manifest["videos"][video.name]["n_cubes"] == len(want["frame"])
+
+
+def test_small_frames_are_processed_enlarged_with_boxes_kept_in_their_own_pixels(tmp_path):
+    """``data.min_side``: a 160x120 video is cut into cubes from its frames enlarged to 320x240 (the motion boxes,
+    flow and energy of the enlarged frames; the file's boxes scaled in), and the cache keeps the boxes in the
+    video's own pixels."""
+    import h5py
+
+    from pipelines.video.stages import BoxSource, extract_video
+    from vad.cache import FIELDS, CubeCache
+    from vad.config import load_config
+    from vad.cubes import enlarge_frames, processing_size
+    from vad.flow import make_flow
+    from vad.readers import open_dataset
+    from vad.regions import load_box_file, merge_boxes, video_motion_boxes
+
+    assert processing_size((120, 160), 240) == (240, 320) and processing_size((158, 238), 240) == (240, 362)
+    assert processing_size((240, 360), 240) == (240, 360) and processing_size((120, 160), 0) == (120, 160)
+    T = 12
+    video = open_dataset(make_synthetic_ucsd(tmp_path / "syn", n_videos=1, n_frames=T, seed=3))[0]
+    np.savez(tmp_path / "boxes.npz", boxes_xyxy=np.array([[0, 0, 20, 30], [140.5, 90, 159, 119]], np.float32),
+             global_frame=np.array([0, 5]), video_lengths=np.array([T]))
+    config = load_config(REPO / "configs" / "demo.yaml",
+                         ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}",
+                          "data.min_side=240"])
+    frames = video.read_frames()
+    big = np.stack(list(enlarge_frames(frames, (240, 320))))
+    assert frames.shape[1:] == (120, 160) and big.shape[1:] == (240, 320)
+    flow = make_flow("dis")
+    file_boxes = [b * 2 for b in load_box_file(tmp_path / "boxes.npz", [T])[0]]
+    want = _whole_video_cubes(big, merge_boxes(file_boxes, video_motion_boxes(big, **config.regions.motion_settings())),
+                              flow, gap=config.flow.gap, energy_gap=config.flow.energy_gap,
+                              energy_aspect=config.flow.energy_aspect)
+    want["boxes"] = want["boxes"] / 2
+    cache = CubeCache(tmp_path / "cache", {})
+    extract_video(config, video, cache, BoxSource(config, [video]), flow, None, progress=False)
+    with h5py.File(cache.path(video.name), "r") as f:
+        for k in FIELDS:
+            np.testing.assert_array_equal(f[k][()], want[k], err_msg=k)
+        assert {(0.0, 0.0, 20.0, 30.0), (140.5, 90.0, 159.0, 119.0)} <= set(map(tuple, f["boxes"][()].tolist()))

@@ -25,6 +25,10 @@ class DataConfig:
     # how a cached video is matched to its source: fast (size, modification time, frame count) | content (SHA-256 of
     # the bytes: catches changes that restore sizes and times, and reuses a cache after a copy to another machine)
     fingerprint: str = "fast"
+    # frames whose shorter side is below this many pixels are enlarged (bilinear) for extraction, so that the
+    # pixel-unit settings (motion blur and areas, speeds in pixels per frame) meet objects at the scale they were
+    # chosen at (240-360 px); cube boxes are stored in the frame's own pixels (0: never enlarge)
+    min_side: int = 0
 
 
 @dataclass
@@ -251,6 +255,7 @@ def _check_data_regions(checks: Checks, c: Config) -> None:
     checks.one_of("data.fingerprint", d.fingerprint, ("fast", "content"))
     checks.one_of("data.in_memory", d.in_memory, (True, False, "auto"))
     checks.non_negative("data.num_workers", d.num_workers)
+    checks.need(0 <= d.min_side <= 8192, "data.min_side", d.min_side, "must be from 0 (never enlarge) to 8192 pixels")
     checks.subset("regions.sources", r.sources, REGION_SOURCES)
     checks.need("file" not in r.sources or bool(r.box_file), "regions.box_file", r.box_file,
                 "must be set (or --boxes given) when regions.sources has 'file'")

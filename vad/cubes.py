@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torchvision.ops import roi_align
@@ -157,6 +158,23 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
     energy = cube_energy(own, wide, boxes, energy_gap, energy_aspect)
     return {"cubes": patches.reshape(shape), "flow": own, "energy": energy, "boxes": boxes,
             "frame": centre.astype(np.int32)}
+
+
+def processing_size(frame_hw: tuple[int, int], min_side: int) -> tuple[int, int]:
+    """(height, width) at which frames of ``frame_hw`` are processed: enlarged, aspect kept, until the shorter side
+    has ``min_side`` pixels (``data.min_side``; 0 or a frame already that large: its own size)."""
+    h, w = frame_hw
+    if min_side <= min(h, w):
+        return h, w
+    scale = min_side / min(h, w)
+    return max(round(h * scale), min_side), max(round(w * scale), min_side)
+
+
+def enlarge_frames(frames: Iterable[np.ndarray], size_hw: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Each frame resized (bilinear) to ``size_hw``; frames of that size pass through untouched."""
+    h, w = size_hw
+    for frame in frames:
+        yield frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,

@@ -49,7 +49,7 @@ from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, veloc
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.config import Config, load_config
 from vad.cube_models import fit_cloze, learned_score
-from vad.cubes import Window, iter_cubes
+from vad.cubes import Window, enlarge_frames, iter_cubes, processing_size
 from vad.events import event_threshold, find_events, peak_box
 from vad.flow import make_flow
 from vad.localisation import localisation_metrics
@@ -181,6 +181,7 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shar
         "cubes": to_dict(config)["cubes"],
         "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
         "bad_frames": config.data.bad_frames,
+        "min_side": config.data.min_side,
     }
     return CubeCache(cache_root, settings, shard)
 
@@ -216,12 +217,14 @@ class BoxSource:
                 runtime=regions_mod.resolve_runtime(r.detector_runtime, str(device), precision),
                 allow_pickle=r.unsafe_pickle, **r.detector_settings())
 
-    def __call__(self, video: Video, window: Window) -> list[np.ndarray]:
-        """The boxes of the frames of ``window``'s chunk."""
+    def __call__(self, video: Video, window: Window, scale: np.ndarray | None = None) -> list[np.ndarray]:
+        """The boxes of the frames of ``window``'s chunk; ``scale`` (x, y): how much the window's frames were enlarged
+        (``data.min_side``), applied to the file's boxes, which are in the video's own pixels."""
         r = self.config.regions
         lists = []
         if self.file_boxes is not None:
-            lists.append(self.file_boxes[video.name][window.start:window.stop])
+            boxes = self.file_boxes[video.name][window.start:window.stop]
+            lists.append(boxes if scale is None else [b * np.tile(scale, 2).astype(np.float32) for b in boxes])
         detected = None
         if self.detector is not None:
             detected = regions_mod.keyframe_detections(self.detector.detect, window.frames[window.chunk],
@@ -237,15 +240,24 @@ class BoxSource:
 def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: BoxSource, flow,
                   source: dict[str, Any] | None, progress: bool = True, chunk: int = EXTRACT_CHUNK) -> None:
     """Stream one video's frames through boxes, flow and cubes into its cache file, ``chunk`` frames at a time:
-    memory holds one window of frames and its cubes, whatever the video's length."""
+    memory holds one window of frames and its cubes, whatever the video's length. Frames smaller than
+    ``data.min_side`` are processed enlarged; the cached boxes are in the video's own pixels all the same."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
-    parts = iter_cubes(frames, lambda w: boxes_for(video, w), flow, size=config.cubes.size,
+    scale = None
+    if config.data.min_side:
+        own = video.frame_shape()
+        size = processing_size(own, config.data.min_side)
+        if size != own:
+            frames, scale = enlarge_frames(frames, size), np.array([size[1] / own[1], size[0] / own[0]])
+    parts = iter_cubes(frames, lambda w: boxes_for(video, w, scale), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
                        energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
     with tqdm(total=video.frame_count(), desc=video.name, unit="frame", leave=False, disable=not progress) as bar:
         def chunks() -> Iterator[tuple[dict[str, np.ndarray], int]]:
             for window, arrays in parts:
                 bar.update(window.stop - window.start)
+                if scale is not None:
+                    arrays = {**arrays, "boxes": (arrays["boxes"] / np.tile(scale, 2)).astype(arrays["boxes"].dtype)}
                 yield arrays, window.stop - window.start
 
         cache.write_chunks(video.name, chunks(), source)
