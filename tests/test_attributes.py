@@ -103,6 +103,19 @@ def test_fast_share_and_blend():
     assert np.argmax(blend(model, heuristic, 0.0)[0]) == 4 and np.argmax(blend(model, heuristic, 0.9)[0]) == 0
 
 
+def test_tail_share_sets_the_bar_from_the_reference_frames():
+    """The semi-supervised fast share: the share of scored frames above the 99th percentile of the training frames'
+    own scores. A score whose normal frames are noisy (a long tail in training) sets itself a higher bar."""
+    from vad.scoring import tail_share
+
+    rng = np.random.default_rng(0)
+    calm, noisy = [rng.normal(0, 1, 500), rng.normal(0, 1, 500)], [rng.standard_t(1.5, 1000)]
+    scored = [np.r_[rng.normal(0, 1, 80), np.full(20, 6.0)]]  # a fifth of the frames far beyond normal
+    assert tail_share(scored, calm) == pytest.approx(0.2, abs=0.02)
+    assert tail_share(scored, noisy) < 0.05 < tail_share(scored, noisy, percentile=80)
+    assert tail_share([np.arange(4.0)], [np.arange(101.0)], 50) == 0.0
+
+
 def test_position_normalise_measures_each_cube_against_its_place():
     """Far objects (top of the frame) move fewer pixels than near ones. Against the cubes of its own cell a far
     cube at speed 2 stands out, a near one at speed 2 does not; over the run, a cell crossed mostly by fast objects

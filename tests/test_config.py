@@ -26,6 +26,14 @@ def test_bad_keys_and_types_are_named(tmp_path):
         parse_override("model.epochs")
 
 
+def test_the_training_fast_reference_needs_the_semi_supervised_mode():
+    with pytest.raises(ConfigError, match="score.fast_reference"):
+        load_config(None, ["score.fast_reference=training"])
+    with pytest.raises(ConfigError, match="score.fast_reference"):
+        load_config(None, ["score.fast_reference=training", "model.train_on=training", "score.position_norm=off"])
+    assert load_config(None, ["score.fast_reference=training", "model.train_on=training"]).score.fast_percentile == 99
+
+
 def test_shipped_configs_load():
     """Every shipped config loads, and every value it sets reaches the resolved config unchanged."""
     from pathlib import Path

@@ -95,6 +95,13 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
     with np.load(run / "cube_scores.npz") as cubes:
         assert not np.allclose(cubes["heuristic"], cubes["motion_energy"])
     assert m["motion_rule_auc_micro"] != m["heuristic_auc_micro"] and m["motion_rule_auc_micro"] > 0.5
+    # the fusion's fast share reads the scored videos' own speeds; with score.fast_reference=training (an option) it
+    # reads the training videos' own frames: their heuristic's 99th percentile is the bar
+    assert json.loads((run / "fusion.json").read_text())["reference"] == "scored videos"
+    assert main(["score", "--out", str(run), "--set", "score.fast_reference=training"]) == 0
+    fusion = json.loads((run / "fusion.json").read_text())
+    assert fusion["reference"] == "training videos" and fusion["fast_percentile"] == 99.0
+    assert fusion["heuristic_weight"] == pytest.approx(min(1.0, fusion["fast_share"] / 0.5))
     info = json.loads((run / "videos.json").read_text())
     assert [v["name"] for v in info["training"]["videos"]] == ["Train001", "Train002"]
     assert info["training"]["cache"] != info["cache"]

@@ -168,12 +168,16 @@ class ScoreConfig:
     # fixed: frame score = z(model) + motion_weight * z(motion energy) (paper: motion_weight 0);
     # fast_share: (1 - a) z(model) + a z(motion energy), a = min(1, p / fast_share_full), p = the share of frames
     # holding a cube faster than median + fast_mad MADs of the speed of the cubes moving more than fast_floor
-    # pixels per frame (label-free: docs/METHOD.md)
+    # pixels per frame (label-free: docs/METHOD.md). fast_reference: scored (that rule) | training (semi-supervised
+    # mode with position_norm training only: p = the share of frames whose heuristic exceeds the fast_percentile of
+    # the training frames' own heuristic; an option, not the default: docs/BENCHMARKS.md#semi-fusion)
     fusion: str = "fast_share"
     motion_weight: float = 0.5
     fast_mad: float = 3.0
     fast_floor: float = 0.25
     fast_share_full: float = 0.5
+    fast_reference: str = "scored"
+    fast_percentile: float = 99.0
     # per-position normalisation of the cube scores and motion energy before the frame max: off | run | video (each
     # cube against the cubes of its cell of a position_grid x position_grid partition of the box centres, over the
     # whole run or per video; vad.scoring.position_normalise) | training (semi-supervised mode only: the motion
@@ -382,6 +386,12 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
     checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")
+    checks.need(0 < s.fast_percentile < 100, "score.fast_percentile", s.fast_percentile, "must be within (0, 100)")
+    checks.one_of("score.fast_reference", s.fast_reference, ("scored", "training"))
+    checks.need(s.fast_reference == "scored" or (m.train_on == "training" and s.position_norm in ("auto", "training")),
+                "score.fast_reference", s.fast_reference,
+                "training needs the semi-supervised mode (model.train_on=training) with score.position_norm auto or "
+                "training: the training videos' frames are scored by the heuristic measured against them")
     checks.non_negative("score.track_window", s.track_window)
     checks.need(0 < s.track_min_iou <= 1, "score.track_min_iou", s.track_min_iou, "must be within (0, 1]")
     a = c.attributes

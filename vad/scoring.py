@@ -135,6 +135,15 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
     return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
 
 
+def tail_share(frames: Sequence[np.ndarray], reference: Sequence[np.ndarray], percentile: float = 99.0) -> float:
+    """The share of ``frames`` (frame scores, per video) above the ``percentile`` of the ``reference`` frame scores:
+    in the semi-supervised mode, how often the scored videos go beyond what the normal training videos show. The
+    bar comes from the training frames' own scores, so a noisy score (one whose normal frames already reach high
+    values) sets itself a high bar."""
+    bar = float(np.percentile(np.concatenate(list(reference)), percentile))
+    return float(np.mean(np.concatenate(list(frames)) > bar))
+
+
 def position_normalise(cube_scores: np.ndarray, boxes: np.ndarray, video: np.ndarray, grid: int = 4,
                        min_cubes: int = 30,
                        reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:

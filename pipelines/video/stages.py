@@ -55,7 +55,7 @@ from vad.flow import make_flow
 from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
-from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, zscore
+from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, tail_share, zscore
 from vad.tracks import link_tracks, track_mean
 
 
@@ -486,10 +486,10 @@ def score_stage(out: str | Path) -> None:
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
-    model_cubes, placed_energy = _position_normalised(config, info, model_cubes, energy, arrays)
+    model_cubes, placed_energy, reference = _position_normalised(config, info, model_cubes, energy, arrays)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
-    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames)
+    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames, reference)
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
@@ -521,36 +521,55 @@ def _track_energy(config: Config, part: dict[str, Any]) -> tuple[dict[str, np.nd
 
 
 def _position_normalised(config: Config, info: dict[str, Any], model_cubes: np.ndarray, energy: np.ndarray,
-                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
     ``score.position_norm`` asks (over the run, or per video); with ``training`` only the motion energies, against
     the training videos' cubes that move more than ``score.fast_floor`` (standing people would put a cell's median
-    near zero; the learned score already measures against the training cubes); unchanged otherwise."""
+    near zero; the learned score already measures against the training cubes); unchanged otherwise. Third: with
+    ``training`` and ``score.fast_reference: training``, the training videos' own heuristic frame scores,
+    normalised the same way (the fusion's reference), else None."""
     mode, grid = config.score.position_norm, config.score.position_grid
     if mode == "off":
-        return model_cubes, energy
+        return model_cubes, energy, None
     if mode == "training":
-        train_arrays, _, train_energy = _track_energy(config, info["training"])
+        part = info["training"]
+        train_arrays, _, train_energy = _track_energy(config, part)
         moving = train_energy > config.score.fast_floor
         if not moving.any():  # nothing moves in the training videos: measure against all of them
             moving[:] = True
+        reference = (train_energy[moving], train_arrays["boxes"][moving])
+        train_frames = None
+        if config.score.fast_reference == "training":
+            train_placed = position_normalise(train_energy, train_arrays["boxes"], train_arrays["video"], grid,
+                                              reference=reference)
+            train_frames = frame_scores(train_placed, train_arrays["video"], train_arrays["frame"],
+                                        [v["n_frames"] for v in part["videos"]])
         return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid,
-                                               reference=(train_energy[moving], train_arrays["boxes"][moving]))
+                                               reference=reference), train_frames
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
-    return tuple(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy))
+    return *(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy)), None
 
 
 def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,
-                cubes: dict[str, np.ndarray], n_frames: list[int]) -> tuple[list[np.ndarray], dict[str, Any]]:
+                cubes: dict[str, np.ndarray], n_frames: list[int],
+                reference: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The learned and the motion-energy frame scores fused by ``score.fusion``; returns them and what the rule
-    read and chose (``fusion.json``)."""
+    read and chose (``fusion.json``). ``reference`` (``score.fast_reference: training``): the training videos'
+    heuristic frame scores, when the heuristic is measured against them; the fast share is then the share of frames
+    above their ``score.fast_percentile``, not the scored videos' own speed rule."""
     s = config.score
     if s.fusion == "fixed":
         fusion = {"rule": "fixed", "motion_weight": s.motion_weight}
-    else:
+    elif reference is None:
         share = fast_share(energy, cubes["video"], cubes["frame"], n_frames, s.fast_mad, s.fast_floor)
-        fusion = {"rule": "fast_share", "fast_share": share, "heuristic_weight": min(1.0, share / s.fast_share_full),
-                  "fast_mad": s.fast_mad, "fast_floor": s.fast_floor, "fast_share_full": s.fast_share_full}
+        fusion = {"rule": "fast_share", "reference": "scored videos", "fast_share": share,
+                  "heuristic_weight": min(1.0, share / s.fast_share_full), "fast_mad": s.fast_mad,
+                  "fast_floor": s.fast_floor, "fast_share_full": s.fast_share_full}
+    else:
+        share = tail_share(heuristic, reference, s.fast_percentile)
+        fusion = {"rule": "fast_share", "reference": "training videos", "fast_share": share,
+                  "heuristic_weight": min(1.0, share / s.fast_share_full), "fast_percentile": s.fast_percentile,
+                  "fast_share_full": s.fast_share_full}
     return apply_fusion(model, heuristic, fusion), fusion
 
 
@@ -613,7 +632,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
                              ("motion_rule", rule)):
             m = frame_metrics(frames, labels)
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
-        metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, config)
+        metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, metrics["fusion"])
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
         masks = [avenue_masks(v["path"]) for v in info["videos"]]
         if all(m is not None for m in masks):
@@ -633,12 +652,11 @@ def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.
     return frame_scores(cube_values, cubes["video"], cubes["frame"], [v["n_frames"] for v in info["videos"]])
 
 
-def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], config: Config) -> dict[str, float]:
-    """Micro/macro AUC of the final, model, heuristic and plain motion-rule scores with no smoothing and no
-    per-video normalisation."""
+def _unprocessed_metrics(cubes, info: dict[str, Any], labels: list[np.ndarray], fusion: dict) -> dict[str, float]:
+    """Micro/macro AUC of the final (the score stage's ``fusion``), model, heuristic and plain motion-rule scores with
+    no smoothing and no per-video normalisation."""
     model, heuristic = _frames_of(cubes["score"], cubes, info), _frames_of(cubes["heuristic"], cubes, info)
-    fused, _ = fuse_frames(config, model, heuristic, cubes["motion_energy"], cubes,
-                           [v["n_frames"] for v in info["videos"]])
+    fused = apply_fusion(model, heuristic, fusion)
     out = {}
     for name, frames in (("final", fused), ("model", model), ("heuristic", heuristic),
                          ("motion_rule", _frames_of(cubes["motion_energy"], cubes, info))):
