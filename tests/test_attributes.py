@@ -166,6 +166,6 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
     assert fusion["heuristic_weight"] == pytest.approx(min(1, fusion["fast_share"] / 0.5))
     assert metrics["model_auc_micro"] > 0.75 and metrics["auc_micro"] > 0.75
     # transductive: the heuristic is the plain motion-energy rule (no position normalisation by default)
-    assert metrics["heuristic_auc_micro"] == metrics["motion_rule_auc_micro"]
+    assert metrics["heuristic_auc_micro"] == metrics["motion_rule_auc_micro"] and metrics["position_norm"] == "off"
     assert metrics["unprocessed"]["heuristic_auc_micro"] == metrics["unprocessed"]["motion_rule_auc_micro"]
     assert "fusion.json" in json.loads((out / "run_manifest.json").read_text())["files"]

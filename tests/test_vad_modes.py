@@ -95,6 +95,7 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
     with np.load(run / "cube_scores.npz") as cubes:
         assert not np.allclose(cubes["heuristic"], cubes["motion_energy"])
     assert m["motion_rule_auc_micro"] != m["heuristic_auc_micro"] and m["motion_rule_auc_micro"] > 0.5
+    assert m["position_norm"] == "training"  # what the summary and report.html read to show the plain rule beside it
     # the fusion's fast share reads the scored videos' own speeds; with score.fast_reference=training (an option) it
     # reads the training videos' own frames: their heuristic's 99th percentile is the bar
     assert json.loads((run / "fusion.json").read_text())["reference"] == "scored videos"
@@ -195,3 +196,12 @@ def test_real_ped2_subset(ped2_subset, tmp_path, mode, floor):
     assert main(["run", *common, "--out", str(tmp_path / f"{mode}_default")]) == 0
     d = _metrics(tmp_path / f"{mode}_default")
     assert d["auc_micro"] >= d["heuristic_auc_micro"] - 1e-9 > 0.9, (mode, d["auc_micro"], d["heuristic_auc_micro"])
+
+
+def test_the_report_shows_the_plain_rule_where_the_heuristic_was_position_normalised():
+    """report.html reads the recorded setting, not whether two AUCs happen to differ."""
+    from pipelines.video.report import _metrics_table
+
+    m = {"auc_micro": 0.9, "heuristic_auc_micro": 0.8, "motion_rule_auc_micro": 0.8}
+    assert "plain motion-energy rule" not in _metrics_table({**m, "position_norm": "off"})
+    assert "plain motion-energy rule" in _metrics_table({**m, "position_norm": "training"})

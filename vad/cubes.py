@@ -121,11 +121,12 @@ def cube_energy(flow_patches: np.ndarray, wide_patches: np.ndarray | None, boxes
     half the box's shorter side, else from ``flow_patches``. Over a wider pair DIS measures a large object's speed
     better (its flat interior drags a small move towards zero) but loses an object that jumps about its own size
     (docs/BENCHMARKS.md#flow-gap); ``wide_patches`` None: the cube's own flow alone."""
-    energy = window_energy(flow_patches, boxes, aspect)
     if wide_patches is None:
-        return energy
+        return window_energy(flow_patches, boxes, aspect)
+    mean = motion_energy(flow_patches)
+    energy = mean if aspect <= 0 else window_energy(flow_patches, boxes, aspect)
     side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    wide = energy_gap * motion_energy(flow_patches) < side / 2
+    wide = energy_gap * mean < side / 2
     return np.where(wide, window_energy(wide_patches, boxes, aspect), energy).astype(np.float32)
 
 

@@ -85,7 +85,7 @@ def _print_metrics(out: Path, metrics: dict) -> None:
         heuristic, rule = metrics["heuristic_auc_micro"], metrics["motion_rule_auc_micro"]
         print(f"frame AUC micro {metrics['auc_micro']:.4f}  macro {metrics['auc_macro']:.4f}  EER {metrics['eer']:.4f}"
               f"  | learned score alone {metrics['model_auc_micro']:.4f}  | motion-energy heuristic {heuristic:.4f}"
-              + (f" (position-normalised; plain rule {rule:.4f})" if rule != heuristic else ""))
+              + (f" (position-normalised; plain rule {rule:.4f})" if metrics["position_norm"] != "off" else ""))
     else:
         print(metrics.get("note", ""))
     if metrics.get("timings"):

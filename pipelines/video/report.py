@@ -123,7 +123,7 @@ def _metrics_table(m: dict[str, Any]) -> str:
         return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
     rows = [("final score", ""), ("learned score alone", "model_"), ("motion-energy heuristic", "heuristic_")]
-    if m.get("motion_rule_auc_micro") != m.get("heuristic_auc_micro"):  # the heuristic was position-normalised
+    if m.get("position_norm", "off") != "off":  # the heuristic was position-normalised: the plain rule beside it
         rows.append(("plain motion-energy rule", "motion_rule_"))
     body = "".join(f"<tr><th>{label}</th><td>{cell(p + 'auc_micro')}</td><td>{cell(p + 'auc_macro')}</td>"
                    f"<td>{cell(p + 'eer')}</td></tr>" for label, p in rows)

@@ -617,6 +617,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     cubes = load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final", "heuristic"))
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
+    metrics["position_norm"] = config.score.position_norm  # off: the heuristic is the plain motion-energy rule
     if (out / "fusion.json").is_file():
         metrics["fusion"] = json.loads((out / "fusion.json").read_text())
     labelled = all(d["label"] is not None for d in scores.values())
