@@ -73,3 +73,21 @@ def test_a_runs_cubes_are_matched_to_the_masks_of_their_own_frame():
     assert m["rbdc"] == pytest.approx(1.0) and m["tbdc"] == pytest.approx(1.0) and m["pixel_auc"] == 1.0
     shuffled = {"video": cubes["video"], "frame": np.array([0, 1, 2, 1, 0]), "boxes": cubes["boxes"]}
     assert localisation_metrics(shuffled, scores, masks)["rbdc"] < 1.0  # boxes in the wrong frames miss
+
+
+def test_masks_of_another_size_than_the_frames_are_named_not_scored(tmp_path):
+    """A resized copy of Avenue keeps its frame labels (any set pixel) but its boxes no longer meet the masks: the
+    evaluation names the mismatch and skips RBDC/TBDC instead of scoring boxes against the wrong pixels."""
+    from pipelines.video.stages import _mask_size_mismatch
+    from tests.layouts import frames, write_avi
+
+    avi = write_avi(tmp_path / "08.avi", frames(4, h=16, w=24))
+    info = {"videos": [{"name": "08", "path": str(avi)}]}
+    assert _mask_size_mismatch(info, [[np.zeros((16, 24), np.uint8)] * 4]) == ""
+    assert _mask_size_mismatch(info, [[np.zeros((32, 48), np.uint8)] * 4]) == (
+        f"the masks of video 08 ({avi}) are 48x32 pixels, its frames 24x16")
+    from pipelines.video.report import _localisation
+
+    assert "Localisation not measured: the masks of video 08" in _localisation({"localisation_skipped": (
+        "the masks of video 08 (x.avi) are 48x32 pixels, its frames 24x16")})
+    assert _localisation({}) == ""

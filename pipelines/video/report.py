@@ -134,7 +134,8 @@ def _metrics_table(m: dict[str, Any]) -> str:
 def _localisation(m: dict[str, Any]) -> str:
     loc = m.get("localisation")
     if not loc:
-        return ""
+        skipped = m.get("localisation_skipped")
+        return f"<p class='muted'>Localisation not measured: {html.escape(skipped)}.</p>" if skipped else ""
     return (f"<p>Where, against the pixel masks: RBDC <b>{loc['rbdc']:.3f}</b>, TBDC <b>{loc['tbdc']:.3f}</b> "
             f"({loc['n_regions']} abnormal regions in {loc['n_tracks']} tracks; a region is found by a box with IoU "
             f"&ge; {loc['beta']}), pixel-level AUC {loc['pixel_auc']:.3f}.</p>")

@@ -637,7 +637,12 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
         masks = [avenue_masks(v["path"]) for v in info["videos"]]
         if all(m is not None for m in masks):
-            metrics["localisation"] = localisation_metrics(cubes, cubes["final"], masks)
+            wrong = _mask_size_mismatch(info, masks)
+            if wrong:  # the frame labels stay right (any set pixel); box against mask overlap would not be
+                metrics["localisation_skipped"] = wrong
+                print(f"warning: no localisation (RBDC/TBDC): {wrong}", file=sys.stderr)
+            else:
+                metrics["localisation"] = localisation_metrics(cubes, cubes["final"], masks)
     else:
         metrics["note"] = "unlabeled videos: scores and plots only, no AUC"
     prior = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -647,6 +652,16 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     run_folder.record(out, out / "metrics.json")
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _mask_size_mismatch(info: dict[str, Any], masks: list[list[np.ndarray]]) -> str:
+    """Which video's pixel masks are not the size of its frames (a resized copy of the videos, say), or ''."""
+    for v, video_masks in zip(info["videos"], masks):
+        shape = Video(v["name"], Path(v["path"])).frame_shape()
+        if video_masks and video_masks[0].shape[:2] != shape:
+            (mh, mw), (h, w) = video_masks[0].shape[:2], shape
+            return f"the masks of video {v['name']} ({v['path']}) are {mw}x{mh} pixels, its frames {w}x{h}"
+    return ""
 
 
 def _frames_of(cube_values: np.ndarray, cubes, info: dict[str, Any]) -> list[np.ndarray]:
