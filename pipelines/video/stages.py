@@ -218,13 +218,13 @@ class BoxSource:
                 allow_pickle=r.unsafe_pickle, **r.detector_settings())
 
     def __call__(self, video: Video, window: Window, scale: np.ndarray | None = None) -> list[np.ndarray]:
-        """The boxes of the frames of ``window``'s chunk; ``scale`` (x, y): how much the window's frames were enlarged
-        (``data.min_side``), applied to the file's boxes, which are in the video's own pixels."""
+        """The boxes of the frames of ``window``'s chunk; ``scale`` (x, y, x, y): how much the window's frames were
+        enlarged (``data.min_side``), applied to the file's boxes, which are in the video's own pixels."""
         r = self.config.regions
         lists = []
         if self.file_boxes is not None:
             boxes = self.file_boxes[video.name][window.start:window.stop]
-            lists.append(boxes if scale is None else [b * np.tile(scale, 2).astype(np.float32) for b in boxes])
+            lists.append(boxes if scale is None else [b * scale.astype(np.float32) for b in boxes])
         detected = None
         if self.detector is not None:
             detected = regions_mod.keyframe_detections(self.detector.detect, window.frames[window.chunk],
@@ -248,7 +248,7 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
         own = video.frame_shape()
         size = processing_size(own, config.data.min_side)
         if size != own:
-            frames, scale = enlarge_frames(frames, size), np.array([size[1] / own[1], size[0] / own[0]])
+            frames, scale = enlarge_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w, scale), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
                        energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
@@ -257,7 +257,7 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
             for window, arrays in parts:
                 bar.update(window.stop - window.start)
                 if scale is not None:
-                    arrays = {**arrays, "boxes": (arrays["boxes"] / np.tile(scale, 2)).astype(arrays["boxes"].dtype)}
+                    arrays = {**arrays, "boxes": (arrays["boxes"] / scale).astype(arrays["boxes"].dtype)}
                 yield arrays, window.stop - window.start
 
         cache.write_chunks(video.name, chunks(), source)
@@ -618,8 +618,9 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
     metrics["position_norm"] = config.score.position_norm  # off: the heuristic is the plain motion-energy rule
-    if (out / "fusion.json").is_file():
-        metrics["fusion"] = json.loads((out / "fusion.json").read_text())
+    if not (out / "fusion.json").is_file():  # the score stage writes it beside cube_scores.npz
+        raise FileNotFoundError(f"{out / 'fusion.json'} not found: run `vad score` again")
+    metrics["fusion"] = json.loads((out / "fusion.json").read_text())
     labelled = all(d["label"] is not None for d in scores.values())
     if labelled:
         labels = [d["label"] for d in scores.values()]
