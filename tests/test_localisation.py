@@ -78,16 +78,46 @@ def test_a_runs_cubes_are_matched_to_the_masks_of_their_own_frame():
 def test_masks_of_another_size_than_the_frames_are_named_not_scored(tmp_path):
     """A resized copy of Avenue keeps its frame labels (any set pixel) but its boxes no longer meet the masks: the
     evaluation names the mismatch and skips RBDC/TBDC instead of scoring boxes against the wrong pixels."""
-    from pipelines.video.stages import _mask_size_mismatch
+    from pipelines.video.stages import _mask_mismatch
     from tests.layouts import frames, write_avi
 
     avi = write_avi(tmp_path / "08.avi", frames(4, h=16, w=24))
-    info = {"videos": [{"name": "08", "path": str(avi)}]}
-    assert _mask_size_mismatch(info, [[np.zeros((16, 24), np.uint8)] * 4]) == ""
-    assert _mask_size_mismatch(info, [[np.zeros((32, 48), np.uint8)] * 4]) == (
+    info = {"videos": [{"name": "08", "path": str(avi), "n_frames": 4}]}
+    assert _mask_mismatch(info, [[np.zeros((16, 24), np.uint8)] * 4]) == ""
+    assert _mask_mismatch(info, [[np.zeros((32, 48), np.uint8)] * 4]) == (
         f"the masks of video 08 ({avi}) are 48x32 pixels, its frames 24x16")
     from pipelines.video.report import _localisation
 
     assert "Localisation not measured: the masks of video 08" in _localisation({"localisation_skipped": (
         "the masks of video 08 (x.avi) are 48x32 pixels, its frames 24x16")})
     assert _localisation({}) == ""
+
+
+def test_videos_without_masks_are_left_out_and_counted():
+    """UCSD Ped1 has pixel masks for 10 of its 36 test videos: a video without them (None) is left out of RBDC, TBDC
+    and the pixel-level AUC, which then equal those of the videos that have them, and the counts say so."""
+    from vad.localisation import localisation_metrics
+
+    mask = _mask([(10, 10, 20, 20)])
+    cubes = {"video": np.array([0, 0, 1, 1]), "frame": np.array([0, 1, 0, 1]),
+             "boxes": np.array([[10, 10, 20, 20], [40, 0, 50, 10], [40, 0, 50, 10], [10, 10, 20, 20]], np.float32)}
+    scores = np.array([0.9, 0.1, 0.95, 0.2])  # video 1's false box outscores everything: it would cost RBDC
+    both = localisation_metrics(cubes, scores, [[mask, _mask([])], [_mask([]), mask]])
+    first = localisation_metrics(cubes, scores, [[mask, _mask([])], None])
+    assert both["rbdc"] < 1.0 and first["rbdc"] == pytest.approx(1.0) and first["pixel_auc"] == 1.0
+    assert (first["n_videos"], first["n_videos_total"], first["n_frames"], first["n_regions"]) == (1, 2, 2, 1)
+    from pipelines.video.report import _localisation
+
+    assert "(1 of the 2 videos have them)" in _localisation({"localisation": first})
+    assert "videos have them" not in _localisation({"localisation": both})
+
+
+def test_mask_count_other_than_the_frame_count_is_named(tmp_path):
+    from pipelines.video.stages import _mask_mismatch
+    from tests.layouts import frames, write_avi
+
+    avi = write_avi(tmp_path / "08.avi", frames(4, h=16, w=24))
+    info = {"videos": [{"name": "08", "path": str(avi), "n_frames": 4}, {"name": "x", "path": "none", "n_frames": 9}]}
+    masks = [[np.zeros((16, 24), np.uint8)] * 3, None]  # the second video has no masks: not checked
+    assert _mask_mismatch(info, masks) == f"video 08 ({avi}) has 3 pixel masks for its 4 frames"
+    assert _mask_mismatch(info, [[np.zeros((16, 24), np.uint8)] * 4, None]) == ""

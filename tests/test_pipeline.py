@@ -263,3 +263,28 @@ def test_small_frames_are_processed_enlarged_with_boxes_kept_in_their_own_pixels
         for k in FIELDS:
             np.testing.assert_array_equal(f[k][()], want[k], err_msg=k)
         assert {(0.0, 0.0, 20.0, 30.0), (140.5, 90.0, 159.0, 119.0)} <= set(map(tuple, f["boxes"][()].tolist()))
+
+
+def test_ucsd_masks_of_some_videos_give_localisation_over_those(tmp_path):
+    """An official UCSD layout with a TestNNN_gt mask folder for one of its two videos (as Ped1's 10 of 36): vad eval
+    scores localisation over that video alone and says how many had masks."""
+    import shutil
+
+    rng = np.random.default_rng(0)
+    videos = []
+    for v in range(2):
+        video = rng.integers(60, 90, (30, 48, 64), dtype=np.uint8)
+        for t in range(30):
+            x = (2 * t + 7 * v) % 52
+            video[t, 20:32, x:x + 10] = 230
+        videos.append(video)
+    labels = [np.r_[np.zeros(15, int), np.ones(15, int)], np.zeros(30, int)]
+    root = write_ucsd_official(tmp_path / "ucsd", videos, ["16:30", []], masks=labels)
+    shutil.rmtree(root / "Test" / "Test002_gt")
+    out = tmp_path / "run"
+    assert main(["run", "--root", str(root), "--out", str(out), "--cache", str(tmp_path / "c"), "--config",
+                 "configs/demo.yaml", "--quiet"]) == 0
+    loc = json.loads((out / "metrics.json").read_text())["localisation"]
+    assert (loc["n_videos"], loc["n_videos_total"], loc["n_frames"]) == (1, 2, 30)
+    assert 0.0 <= loc["rbdc"] <= 1.0 and loc["n_regions"] == 15
+    assert "(1 of the 2 videos have them)" in (out / "report.html").read_text()

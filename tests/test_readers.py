@@ -275,3 +275,21 @@ def test_iter_frames_decodes_lazily_and_repeats_good_frames_over_bad_ones(tmp_pa
     assert "3 unreadable, truncated or corrupt frame(s)" in capsys.readouterr().err
     avi = open_videos(write_avi(tmp_path / "cam.avi", video))[0]
     assert np.array_equal(np.stack(list(avi.iter_frames())), avi.read_frames()) and avi.frame_count() == 6
+
+
+def test_pixel_masks_where_a_ucsd_video_has_a_gt_folder(tmp_path):
+    """The official UCSD release has TestNNN_gt mask folders for some videos (Ped1: 10 of 36): ``pixel_masks`` reads
+    them, one per frame at the frames' size, and gives None for a video without one and for the preprocessed
+    layout (no masks)."""
+    import shutil
+
+    from vad.readers import pixel_masks
+
+    root = write_ucsd_official(tmp_path / "ucsd", [frames(4), frames(3)], [[(2, 3)], []],
+                               masks=[np.array([0, 1, 1, 0]), np.array([0, 0, 0])])
+    shutil.rmtree(root / "Test" / "Test002_gt")
+    first, second = (pixel_masks(v.path) for v in open_dataset(root))
+    assert second is None and len(first) == 4 and first[0].shape == (16, 24)
+    assert [bool(m.any()) for m in first] == [False, True, True, False]
+    pre = write_ucsd_preprocessed(tmp_path / "pre", [frames(3)], [[(1, 1)]])
+    assert pixel_masks(open_dataset(pre)[0].path) is None

@@ -501,10 +501,26 @@ def avenue_mask_file(video_path: str | Path) -> Path | None:
     return mask if mask.is_file() else None
 
 
-def avenue_masks(video_path: str | Path) -> list[np.ndarray] | None:
-    """The video's per-frame anomaly masks (HxW, nonzero = abnormal) from its official mask file, or None."""
-    path = avenue_mask_file(video_path)
-    return None if path is None else [np.asarray(m) for m in load_mat_var(path, "volLabel").ravel()]
+def pixel_mask_source(video_path: str | Path) -> Path | None:
+    """Where a test video's per-frame pixel masks are: Avenue's official mask file, or a UCSD video's ``TestNNN_gt``
+    folder of mask images beside its ``TestNNN`` frame folder (Ped1's release has them for 10 of its 36 videos,
+    Ped2's for all 12); None when it has none."""
+    avenue = avenue_mask_file(video_path)
+    if avenue is not None:
+        return avenue
+    path = Path(video_path)
+    gt = path.with_name(f"{path.name}_gt")
+    return gt if path.is_dir() and gt.is_dir() else None
+
+
+def pixel_masks(video_path: str | Path) -> list[np.ndarray] | None:
+    """The video's per-frame anomaly masks (HxW, nonzero = abnormal) from ``pixel_mask_source``, or None."""
+    source = pixel_mask_source(video_path)
+    if source is None:
+        return None
+    if source.is_dir():
+        return [_read_image(p, True) for p in frame_files(source)]
+    return [np.asarray(m) for m in load_mat_var(source, "volLabel").ravel()]
 
 
 def _avenue_masks(root: Path, videos: list[Video]) -> list[Video]:

@@ -136,7 +136,9 @@ def _localisation(m: dict[str, Any]) -> str:
     if not loc:
         skipped = m.get("localisation_skipped")
         return f"<p class='muted'>Localisation not measured: {html.escape(skipped)}.</p>" if skipped else ""
-    return (f"<p>Where, against the pixel masks: RBDC <b>{loc['rbdc']:.3f}</b>, TBDC <b>{loc['tbdc']:.3f}</b> "
+    some = (f" ({loc['n_videos']} of the {loc['n_videos_total']} videos have them)"
+            if loc["n_videos"] < loc["n_videos_total"] else "")
+    return (f"<p>Where, against the pixel masks{some}: RBDC <b>{loc['rbdc']:.3f}</b>, TBDC <b>{loc['tbdc']:.3f}</b> "
             f"({loc['n_regions']} abnormal regions in {loc['n_tracks']} tracks; a region is found by a box with IoU "
             f"&ge; {loc['beta']}), pixel-level AUC {loc['pixel_auc']:.3f}.</p>")
 

@@ -54,7 +54,7 @@ from vad.events import event_threshold, find_events, peak_box
 from vad.flow import make_flow
 from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
-from vad.readers import Video, avenue_masks, image_files, open_dataset, open_training_split, open_videos
+from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, pixel_masks
 from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, tail_share, zscore
 from vad.tracks import link_tracks, track_mean
 
@@ -636,9 +636,9 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
         metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, metrics["fusion"])
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
-        masks = [avenue_masks(v["path"]) for v in info["videos"]]
-        if all(m is not None for m in masks):
-            wrong = _mask_size_mismatch(info, masks)
+        masks = [pixel_masks(v["path"]) for v in info["videos"]]
+        if any(m is not None for m in masks):  # every Avenue video; UCSD's with a TestNNN_gt folder
+            wrong = _mask_mismatch(info, masks)
             if wrong:  # the frame labels stay right (any set pixel); box against mask overlap would not be
                 metrics["localisation_skipped"] = wrong
                 print(f"warning: no localisation (RBDC/TBDC): {wrong}", file=sys.stderr)
@@ -655,9 +655,14 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     return metrics
 
 
-def _mask_size_mismatch(info: dict[str, Any], masks: list[list[np.ndarray]]) -> str:
-    """Which video's pixel masks are not the size of its frames (a resized copy of the videos, say), or ''."""
+def _mask_mismatch(info: dict[str, Any], masks: list[list[np.ndarray] | None]) -> str:
+    """Which video's pixel masks are not the size of its frames (a resized copy of the videos, say) or not one per
+    frame, or ''."""
     for v, video_masks in zip(info["videos"], masks):
+        if video_masks is None:
+            continue
+        if len(video_masks) != v["n_frames"]:
+            return f"video {v['name']} ({v['path']}) has {len(video_masks)} pixel masks for its {v['n_frames']} frames"
         shape = Video(v["name"], Path(v["path"])).frame_shape()
         if video_masks and video_masks[0].shape[:2] != shape:
             (mh, mw), (h, w) = video_masks[0].shape[:2], shape
