@@ -34,6 +34,14 @@ def test_the_training_fast_reference_needs_the_semi_supervised_mode():
     assert load_config(None, ["score.fast_reference=training", "model.train_on=training"]).score.fast_percentile == 99
 
 
+def test_the_processing_size_bounds_are_checked():
+    with pytest.raises(ConfigError, match="data.max_side.*never shrink"):
+        load_config(None, ["data.max_side=8"])
+    with pytest.raises(ConfigError, match=r"data.max_side.*data.min_side \(240\)"):
+        load_config(None, ["data.min_side=240", "data.max_side=200"])
+    assert load_config(None, ["data.min_side=240", "data.max_side=240"]).data.max_side == 240
+
+
 def test_shipped_configs_load():
     """Every shipped config loads, and every value it sets reaches the resolved config unchanged."""
     from pathlib import Path

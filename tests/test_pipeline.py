@@ -234,7 +234,7 @@ def test_small_frames_are_processed_enlarged_with_boxes_kept_in_their_own_pixels
     from pipelines.video.stages import BoxSource, extract_video
     from vad.cache import FIELDS, CubeCache
     from vad.config import load_config
-    from vad.cubes import enlarge_frames, processing_size
+    from vad.cubes import processing_size, resize_frames
     from vad.flow import make_flow
     from vad.readers import open_dataset
     from vad.regions import load_box_file, merge_boxes, video_motion_boxes
@@ -249,7 +249,7 @@ def test_small_frames_are_processed_enlarged_with_boxes_kept_in_their_own_pixels
                          ["regions.sources=[motion,file]", f"regions.box_file={tmp_path / 'boxes.npz'}",
                           "data.min_side=240"])
     frames = video.read_frames()
-    big = np.stack(list(enlarge_frames(frames, (240, 320))))
+    big = np.stack(list(resize_frames(frames, (240, 320))))
     assert frames.shape[1:] == (120, 160) and big.shape[1:] == (240, 320)
     flow = make_flow("dis")
     file_boxes = [b * 2 for b in load_box_file(tmp_path / "boxes.npz", [T])[0]]
@@ -288,3 +288,40 @@ def test_ucsd_masks_of_some_videos_give_localisation_over_those(tmp_path):
     assert (loc["n_videos"], loc["n_videos_total"], loc["n_frames"]) == (1, 2, 30)
     assert 0.0 <= loc["rbdc"] <= 1.0 and loc["n_regions"] == 15
     assert "(1 of the 2 videos have them)" in (out / "report.html").read_text()
+
+
+def test_large_frames_are_processed_shrunk_with_boxes_kept_in_their_own_pixels(tmp_path):
+    """``data.max_side``: a 320x240 video is cut into cubes from its frames shrunk to 160x120 (pixel-area averaging;
+    the motion boxes, flow and energy of the shrunk frames), and the cache keeps the boxes in the video's own pixels."""
+    import cv2
+    import h5py
+
+    from pipelines.video.stages import BoxSource, extract_video
+    from tests.layouts import write_frames
+    from vad.cache import FIELDS, CubeCache
+    from vad.config import load_config
+    from vad.cubes import processing_size, resize_frames
+    from vad.flow import make_flow
+    from vad.readers import Video, open_dataset
+    from vad.regions import video_motion_boxes
+
+    assert processing_size((1080, 1920), 0, 480) == (480, 853) and processing_size((576, 768), 0, 480) == (480, 640)
+    assert processing_size((360, 640), 0, 480) == (360, 640) and processing_size((120, 160), 240, 480) == (240, 320)
+    T = 12
+    small = open_dataset(make_synthetic_ucsd(tmp_path / "syn", n_videos=1, n_frames=T, seed=3))[0].read_frames()
+    large = np.stack([cv2.resize(f, (320, 240), interpolation=cv2.INTER_CUBIC) for f in small])
+    video = Video("big", write_frames(tmp_path / "big", large, ".png"))
+    config = load_config(REPO / "configs" / "demo.yaml", ["data.max_side=120"])
+    shrunk = np.stack(list(resize_frames(large, (120, 160))))
+    assert np.array_equal(shrunk[0], cv2.resize(large[0], (160, 120), interpolation=cv2.INTER_AREA))
+    flow = make_flow("dis")
+    want = _whole_video_cubes(shrunk, video_motion_boxes(shrunk, **config.regions.motion_settings()), flow,
+                              gap=config.flow.gap, energy_gap=config.flow.energy_gap,
+                              energy_aspect=config.flow.energy_aspect)
+    assert len(want["frame"]) > T
+    want["boxes"] = want["boxes"] * 2
+    cache = CubeCache(tmp_path / "cache", {})
+    extract_video(config, video, cache, BoxSource(config, [video]), flow, None, progress=False)
+    with h5py.File(cache.path(video.name), "r") as f:
+        for k in FIELDS:
+            np.testing.assert_array_equal(f[k][()], want[k], err_msg=k)

@@ -10,9 +10,9 @@ measured at a resolution they never saw (docs/BENCHMARKS_LOG.md, "Ped2 at Ped1's
       --out runs/ped2_238_vec
   python tools/resize_dataset.py --root ../shared/data/avenue_partial --size 320 180 --out /tmp/avenue_320
 
-UCSD: every ``*/frames/**/*.jpg`` is shrunk with area averaging and written as JPEG (quality 95), the label file
-(``*.mat``) copied. Avenue: every ``testing_videos/*.avi`` and ``training_videos/*.avi`` is re-encoded (MJPG, 25
-fps) from frames shrunk the same way; the label files (``frame_labels_avenue.npy``, ``testing_label_mask/``) are
+UCSD: every ``*/frames/**/*.jpg`` is resized (shrunk with area averaging, enlarged bicubic) and written as JPEG
+(quality 95), the label file (``*.mat``) copied. Avenue: every ``testing_videos/*.avi`` and ``training_videos/*.avi``
+is re-encoded (MJPG, 25 fps) from frames resized the same way; the label files (``frame_labels_avenue.npy``, ``testing_label_mask/``) are
 copied as they are, so the frame labels stay right (a frame is abnormal if any mask pixel is set) while the masks
 keep their own size, and the evaluation then skips RBDC/TBDC, saying why. The copy is built beside OUT and renamed
 into place when complete.
@@ -28,6 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 
+def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``size`` (width, height): area averaging when it shrinks, bicubic when it enlarges (area
+    interpolation enlarges by repeating pixels, which no camera does)."""
+    shrink = size[0] * size[1] <= image.shape[0] * image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
 def resize_frames(root: Path, out: Path, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     """Every ``*/frames/**/*.jpg`` of ``root`` resized to ``size`` (width, height) under ``out``; returns the count
     and the first frame's own (height, width)."""
@@ -40,7 +47,7 @@ def resize_frames(root: Path, out: Path, size: tuple[int, int]) -> tuple[int, tu
         own = own or image.shape[:2]
         target = out / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), cv2.resize(image, size, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(target), resized(image, size), [cv2.IMWRITE_JPEG_QUALITY, 95])
     return len(frames), own
 
 
@@ -58,7 +65,7 @@ def resize_videos(root: Path, out: Path, size: tuple[int, int]) -> tuple[int, tu
                 if not ok:
                     break
                 own = own or frame.shape[:2]
-                writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+                writer.write(resized(frame, size))
                 count += 1
         finally:
             capture.release()

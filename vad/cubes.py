@@ -161,21 +161,32 @@ def window_cubes(window: Window, boxes_per_frame: Sequence[np.ndarray], flow_est
             "frame": centre.astype(np.int32)}
 
 
-def processing_size(frame_hw: tuple[int, int], min_side: int) -> tuple[int, int]:
-    """(height, width) at which frames of ``frame_hw`` are processed: enlarged, aspect kept, until the shorter side
-    has ``min_side`` pixels (``data.min_side``; 0 or a frame already that large: its own size)."""
+def processing_size(frame_hw: tuple[int, int], min_side: int = 0, max_side: int = 0) -> tuple[int, int]:
+    """(height, width) at which frames of ``frame_hw`` are processed, aspect kept: enlarged until the shorter side has
+    ``min_side`` pixels (``data.min_side``), shrunk until it has ``max_side`` (``data.max_side``); a bound of 0, or
+    a frame within the bounds: its own size."""
     h, w = frame_hw
-    if min_side <= min(h, w):
+    short = min(h, w)
+    if min_side and short < min_side:
+        target = min_side
+    elif max_side and short > max_side:
+        target = max_side
+    else:
         return h, w
-    scale = min_side / min(h, w)
-    return max(round(h * scale), min_side), max(round(w * scale), min_side)
+    scale = target / short
+    return max(round(h * scale), target), max(round(w * scale), target)
 
 
-def enlarge_frames(frames: Iterable[np.ndarray], size_hw: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Each frame resized (bilinear) to ``size_hw``; frames of that size pass through untouched."""
+def resize_frames(frames: Iterable[np.ndarray], size_hw: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Each frame resized to ``size_hw`` (bilinear when enlarging, pixel-area averaging when shrinking, which does not
+    alias); frames of that size pass through untouched."""
     h, w = size_hw
     for frame in frames:
-        yield frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+        if frame.shape[:2] == (h, w):
+            yield frame
+        else:
+            shrink = h * w < frame.shape[0] * frame.shape[1]
+            yield cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def iter_cubes(frames: Iterable[np.ndarray], boxes_for: Callable[[Window], Sequence[np.ndarray]], flow_estimator,

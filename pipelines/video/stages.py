@@ -49,7 +49,7 @@ from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, veloc
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.config import Config, load_config
 from vad.cube_models import fit_cloze, learned_score
-from vad.cubes import Window, enlarge_frames, iter_cubes, processing_size
+from vad.cubes import Window, iter_cubes, processing_size, resize_frames
 from vad.events import event_threshold, find_events, peak_box
 from vad.flow import make_flow
 from vad.localisation import localisation_metrics
@@ -182,6 +182,7 @@ def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shar
         "flow": {**to_dict(config)["flow"], "raft_weights": _file_fingerprint(config.flow.raft_weights)},
         "bad_frames": config.data.bad_frames,
         "min_side": config.data.min_side,
+        "max_side": config.data.max_side,
     }
     return CubeCache(cache_root, settings, shard)
 
@@ -219,7 +220,8 @@ class BoxSource:
 
     def __call__(self, video: Video, window: Window, scale: np.ndarray | None = None) -> list[np.ndarray]:
         """The boxes of the frames of ``window``'s chunk; ``scale`` (x, y, x, y): how much the window's frames were
-        enlarged (``data.min_side``), applied to the file's boxes, which are in the video's own pixels."""
+        resized (``data.min_side``, ``data.max_side``), applied to the file's boxes, which are in the video's own
+        pixels."""
         r = self.config.regions
         lists = []
         if self.file_boxes is not None:
@@ -241,14 +243,15 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
                   source: dict[str, Any] | None, progress: bool = True, chunk: int = EXTRACT_CHUNK) -> None:
     """Stream one video's frames through boxes, flow and cubes into its cache file, ``chunk`` frames at a time:
     memory holds one window of frames and its cubes, whatever the video's length. Frames smaller than
-    ``data.min_side`` are processed enlarged; the cached boxes are in the video's own pixels all the same."""
+    ``data.min_side`` are processed enlarged, larger than ``data.max_side`` shrunk; the cached boxes are in the
+    video's own pixels all the same."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     scale = None
-    if config.data.min_side:
+    if config.data.min_side or config.data.max_side:
         own = video.frame_shape()
-        size = processing_size(own, config.data.min_side)
+        size = processing_size(own, config.data.min_side, config.data.max_side)
         if size != own:
-            frames, scale = enlarge_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
+            frames, scale = resize_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w, scale), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
                        energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
