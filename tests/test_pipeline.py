@@ -290,13 +290,13 @@ def test_ucsd_masks_of_some_videos_give_localisation_over_those(tmp_path):
     assert "(1 of the 2 videos have them)" in (out / "report.html").read_text()
 
 
-def test_large_frames_are_processed_shrunk_with_boxes_kept_in_their_own_pixels(tmp_path):
+def test_large_frames_are_processed_shrunk_with_boxes_kept_in_their_own_pixels(tmp_path, capsys):
     """``data.max_side``: a 320x240 video is cut into cubes from its frames shrunk to 160x120 (pixel-area averaging;
     the motion boxes, flow and energy of the shrunk frames), and the cache keeps the boxes in the video's own pixels."""
     import cv2
     import h5py
 
-    from pipelines.video.stages import BoxSource, extract_video
+    from pipelines.video.stages import BoxSource, extract_video, warn_about_videos
     from tests.layouts import write_frames
     from vad.cache import FIELDS, CubeCache
     from vad.config import load_config
@@ -325,3 +325,6 @@ def test_large_frames_are_processed_shrunk_with_boxes_kept_in_their_own_pixels(t
     with h5py.File(cache.path(video.name), "r") as f:
         for k in FIELDS:
             np.testing.assert_array_equal(f[k][()], want[k], err_msg=k)
+    warn_about_videos([video], config, None)  # the resize is said aloud
+    assert "note: video big of 320x240 pixels processed at 160x120 (data.min_side 0, data.max_side 120)" in \
+        capsys.readouterr().err

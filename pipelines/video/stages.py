@@ -61,12 +61,24 @@ from vad.tracks import link_tracks, track_mean
 
 # ----------------------------------------------------------------------------------------------- set-up
 def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> None:
-    """Say aloud what would otherwise pass silently: very short videos, a --root that is not a dataset root."""
+    """Say aloud what would otherwise pass silently: very short videos, frames processed at another size
+    (``data.min_side``, ``data.max_side``), a --root that is not a dataset root."""
+    resized: dict[tuple[tuple[int, int], tuple[int, int]], list[str]] = {}
     for v in videos:
         if v.frame_count() < config.cubes.frames:
             print(f"warning: video {v.name} ({v.path}) has only {v.frame_count()} frames, fewer than a cube's "
                   f"{config.cubes.frames}: its cubes repeat its edge frames, so its scores are unreliable",
                   file=sys.stderr)
+        if config.data.min_side or config.data.max_side:
+            own = v.frame_shape()
+            size = processing_size(own, config.data.min_side, config.data.max_side)
+            if size != own:
+                resized.setdefault((own, size), []).append(v.name)
+    for ((h, w), (ph, pw)), names in resized.items():
+        which = f"video {names[0]}" if len(names) == 1 else f"{len(names)} videos ({names[0]}, ...)"
+        print(f"note: {which} of {w}x{h} pixels processed at {pw}x{ph} (data.min_side {config.data.min_side}, "
+              f"data.max_side {config.data.max_side}); boxes, reports and exports stay in the videos' own pixels",
+              file=sys.stderr)
     if root is not None and config.data.layout == "auto" and all(v.labels is None for v in videos):
         what = ("a single folder of frames" if Path(root).is_dir() and image_files(Path(root))
                 else "not a labelled dataset root (UCSD, preprocessed UCSD or Avenue layout)")
