@@ -12,10 +12,10 @@ measured at a resolution they never saw (docs/BENCHMARKS_LOG.md, "Ped2 at Ped1's
 
 UCSD: every ``*/frames/**/*.jpg`` is resized (shrunk with area averaging, enlarged bicubic) and written as JPEG
 (quality 95), the label file (``*.mat``) copied. Avenue: every ``testing_videos/*.avi`` and ``training_videos/*.avi``
-is re-encoded (MJPG, 25 fps) from frames resized the same way; the label files (``frame_labels_avenue.npy``, ``testing_label_mask/``) are
-copied as they are, so the frame labels stay right (a frame is abnormal if any mask pixel is set) while the masks
-keep their own size, and the evaluation then skips RBDC/TBDC, saying why. The copy is built beside OUT and renamed
-into place when complete.
+is re-encoded (MJPG, 25 fps) from frames resized the same way; the label files (``frame_labels_avenue.npy``,
+``testing_label_mask/``) are copied as they are, so the frame labels stay right (a frame is abnormal if any mask
+pixel is set) while the masks keep their own size, and the evaluation then skips RBDC/TBDC, saying why. The copy
+is built beside OUT and renamed into place when complete.
 """
 from __future__ import annotations
 
