@@ -34,6 +34,14 @@ def test_the_training_fast_reference_needs_the_semi_supervised_mode():
     assert load_config(None, ["score.fast_reference=training", "model.train_on=training"]).score.fast_percentile == 99
 
 
+def test_the_semi_supervised_bank_option_needs_that_mode():
+    with pytest.raises(ConfigError, match="attributes.semi_bank"):
+        load_config(None, ["attributes.semi_bank=both"])
+    with pytest.raises(ConfigError, match="attributes.semi_bank"):
+        load_config(None, ["attributes.semi_bank=all", "model.train_on=training"])
+    assert load_config(None, ["attributes.semi_bank=both", "model.train_on=training"]).attributes.semi_bank == "both"
+
+
 def test_the_processing_size_bounds_are_checked():
     with pytest.raises(ConfigError, match="data.max_side.*never shrink"):
         load_config(None, ["data.max_side=8"])

@@ -108,6 +108,39 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
     assert info["training"]["cache"] != info["cache"]
 
 
+def test_semi_supervised_bank_of_training_and_scored_cubes(generated, tmp_path):
+    """attributes.semi_bank=both: the density's bank holds the training and the scored cubes (the transductive
+    exclusion and cleansing, each video its own group); the scored cubes' rarity equals that of a density fitted on
+    the union's rows directly, and differs from the training-only bank's."""
+    from pipelines.video.run_folder import cache_of, load_run
+    from pipelines.video.stages import attribute_scores
+    from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
+
+    root, _ = generated
+    run = tmp_path / "both"
+    assert main(["run", "--config", CONFIG, "--root", str(root), "--out", str(run), "--cache", str(root.parent / "cache"),
+                 "--train-on", "training", "--set", "attributes.semi_bank=both", "--quiet"]) == 0
+    assert _metrics(run)["model_auc_micro"] > 0.95  # 0.99 measured
+    config, info = load_run(run)
+    parts = []
+    for part in (info, info["training"]):
+        cache = cache_of(part)
+        names = [v["name"] for v in part["videos"]]
+        arrays = cache.load(names, fields=("boxes", "frame"))
+        hist = np.concatenate([cache.map_rows(n, "flow", velocity_histogram) for n in names])
+        parts.append((attribute_rows(hist, arrays["boxes"], False), arrays))
+    (X, a), (T, t) = parts
+    a_cfg = config.attributes
+    direct = AttributeKNN(k=a_cfg.k, exclude_frames=a_cfg.exclude_frames, cleanse=a_cfg.cleanse,
+                          pooled=VELOCITY_COLUMNS).fit(np.concatenate([X, T]),
+                                                        np.concatenate([a["video"], 100 + t["video"]]),
+                                                        np.concatenate([a["frame"], t["frame"]])).decision_scores_
+    both = attribute_scores(config, info)
+    np.testing.assert_allclose(both, direct[:len(X)], rtol=1e-5)
+    config.attributes.semi_bank = "training"
+    assert not np.allclose(attribute_scores(config, info), both)
+
+
 def test_any_videos_learn_from_normal_footage_given_with_train_videos(generated, tmp_path, capsys):
     """--videos with --train-videos: the semi-supervised mode for footage that is not a dataset. The same test and
     training videos give the same scores as the dataset's own semi-supervised run; without normal footage, or with

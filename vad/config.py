@@ -165,6 +165,11 @@ class AttributeConfig:
     cleanse: float = 0.1  # share of the most distant cubes dropped from the bank before scoring again
     scale_aware: bool = False  # velocity per box height
     max_bank: int = 50000  # bank rows (a seeded sample beyond this): linear cost on long footage
+    # semi-supervised mode: training (the bank is the training videos' cubes, as the semi-supervised literature) |
+    # both (the training and the scored cubes, under the transductive exclusion and cleansing: more normal variety
+    # where the training footage is short; not comparable with published semi-supervised figures;
+    # docs/BENCHMARKS.md#semi-bank)
+    semi_bank: str = "training"
 
 
 @dataclass
@@ -410,6 +415,9 @@ def _check_model_score(checks: Checks, c: Config) -> None:
         checks.positive(f"attributes.{key}", getattr(a, key))
     checks.non_negative("attributes.exclude_frames", a.exclude_frames)
     checks.need(0 <= a.cleanse < 1, "attributes.cleanse", a.cleanse, "must be within [0, 1)")
+    checks.one_of("attributes.semi_bank", a.semi_bank, ("training", "both"))
+    checks.need(a.semi_bank == "training" or m.train_on == "training", "attributes.semi_bank", a.semi_bank,
+                "both needs the semi-supervised mode (model.train_on=training): it adds the training videos' cubes")
 
 
 def validate(config: Config) -> Config:

@@ -411,7 +411,8 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     """Every scored cube's attribute rarity (``vad.attributes.AttributeKNN``), the attributes read from the cache
     one slice of flow at a time. Transductive: fitted on the scored cubes themselves, with the same-video temporal
     exclusion and the cleansing; semi-supervised: fitted on the training videos' cubes (no exclusion or cleansing
-    needed), scoring the test cubes as new data."""
+    needed), scoring the test cubes as new data, or with ``attributes.semi_bank: both`` fitted on the training and
+    the scored cubes together under the transductive rules (each video its own group)."""
     a = config.attributes
 
     def rows(part: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -424,10 +425,16 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     if len(X) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))
     if config.model.train_on == "training":
-        train_X, _ = rows(info["training"])
-        model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank, pooled=VELOCITY_COLUMNS,
-                             seed=config.seed)
-        return model.fit(train_X).decision_function(X)
+        train_X, train_arrays = rows(info["training"])
+        if a.semi_bank == "training":
+            model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank,
+                                 pooled=VELOCITY_COLUMNS, seed=config.seed)
+            return model.fit(train_X).decision_function(X)
+        groups = np.concatenate([arrays["video"], len(info["videos"]) + train_arrays["video"]])
+        model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
+                             pooled=VELOCITY_COLUMNS, seed=config.seed)
+        return model.fit(np.concatenate([X, train_X]), groups,
+                         np.concatenate([arrays["frame"], train_arrays["frame"]])).decision_scores_[:len(X)]
     model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
                          pooled=VELOCITY_COLUMNS, seed=config.seed)
     return model.fit(X, arrays["video"], arrays["frame"]).decision_scores_
