@@ -145,12 +145,17 @@ def test_event_threshold_rules():
     assert (scores[0] > value).sum() >= 10 and (scores[0][:190] > value).mean() < 0.05
 
 
-def test_peak_box_is_the_best_cube_of_the_event():
-    video, frame = np.array([0, 0, 0, 1]), np.array([3, 4, 9, 4])
-    boxes = np.arange(16, dtype=np.float32).reshape(4, 4)
-    score = np.array([1.0, 2.0, 9.0, 5.0])
-    assert peak_box(video, frame, boxes, score, 0, 3, 5).tolist() == boxes[1].tolist()
-    assert peak_box(video, frame, boxes, score, 0, 5, 8) is None
+def test_peak_box_is_the_best_cube_of_the_events_peak_frame():
+    """The report draws the box on the event's peak frame, so it is that frame's best cube, not the event's best cube
+    of another frame (where the object stood elsewhere); a peak frame without cubes takes the nearest frame with one."""
+    video, frame = np.array([0, 0, 0, 0, 0, 1]), np.array([3, 4, 4, 6, 9, 4])
+    boxes = np.arange(24, dtype=np.float32).reshape(6, 4)
+    score = np.array([8.0, 2.0, 3.0, 7.0, 9.0, 5.0])  # the event 3..6's best cube is in frame 3
+    assert peak_box(video, frame, boxes, score, 0, 4, 3, 6).tolist() == boxes[2].tolist()  # frame 4's best
+    assert peak_box(video, frame, boxes, score, 0, 3, 3, 6).tolist() == boxes[0].tolist()
+    assert peak_box(video, frame, boxes, score, 0, 5, 3, 6).tolist() == boxes[2].tolist()  # 4 and 6 as near: 4
+    assert peak_box(video, frame, boxes, score, 0, 8, 5, 8).tolist() == boxes[3].tolist()  # frame 6, not 9 outside
+    assert peak_box(video, frame, boxes, score, 0, 7, 7, 8) is None
 
 
 def test_gaussian_smoothing_and_per_video_normalisation():

@@ -66,9 +66,13 @@ def find_events(scores: np.ndarray, threshold: float, min_length: int = 1, merge
 
 
 def peak_box(video: np.ndarray, frame: np.ndarray, boxes: np.ndarray, cube_score: np.ndarray, v: int,
-             first: int, last: int) -> np.ndarray | None:
-    """The box (x1, y1, x2, y2) of the highest-scored cube of video ``v`` in frames first..last (None: no cube)."""
+             peak: int, first: int, last: int) -> np.ndarray | None:
+    """The box (x1, y1, x2, y2) of the highest-scored cube of video ``v`` in its event's ``peak`` frame, the frame a
+    report shows (the event's best cube may sit in another frame, where the object was elsewhere); when the peak
+    frame has no cube, in the event's frame nearest to it that has one (first..last; None: no cube at all)."""
     inside = np.flatnonzero((video == v) & (frame >= first) & (frame <= last))
     if len(inside) == 0:
         return None
-    return boxes[inside[np.argmax(cube_score[inside])]]
+    nearest = inside[np.abs(frame[inside] - peak) == np.abs(frame[inside] - peak).min()]
+    nearest = nearest[frame[nearest] == frame[nearest].min()]  # two frames equally near: the earlier
+    return boxes[nearest[np.argmax(cube_score[nearest])]]

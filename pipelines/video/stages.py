@@ -607,14 +607,14 @@ def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
 
 def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[np.ndarray],
                  arrays: dict[str, np.ndarray], cube_score: np.ndarray) -> None:
-    """events.csv: runs of frames above the event threshold, with the box of their most anomalous cube
-    (``cube_score``: the cubes' fused score, as the frames')."""
+    """events.csv: runs of frames above the event threshold, with their peak frame and the box of its most anomalous
+    cube (``cube_score``: the cubes' fused score, as the frames')."""
     threshold, rule = event_threshold(frames, config.events)
     rows = []
     for v, (video, s) in enumerate(zip(info["videos"], frames)):
         for first, last in find_events(s, threshold, config.events.min_length, config.events.merge_gap):
             peak = first + int(np.argmax(s[first:last + 1]))
-            box = peak_box(arrays["video"], arrays["frame"], arrays["boxes"], cube_score, v, first, last)
+            box = peak_box(arrays["video"], arrays["frame"], arrays["boxes"], cube_score, v, peak, first, last)
             rows.append([video["name"], first, last, peak, f"{s[peak]:.6g}",
                          *(["", "", "", ""] if box is None else [f"{c:.1f}" for c in box])])
     with atomic_path(out / "events.csv") as tmp, tmp.open("w", newline="") as f:
