@@ -73,6 +73,6 @@ def peak_box(video: np.ndarray, frame: np.ndarray, boxes: np.ndarray, cube_score
     inside = np.flatnonzero((video == v) & (frame >= first) & (frame <= last))
     if len(inside) == 0:
         return None
-    nearest = inside[np.abs(frame[inside] - peak) == np.abs(frame[inside] - peak).min()]
-    nearest = nearest[frame[nearest] == frame[nearest].min()]  # two frames equally near: the earlier
-    return boxes[nearest[np.argmax(cube_score[nearest])]]
+    near = inside[np.lexsort((frame[inside], np.abs(frame[inside] - peak)))[0]]  # equally near: the earlier
+    rows = inside[frame[inside] == frame[near]]
+    return boxes[rows[np.argmax(cube_score[rows])]]

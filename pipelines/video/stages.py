@@ -69,11 +69,9 @@ def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> 
             print(f"warning: video {v.name} ({v.path}) has only {v.frame_count()} frames, fewer than a cube's "
                   f"{config.cubes.frames}: its cubes repeat its edge frames, so its scores are unreliable",
                   file=sys.stderr)
-        if config.data.min_side or config.data.max_side:
-            own = v.frame_shape()
-            size = processing_size(own, config.data.min_side, config.data.max_side)
-            if size != own:
-                resized.setdefault((own, size), []).append(v.name)
+        own, size = _processing_size(config, v)
+        if size != own:
+            resized.setdefault((own, size), []).append(v.name)
     for ((h, w), (ph, pw)), names in resized.items():
         which = f"video {names[0]}" if len(names) == 1 else f"{len(names)} videos ({names[0]}, ...)"
         print(f"note: {which} of {w}x{h} pixels processed at {pw}x{ph} (data.min_side {config.data.min_side}, "
@@ -251,6 +249,16 @@ class BoxSource:
         return regions_mod.merge_boxes(*lists)
 
 
+def _processing_size(config: Config, video: Video) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The video's own (height, width) and the one it is processed at (``data.min_side``, ``data.max_side``); the
+    frame is read only when a bound is set."""
+    d = config.data
+    if not (d.min_side or d.max_side):
+        return (0, 0), (0, 0)
+    own = video.frame_shape()
+    return own, processing_size(own, d.min_side, d.max_side)
+
+
 def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: BoxSource, flow,
                   source: dict[str, Any] | None, progress: bool = True, chunk: int = EXTRACT_CHUNK) -> None:
     """Stream one video's frames through boxes, flow and cubes into its cache file, ``chunk`` frames at a time:
@@ -259,11 +267,9 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
     video's own pixels all the same."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     scale = None
-    if config.data.min_side or config.data.max_side:
-        own = video.frame_shape()
-        size = processing_size(own, config.data.min_side, config.data.max_side)
-        if size != own:
-            frames, scale = resize_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
+    own, size = _processing_size(config, video)
+    if size != own:
+        frames, scale = resize_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w, scale), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
                        energy_gap=config.flow.energy_gap, energy_aspect=config.flow.energy_aspect)
@@ -424,20 +430,19 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     X, arrays = rows(info)
     if len(X) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))
+    n, bank, groups, times = len(X), X, arrays["video"], arrays["frame"]
     if config.model.train_on == "training":
         train_X, train_arrays = rows(info["training"])
         if a.semi_bank == "training":
             model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank,
                                  pooled=VELOCITY_COLUMNS, seed=config.seed)
             return model.fit(train_X).decision_function(X)
-        groups = np.concatenate([arrays["video"], len(info["videos"]) + train_arrays["video"]])
-        model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
-                             pooled=VELOCITY_COLUMNS, seed=config.seed)
-        return model.fit(np.concatenate([X, train_X]), groups,
-                         np.concatenate([arrays["frame"], train_arrays["frame"]])).decision_scores_[:len(X)]
+        bank = np.concatenate([X, train_X])  # semi_bank both: the transductive fit over both sets
+        groups = np.concatenate([groups, len(info["videos"]) + train_arrays["video"]])
+        times = np.concatenate([times, train_arrays["frame"]])
     model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
                          pooled=VELOCITY_COLUMNS, seed=config.seed)
-    return model.fit(X, arrays["video"], arrays["frame"]).decision_scores_
+    return model.fit(bank, groups, times).decision_scores_[:n]
 
 
 def _write_cube_errors(out: Path, errors: np.ndarray, targets: list[str], history: Any,
