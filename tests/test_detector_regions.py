@@ -21,6 +21,7 @@ from vad.regions import (
     make_detector,
     network_size,
     remove_covered,
+    resolve_detector_precision,
     resolve_runtime,
 )
 
@@ -59,6 +60,16 @@ def test_runtime_auto_is_onnxruntime_for_fp32_on_a_cpu():
     assert resolve_runtime("auto", "cpu", "bf16") == "torch"
     assert resolve_runtime("auto", "cuda:0", "fp32") == "torch"
     assert resolve_runtime("torch", "cpu", "fp32") == "torch"
+
+
+def test_detector_precision_auto_is_fp32_on_any_cpu(monkeypatch):
+    import image_od.engine.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)  # as on an AMX or AVX512-BF16 CPU
+    assert precision.resolve_precision("auto", "cpu") == "bf16"  # what the training loop would pick there
+    assert resolve_detector_precision("auto", "cpu") == "fp32"  # the detector: ONNX Runtime's fp32 is faster
+    assert resolve_runtime("auto", "cpu", resolve_detector_precision("auto", "cpu")) == "onnxruntime"
+    assert resolve_detector_precision("bf16", "cpu") == "bf16"  # an explicit choice is kept
 
 
 def _frames(n: int) -> np.ndarray:

@@ -53,7 +53,7 @@ class RegionConfig:
     detector_nms_iou: float = 0.45  # non-maximum suppression between boxes of one class (Darknet models)
     detector_min_area: float = 100.0
     detector_imgsz: int = 640  # network input: the frame scaled to this longer side (multiples of 32)
-    detector_precision: str = "auto"  # auto (bf16 only where native) | fp32 | bf16 (Darknet models)
+    detector_precision: str = "auto"  # auto (fp32 on a CPU, bf16 on an accelerator where native) | fp32 | bf16
     detector_runtime: str = "auto"  # auto (ONNX Runtime for fp32 on a CPU, else PyTorch) | torch | onnxruntime
     # the detector on every n-th frame, boxes interpolated between; 3 costs less than the flow beside it and kept
     # the frame AUC on Ped2 and Avenue partial (1: every frame; docs/BENCHMARKS.md#detector-settings)

@@ -241,6 +241,17 @@ class DarknetBoxes:
                 for boxes in self.detector.detect(frames, input_size=size)]
 
 
+def resolve_detector_precision(precision: str, device: str) -> str:
+    """The detector's precision: ``auto`` is fp32 on a CPU even where bf16 is native, since ONNX Runtime's fp32 ran
+    1.8x PyTorch's native bf16 there (Yolo-Fastest-XL at 640, an AMX Xeon, 2 threads) and gives the same boxes on
+    every CPU; on an accelerator it is bf16 where native (``image_od.engine.precision.resolve_precision``)."""
+    from image_od.engine.precision import resolve_precision
+
+    if precision == "auto" and str(device).split(":")[0] == "cpu":
+        return "fp32"
+    return resolve_precision(precision, device)
+
+
 def resolve_runtime(runtime: str, device: str, precision: str) -> str:
     """What runs a Darknet model: ``auto`` is ONNX Runtime for fp32 on a CPU (about 1.6x PyTorch's eager speed
     there), PyTorch otherwise (accelerators, and bf16 autocast where the CPU runs bf16 natively)."""

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 from image_od.data.samples import ArrayData, SampleSource
 from image_od.e3outlier.generative import GenerativeE3Outlier, Normaliser
 from image_od.engine import distributed
-from image_od.engine.precision import resolve_precision
 from image_od.engine.training import resolve_device
 from image_od.files.atomic import atomic_path, write_json
 from image_od.files.settings import ConfigError, save_settings, to_dict
@@ -172,11 +171,17 @@ def _detector_key(config: Config) -> dict[str, Any]:
             hashes[Path(name).suffix.lstrip(".")] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
         except OSError as err:
             raise regions_mod.RegionError(f"detector file unreadable: {name} ({err.strerror})") from None
-    device = resolve_device(config.device)
-    precision = resolve_precision(r.detector_precision, device)
+    _, precision, runtime = _detector_execution(config)
     return {"detector_weights": {"path": str(Path(r.detector_weights).resolve()), "sha256": hashes},
-            "detector_precision": precision,
-            "detector_runtime": regions_mod.resolve_runtime(r.detector_runtime, str(device), precision)}
+            "detector_precision": precision, "detector_runtime": runtime}
+
+
+def _detector_execution(config: Config) -> tuple[str, str, str]:
+    """Where and how the detector runs: device, resolved precision and runtime."""
+    r = config.regions
+    device = str(resolve_device(config.device))
+    precision = regions_mod.resolve_detector_precision(r.detector_precision, device)
+    return device, precision, regions_mod.resolve_runtime(r.detector_runtime, device, precision)
 
 
 def cube_cache(config: Config, videos: list[Video], cache_root: str | Path, shard: int | None = None) -> CubeCache:
@@ -221,11 +226,9 @@ class BoxSource:
         if "detector" in r.sources:
             if not r.detector_weights:
                 raise ValueError("regions.sources has 'detector' but regions.detector_weights is not set")
-            device = resolve_device(config.device)
-            precision = resolve_precision(r.detector_precision, device)
+            device, precision, runtime = _detector_execution(config)
             self.detector = regions_mod.make_detector(
-                r.detector_weights, device=str(device), precision=precision,
-                runtime=regions_mod.resolve_runtime(r.detector_runtime, str(device), precision),
+                r.detector_weights, device=device, precision=precision, runtime=runtime,
                 allow_pickle=r.unsafe_pickle, **r.detector_settings())
 
     def __call__(self, video: Video, window: Window, scale: np.ndarray | None = None) -> list[np.ndarray]:
