@@ -516,10 +516,11 @@ def score_stage(out: str | Path) -> None:
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
-    model_cubes, placed_energy, reference = _position_normalised(config, info, model_cubes, energy, arrays)
+    model_cubes, placed_energy = _position_normalised(config, info, model_cubes, energy, arrays)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
-    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames, reference)
+    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames,
+                                _fusion_reference(config, info))
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
@@ -550,34 +551,45 @@ def _track_energy(config: Config, part: dict[str, Any]) -> tuple[dict[str, np.nd
     return arrays, track, track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
 
 
+def _training_energy(config: Config, info: dict[str, Any]
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The training videos' cubes, their track-averaged motion energies, and the reference the scored cubes' energies
+    are measured against in the semi-supervised mode: the energies and boxes of the training cubes that move more
+    than ``score.fast_floor`` (standing people would put a cell's median near zero), all of them if none does."""
+    arrays, _, energy = _track_energy(config, info["training"])
+    moving = energy > config.score.fast_floor
+    if not moving.any():
+        moving[:] = True
+    return arrays, energy, (energy[moving], arrays["boxes"][moving])
+
+
 def _position_normalised(config: Config, info: dict[str, Any], model_cubes: np.ndarray, energy: np.ndarray,
-                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
     ``score.position_norm`` asks (over the run, or per video); with ``training`` only the motion energies, against
-    the training videos' cubes that move more than ``score.fast_floor`` (standing people would put a cell's median
-    near zero; the learned score already measures against the training cubes); unchanged otherwise. Third: with
-    ``training`` and ``score.fast_reference: training``, the training videos' own heuristic frame scores,
-    normalised the same way (the fusion's reference), else None."""
+    the training videos' moving cubes of their cell (the learned score already measures against the training
+    cubes); unchanged otherwise."""
     mode, grid = config.score.position_norm, config.score.position_grid
     if mode == "off":
-        return model_cubes, energy, None
+        return model_cubes, energy
     if mode == "training":
-        part = info["training"]
-        train_arrays, _, train_energy = _track_energy(config, part)
-        moving = train_energy > config.score.fast_floor
-        if not moving.any():  # nothing moves in the training videos: measure against all of them
-            moving[:] = True
-        reference = (train_energy[moving], train_arrays["boxes"][moving])
-        train_frames = None
-        if config.score.fast_reference == "training":
-            train_placed = position_normalise(train_energy, train_arrays["boxes"], train_arrays["video"], grid,
-                                              reference=reference)
-            train_frames = frame_scores(train_placed, train_arrays["video"], train_arrays["frame"],
-                                        [v["n_frames"] for v in part["videos"]])
-        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid,
-                                               reference=reference), train_frames
+        reference = _training_energy(config, info)[2]
+        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=reference)
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
-    return *(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy)), None
+    return position_normalise(model_cubes, arrays["boxes"], groups, grid), position_normalise(energy, arrays["boxes"],
+                                                                                            groups, grid)
+
+
+def _fusion_reference(config: Config, info: dict[str, Any]) -> list[np.ndarray] | None:
+    """With ``score.position_norm: training`` and ``score.fast_reference: training``, the training videos' own
+    heuristic frame scores, normalised as the scored videos' are (what the fusion's fast share is read against);
+    None otherwise."""
+    if config.score.position_norm != "training" or config.score.fast_reference != "training":
+        return None
+    arrays, energy, reference = _training_energy(config, info)
+    placed = position_normalise(energy, arrays["boxes"], arrays["video"], config.score.position_grid,
+                                reference=reference)
+    return frame_scores(placed, arrays["video"], arrays["frame"], [v["n_frames"] for v in info["training"]["videos"]])
 
 
 def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndarray], energy: np.ndarray,
