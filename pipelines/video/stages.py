@@ -516,11 +516,12 @@ def score_stage(out: str | Path) -> None:
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
-    model_cubes, placed_energy = _position_normalised(config, info, model_cubes, energy, arrays)
+    training = _training_energy(config, info) if config.score.position_norm == "training" else None
+    model_cubes, placed_energy = _position_normalised(config, model_cubes, energy, arrays, training)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
     fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames,
-                                _fusion_reference(config, info))
+                                _fusion_reference(config, info, training))
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
@@ -551,8 +552,10 @@ def _track_energy(config: Config, part: dict[str, Any]) -> tuple[dict[str, np.nd
     return arrays, track, track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
 
 
-def _training_energy(config: Config, info: dict[str, Any]
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+TrainingEnergy = tuple[dict[str, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]
+
+
+def _training_energy(config: Config, info: dict[str, Any]) -> TrainingEnergy:
     """The training videos' cubes, their track-averaged motion energies, and the reference the scored cubes' energies
     are measured against in the semi-supervised mode: the energies and boxes of the training cubes that move more
     than ``score.fast_floor`` (standing people would put a cell's median near zero), all of them if none does."""
@@ -563,30 +566,29 @@ def _training_energy(config: Config, info: dict[str, Any]
     return arrays, energy, (energy[moving], arrays["boxes"][moving])
 
 
-def _position_normalised(config: Config, info: dict[str, Any], model_cubes: np.ndarray, energy: np.ndarray,
-                         arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray, arrays: dict[str, np.ndarray],
+                         training: TrainingEnergy | None) -> tuple[np.ndarray, np.ndarray]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
-    ``score.position_norm`` asks (over the run, or per video); with ``training`` only the motion energies, against
-    the training videos' moving cubes of their cell (the learned score already measures against the training
-    cubes); unchanged otherwise."""
+    ``score.position_norm`` asks (over the run, or per video); with ``training`` (``_training_energy``'s result)
+    only the motion energies, against the training videos' moving cubes of their cell (the learned score already
+    measures against the training cubes); unchanged otherwise."""
     mode, grid = config.score.position_norm, config.score.position_grid
     if mode == "off":
         return model_cubes, energy
     if mode == "training":
-        reference = _training_energy(config, info)[2]
-        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=reference)
+        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=training[2])
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
-    return position_normalise(model_cubes, arrays["boxes"], groups, grid), position_normalise(energy, arrays["boxes"],
-                                                                                            groups, grid)
+    return tuple(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy))
 
 
-def _fusion_reference(config: Config, info: dict[str, Any]) -> list[np.ndarray] | None:
-    """With ``score.position_norm: training`` and ``score.fast_reference: training``, the training videos' own
-    heuristic frame scores, normalised as the scored videos' are (what the fusion's fast share is read against);
-    None otherwise."""
-    if config.score.position_norm != "training" or config.score.fast_reference != "training":
+def _fusion_reference(config: Config, info: dict[str, Any],
+                      training: TrainingEnergy | None) -> list[np.ndarray] | None:
+    """With the training videos' energies (``training``, semi-supervised mode) and ``score.fast_reference:
+    training``, the training videos' own heuristic frame scores, normalised as the scored videos' are (what the
+    fusion's fast share is read against); None otherwise."""
+    if training is None or config.score.fast_reference != "training":
         return None
-    arrays, energy, reference = _training_energy(config, info)
+    arrays, energy, reference = training
     placed = position_normalise(energy, arrays["boxes"], arrays["video"], config.score.position_grid,
                                 reference=reference)
     return frame_scores(placed, arrays["video"], arrays["frame"], [v["n_frames"] for v in info["training"]["videos"]])
