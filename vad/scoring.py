@@ -119,18 +119,24 @@ def fuse(model: Sequence[np.ndarray], heuristic: Sequence[np.ndarray], weight: f
     return _weighted_z(model, heuristic, 1.0, weight)
 
 
+def moving(cube_speed: np.ndarray, floor: float) -> np.ndarray:
+    """The cubes faster than ``floor`` (pixels per frame): the moving ones. Static cubes (a detector also boxes
+    standing people) are left out of every speed reference, so they do not lower its median and with it the bar
+    for "fast"."""
+    return np.asarray(cube_speed) > floor
+
+
 def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
                mads: float = 3.0, floor: float = 0.0) -> float:
     """The share of frames holding a cube faster than median + ``mads`` robust deviations (1.4826 MAD) of the
     moving cubes' speed: how common clearly fast objects are. When they are in a large share of the frames, they
     are not rare in the data, so rarity cannot find them and the motion prior is what does (label-free evidence).
 
-    Cubes slower than ``floor`` (pixels per frame) are static and left out of the reference: a detector that also
-    boxes standing people must not lower the median, and with it the bar for "fast"."""
-    moving = cube_speed[cube_speed > floor]
-    if len(moving) == 0:
+    Cubes not ``moving`` faster than ``floor`` are left out of the reference."""
+    mask = moving(cube_speed, floor)
+    if not mask.any():
         return 0.0
-    median, mad = robust_scale(moving)
+    median, mad = robust_scale(cube_speed[mask])
     fastest = np.concatenate(frame_scores(cube_speed, video, frame, n_frames))
     return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
 

@@ -54,7 +54,16 @@ from vad.flow import make_flow
 from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, pixel_masks
-from vad.scoring import apply_fusion, fast_share, frame_scores, position_normalise, postprocess, tail_share, zscore
+from vad.scoring import (
+    apply_fusion,
+    fast_share,
+    frame_scores,
+    moving,
+    position_normalise,
+    postprocess,
+    tail_share,
+    zscore,
+)
 from vad.tracks import link_tracks, track_mean
 
 
@@ -560,10 +569,10 @@ def _training_energy(config: Config, info: dict[str, Any]) -> TrainingEnergy:
     are measured against in the semi-supervised mode: the energies and boxes of the training cubes that move more
     than ``score.fast_floor`` (standing people would put a cell's median near zero), all of them if none does."""
     arrays, _, energy = _track_energy(config, info["training"])
-    moving = energy > config.score.fast_floor
-    if not moving.any():
-        moving[:] = True
-    return arrays, energy, (energy[moving], arrays["boxes"][moving])
+    mask = moving(energy, config.score.fast_floor)
+    if not mask.any():
+        mask[:] = True
+    return arrays, energy, (energy[mask], arrays["boxes"][mask])
 
 
 def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray, arrays: dict[str, np.ndarray],
