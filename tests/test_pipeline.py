@@ -67,17 +67,22 @@ def test_synthetic_set_is_deterministic(tmp_path):
 
 
 def test_unlabeled_videos_get_scores_without_auc(tmp_path):
+    """--videos takes several paths (a folder and a file here, as a shell glob would give them)."""
     root = make_synthetic_ucsd(tmp_path / "syn", n_videos=1, n_frames=40)
     from vad.readers import open_dataset
 
     frames = open_dataset(root)[0].read_frames()
     write_avi(tmp_path / "vids" / "cam1.avi", frames)
+    write_avi(tmp_path / "more" / "cam2.avi", frames[:20])
     out = tmp_path / "run"
-    assert main(["run", "--videos", str(tmp_path / "vids"), "--out", str(out), "--cache", str(tmp_path / "c"),
-                 "--config", "configs/demo.yaml", "--set", "model.epochs=2", "--quiet"]) == 0
+    assert main(["run", "--videos", str(tmp_path / "vids"), str(tmp_path / "more" / "cam2.avi"), "--out", str(out),
+                 "--cache", str(tmp_path / "c"), "--config", "configs/demo.yaml", "--set", "model.epochs=2",
+                 "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "auc_micro" not in metrics and metrics["n_frames"] == 40
-    assert (out / "plots" / "cam1.png").is_file()
+    assert "auc_micro" not in metrics and metrics["n_frames"] == 60
+    assert (out / "plots" / "cam1.png").is_file() and (out / "plots" / "cam2.png").is_file()
+    assert json.loads((out / "videos.json").read_text())["source"] == \
+        f"{(tmp_path / 'vids').resolve()}, {(tmp_path / 'more' / 'cam2.avi').resolve()}"
 
 
 def test_video_with_no_motion_is_a_clear_error(tmp_path, capsys):

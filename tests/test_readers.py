@@ -198,6 +198,21 @@ def test_open_videos_file_frame_folder_and_mixed_folder(tmp_path):
     assert detect_layout(tmp_path / "cams") == "videos"
 
 
+def test_open_videos_from_several_paths_refuses_two_videos_of_one_name(tmp_path):
+    """Several paths (a shell glob) give their videos in order; a video's name names its output rows and its cache
+    entry, so two of one name (cam1.avi beside cam1.mp4, or the same clip in two folders) are refused, naming both."""
+    write_avi(tmp_path / "a" / "cam1.avi", frames(5))
+    write_frames(tmp_path / "b" / "cam2", frames(3), ".png")
+    videos = open_videos([tmp_path / "a" / "cam1.avi", str(tmp_path / "b")])
+    assert [(v.name, v.frame_count()) for v in videos] == [("cam1", 5), ("cam2", 3)]
+    write_avi(tmp_path / "c" / "cam1.avi", frames(4))
+    with pytest.raises(DatasetError, match=r"two videos would both be called 'cam1' .*a/cam1.avi and .*c/cam1.avi"):
+        open_videos([tmp_path / "a", tmp_path / "c"])
+    write_avi(tmp_path / "a" / "cam1.mp4", frames(4))
+    with pytest.raises(DatasetError, match=r"'cam1' .*cam1.avi and .*cam1.mp4|'cam1' .*cam1.mp4 and .*cam1.avi"):
+        open_videos(tmp_path / "a")
+
+
 def test_frame_images_in_natural_order(tmp_path):
     folder = tmp_path / "clip"
     folder.mkdir()

@@ -24,7 +24,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import h5py
@@ -631,9 +631,23 @@ def open_dataset(root: str | Path, layout: str = "auto", *, avenue_labels: str =
     return videos
 
 
-def open_videos(path: str | Path) -> list[Video]:
-    """Unlabeled videos: a video file, a folder of frames, or a folder of video files and/or frame folders."""
-    path = Path(path)
+def open_videos(paths: str | Path | Sequence[str | Path]) -> list[Video]:
+    """Unlabeled videos from one path or several, each a video file, a folder of frames, or a folder of video files
+    and/or frame folders. A video's name (its file's stem or its folder's name) names its rows in the outputs and
+    its cache entry, so two videos with the same name are refused, with both paths named."""
+    videos = [v for path in ([paths] if isinstance(paths, (str, Path)) else paths) for v in _videos_at(Path(path))]
+    seen: dict[str, Video] = {}
+    for v in videos:
+        if v.name in seen:
+            raise DatasetError(f"two videos would both be called {v.name!r} (the name of their rows in the outputs and "
+                               f"of their cache entries): {seen[v.name].path} and {v.path}; rename one, or score them "
+                               "in separate runs")
+        seen[v.name] = v
+    return videos
+
+
+def _videos_at(path: Path) -> list[Video]:
+    """``open_videos`` of one path."""
     if not path.exists():
         raise DatasetError(f"video path not found: {path}")
     if path.is_file():

@@ -42,7 +42,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                    "--config configs/avenue.yaml --config configs/paper.yaml; defaults fill missing keys")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--root", help="labelled dataset root (UCSD official/preprocessed or Avenue layout)")
-    src.add_argument("--videos", help="unlabeled video file, folder of frames or folder of videos")
+    src.add_argument("--videos", nargs="+", metavar="PATH",
+                     help="unlabeled videos: video files, folders of frames or folders of videos (one or more; "
+                          "a shell glob such as clips/*.mp4 works)")
     regions = p.add_mutually_exclusive_group()
     regions.add_argument("--boxes", help="precomputed boxes (.npz: boxes_xyxy, global_frame, video_lengths); "
                                          "replaces the configured region sources")
@@ -54,10 +56,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-on", choices=("test", "training"),
                    help="test: learn from the unlabeled videos that are scored (UVAD, the default); training: learn "
                         "from the dataset's normal training videos (semi-supervised); same as model.train_on")
-    p.add_argument("--train-videos", metavar="PATH",
-                   help="normal footage of the same camera(s) to learn from (a video file, a folder of frames or of "
-                        "videos), instead of a dataset's training split: the semi-supervised mode for any videos; "
-                        "implies --train-on training")
+    p.add_argument("--train-videos", nargs="+", metavar="PATH",
+                   help="normal footage of the same camera(s) to learn from (video files, folders of frames or of "
+                        "videos; one or more), instead of a dataset's training split: the semi-supervised mode for "
+                        "any videos; implies --train-on training")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.epochs=5 (repeatable)")
     p.add_argument("--cache", default="cache", help="cache root for extracted cubes (default: ./cache)")

@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Subset
@@ -92,8 +92,8 @@ def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> 
               f"{root} for unlabeled videos, or give the dataset's root folder for labels", file=sys.stderr)
 
 
-def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | None,
-             cache_root: str | Path, train_videos_path: str | None = None) -> list[Video]:
+def open_run(out: str | Path, config: Config, *, root: str | None, videos_path: str | Sequence[str] | None,
+             cache_root: str | Path, train_videos_path: str | Sequence[str] | None = None) -> list[Video]:
     """Create the run folder (removing the files a previous run wrote there, ``run_folder.claim``), resolve the
     videos and record config, environment and video list. In the semi-supervised mode the normal videos to learn
     from are ``train_videos_path`` if given, else the training split of the dataset at ``root``; every video is
@@ -142,8 +142,9 @@ def _check_same_frame_size(videos: list[Video], train_videos: list[Video]) -> No
                              "normal footage must come from the same camera at the same resolution")
 
 
-def _video_set(source: str, videos: list[Video], cache: CubeCache) -> dict[str, Any]:
-    return {"source": str(Path(source).resolve()), "cache": str(cache.folder.resolve()),
+def _video_set(source: str | Sequence[str], videos: list[Video], cache: CubeCache) -> dict[str, Any]:
+    paths = [source] if isinstance(source, (str, Path)) else source
+    return {"source": ", ".join(str(Path(p).resolve()) for p in paths), "cache": str(cache.folder.resolve()),
             "videos": [{"name": v.name, "path": str(v.path), "n_frames": v.frame_count(),
                         "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos]}
 
@@ -751,8 +752,8 @@ def _per_component_auc(cubes, info: dict[str, Any], labels: list[np.ndarray]) ->
 
 
 # ----------------------------------------------------------------------------------------------- run
-def run(config: Config, out: str | Path, *, root: str | None = None, videos_path: str | None = None,
-        cache_root: str | Path = "cache", train_videos_path: str | None = None, progress: bool = True,
+def run(config: Config, out: str | Path, *, root: str | None = None, videos_path: str | Sequence[str] | None = None,
+        cache_root: str | Path = "cache", train_videos_path: str | Sequence[str] | None = None, progress: bool = True,
         make_plots: bool = True) -> dict[str, Any]:
     """All stages in order, timed; returns the metrics (under torchrun, on rank 0; the other ranks get {})."""
     t0 = time.perf_counter()
