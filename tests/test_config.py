@@ -91,6 +91,23 @@ def test_dataset_configs_hold_only_data_format_facts():
         assert not method_settings, f"configs/{stem}.yaml sets method settings: {method_settings}"
 
 
+def test_each_config_processes_its_own_frame_size_unchanged_and_smaller_footage_enlarged():
+    """``data.min_side`` is the frame size a config's pixel settings were made for: a no-op on its dataset's own
+    frames (the benchmark figures do not move), an enlargement for smaller footage (Avenue at 320x180 is processed at
+    640x360 with Avenue's settings; any 238x158 video at 362x240 with the defaults, Ped2's settings)."""
+    from vad.cubes import processing_size
+
+    native = {"ucsd_ped2": (240, 360), "avenue": (360, 640), "ucsd_ped1": (158, 238), "demo": (120, 160)}
+    for stem, size in native.items():
+        d = load_config(f"configs/{stem}.yaml").data
+        assert processing_size(size, d.min_side, d.max_side) == size, stem
+    d = load_config("configs/avenue.yaml").data
+    assert processing_size((180, 320), d.min_side, d.max_side) == (360, 640)
+    d = load_config(None).data
+    assert processing_size((158, 238), d.min_side, d.max_side) == (240, 362)
+    assert processing_size((576, 768), d.min_side, d.max_side) == (480, 640)
+
+
 def test_config_files_layer_in_order():
     c = load_config(["configs/ucsd_ped2.yaml", "configs/paper.yaml"], ["model.epochs=4"])
     assert c.name == "ucsd_ped2" and c.model.widths == [32, 64, 128] and c.score.motion_weight == 0.0

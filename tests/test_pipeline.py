@@ -331,5 +331,5 @@ def test_large_frames_are_processed_shrunk_with_boxes_kept_in_their_own_pixels(t
         for k in FIELDS:
             np.testing.assert_array_equal(f[k][()], want[k], err_msg=k)
     warn_about_videos([video], config, None)  # the resize is said aloud
-    assert "note: video big of 320x240 pixels processed at 160x120 (data.min_side 0, data.max_side 120)" in \
+    assert "note: video big of 320x240 pixels processed at 160x120 (data.min_side 120, data.max_side 120)" in \
         capsys.readouterr().err
