@@ -58,25 +58,24 @@ def _cube_rank(scores: np.ndarray) -> np.ndarray:
     return ranks / max(len(scores) - 1, 1)
 
 
-def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float]]:
-    """(video, frame, score) of the peak frames of events.csv by peak score, then of the highest-scored remaining
-    frames at least 10 frames from those already chosen, up to ``top``."""
+def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float, bool]]:
+    """(video, frame, score, is_alarm) of the peak frames of events.csv by peak score (alarms), then of the
+    highest-scored remaining frames at least 10 frames from those already chosen, up to ``top``."""
     _, frames, _ = _run_data(out)
-    chosen: list[tuple[str, int, float]] = []
     events = sorted(run_folder.read_events(out), key=lambda r: -r["peak_score"])
-    chosen = [(r["video"], r["peak_frame"], r["peak_score"]) for r in events[:top]]
+    chosen = [(r["video"], r["peak_frame"], r["peak_score"], True) for r in events[:top]]
     candidates = sorted(((float(s), name, t) for name, d in frames.items() for t, s in enumerate(d["score"])),
                         reverse=True)
     for s, name, t in candidates:
         if len(chosen) >= top:
             break
-        if all(name != v or abs(t - u) >= 10 for v, u, _ in chosen):
-            chosen.append((name, t, s))
+        if all(name != v or abs(t - u) >= 10 for v, u, _, _ in chosen):
+            chosen.append((name, t, s, False))
     return chosen
 
 
 def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
-    """plots/top_events.png: the ``top`` most anomalous frames, every cube box drawn coloured by its score rank
+    """plots/top_events.png: the ``top`` most anomalous frames (``top_event_frames``), every cube box drawn coloured by its score rank
     (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
     from pipelines.figures import grid_figure
 
@@ -91,10 +90,10 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
     bad_frames = run_folder.checked_bad_frames(out)
     images = {}
     for name in {c[0] for c in chosen}:
-        wanted = {t for v, t, _ in chosen if v == name}
+        wanted = {t for v, t, _, _ in chosen if v == name}
         images.update({(name, t): img for t, img in read_frames_at(paths[name], wanted, bad_frames).items()})
     fig, axes = grid_figure(len(chosen), 4, 3.6, 2.9)
-    for ax, (name, t, score) in zip(axes, chosen):
+    for k, (ax, (name, t, score, alarm)) in enumerate(zip(axes, chosen)):
         img = images.get((name, t))
         if img is None:
             continue
@@ -102,8 +101,9 @@ def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
         ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         label = frames[name]["label"]
         truth = "" if label is None else ("  [abnormal]" if label[t] else "  [normal]")
-        ax.set_title(f"{name} frame {t}: {score:.2f}{truth}", fontsize=8)
-    fig.suptitle("most anomalous frames (box colour: cube score rank, green low to red high)", fontsize=9)
+        ax.set_title(f"{f'alarm {k + 1}: ' if alarm else ''}{name} frame {t}: {score:.2f}{truth}", fontsize=8)
+    fig.suptitle("the alarms' peak frames (events.csv, highest first), then the highest-scored other frames "
+                 "(box colour: cube score rank, green low to red high)", fontsize=9)
     fig.tight_layout()
     path = out / "plots" / "top_events.png"
     path.parent.mkdir(exist_ok=True)
