@@ -178,7 +178,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
     esc = html.escape
     n_frames = sum(len(d["score"]) for d in frames.values())
     settings = [
-        ("data", f"{esc(str(info.get('source', '')))}: {len(frames)} videos, {n_frames:,} frames, "
+        ("data", f"{esc(str(info.get('source', '')))}: {len(frames)} video{'s' * (len(frames) != 1)}, {n_frames:,} frames, "
                  f"{metrics.get('n_cubes', 0):,} cubes"),
         ("mode", "transductive (learns from the scored videos themselves)" if config.model.train_on == "test" else
                  "semi-supervised (fitted on the training videos)"),
@@ -193,7 +193,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
                    esc(f"{fusion.get('rule', '?')}, motion weight {fusion.get('motion_weight', '?')}")),
         ("alarms", esc(f"{alarms.get('n_events', len(events))} events; threshold {threshold:.3g} "
                        f"({alarms.get('rule', '?')})") if threshold is not None else "none"),
-        ("software", esc(f"git {str(env.get('git_commit', '?'))[:10]}, "
+        ("software", esc(f"git {str(env['git_commit'])[:10] if env.get('git_commit') else 'unknown (not a checkout)'}, "
                          f"torch {env.get('versions', {}).get('torch', '?')}, seed {env.get('seed', '?')}")),
         ("files", " · ".join(f'<a href="{n}">{n}</a>' for n in ("frame_scores.csv", "events.csv", "metrics.json",
                                                                  "config.yaml") if (out / n).is_file())),
@@ -202,7 +202,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
         settings.append(("time", esc(", ".join(f"{k} {v}" for k, v in metrics["timings"].items()))))
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>{esc(config.name)}: anomaly report</title><style>{STYLE}</style></head><body>",
-             f"<h1>Anomaly report: {esc(config.name)} <span class='muted'>({esc(out.name)})</span></h1>",
+             f"<h1>Anomaly report: {esc(config.name)} <span class='muted'>({esc(out.resolve().name)})</span></h1>",
              "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in settings) + "</dl>"]
     if labelled and "auc_micro" in metrics:
         parts += ["<h2>How well it did</h2><div style='display:flex;gap:32px;flex-wrap:wrap'><div>",
