@@ -213,6 +213,19 @@ def test_open_videos_from_several_paths_refuses_two_videos_of_one_name(tmp_path)
         open_videos(tmp_path / "a")
 
 
+def test_a_run_records_its_videos_by_absolute_path(tmp_path, monkeypatch):
+    """videos.json keeps absolute paths, so that `vad report`, `render` and `plot` find the frames from any working
+    directory after a run given relative paths (they failed with 'No such file or directory: ../data/...')."""
+    from pipelines.video.stages import _video_set
+    from vad.cache import CubeCache
+
+    write_frames(tmp_path / "data" / "clip", frames(3), ".png")
+    monkeypatch.chdir(tmp_path / "data")
+    info = _video_set("clip", open_videos("clip"), CubeCache(tmp_path / "cache", {}))
+    assert info["videos"][0]["path"] == str((tmp_path / "data" / "clip").resolve())
+    assert info["source"] == str((tmp_path / "data" / "clip").resolve())
+
+
 def test_frame_images_in_natural_order(tmp_path):
     folder = tmp_path / "clip"
     folder.mkdir()

@@ -184,7 +184,9 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
                  "semi-supervised (fitted on the training videos)"),
         ("regions", esc(", ".join(config.regions.sources or [])) +
                     (f" (detector {esc(Path(config.regions.detector_weights).name)})"
-                     if config.regions.detector_weights else "")),
+                     if config.regions.detector_weights else "") +
+                    (f" (boxes {esc(Path(config.regions.box_file).name)})"
+                     if "file" in (config.regions.sources or []) and config.regions.box_file else "")),
         ("learned score", "object-attribute density" if config.attributes.use == "alone" else
                           f"cloze generators ({esc(', '.join(config.model.targets))})" +
                           (" + attribute density" if config.attributes.use == "sum" else "")),

@@ -145,7 +145,7 @@ def _check_same_frame_size(videos: list[Video], train_videos: list[Video]) -> No
 def _video_set(source: str | Sequence[str], videos: list[Video], cache: CubeCache) -> dict[str, Any]:
     paths = [source] if isinstance(source, (str, Path)) else source
     return {"source": ", ".join(str(Path(p).resolve()) for p in paths), "cache": str(cache.folder.resolve()),
-            "videos": [{"name": v.name, "path": str(v.path), "n_frames": v.frame_count(),
+            "videos": [{"name": v.name, "path": str(Path(v.path).resolve()), "n_frames": v.frame_count(),
                         "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos]}
 
 
