@@ -274,7 +274,8 @@ def _check_data_regions(checks: Checks, c: Config) -> None:
     checks.need(d.max_side == 0 or 16 <= d.max_side <= 8192, "data.max_side", d.max_side,
                 "must be 0 (never shrink) or from 16 to 8192 pixels")
     checks.need(not (d.min_side and d.max_side) or d.min_side <= d.max_side, "data.max_side", d.max_side,
-                f"must not be below data.min_side ({d.min_side})")
+                f"must not be below data.min_side ({d.min_side}, the frame size the config's pixel settings "
+                f"were made for; set data.min_side too, e.g. data.min_side=0 to never enlarge)")
     checks.subset("regions.sources", r.sources, REGION_SOURCES)
     checks.need("file" not in r.sources or bool(r.box_file), "regions.box_file", r.box_file,
                 "must be set (or --boxes given) when regions.sources has 'file'")
