@@ -75,8 +75,8 @@ def top_event_frames(out: Path, top: int) -> list[tuple[str, int, float, bool]]:
 
 
 def plot_top_events(out: str | Path, top: int = 12) -> Path | None:
-    """plots/top_events.png: the ``top`` most anomalous frames (``top_event_frames``), every cube box drawn coloured by its score rank
-    (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
+    """plots/top_events.png: the ``top`` most anomalous frames (``top_event_frames``), every cube box drawn coloured
+    by its score rank (green to red) and the frame's most anomalous cube thick; None if the run has no frames."""
     from pipelines.figures import grid_figure
 
     out = Path(out)

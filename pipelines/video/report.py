@@ -178,8 +178,8 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
     esc = html.escape
     n_frames = sum(len(d["score"]) for d in frames.values())
     settings = [
-        ("data", f"{esc(str(info.get('source', '')))}: {len(frames)} video{'s' * (len(frames) != 1)}, {n_frames:,} frames, "
-                 f"{metrics.get('n_cubes', 0):,} cubes"),
+        ("data", f"{esc(str(info.get('source', '')))}: {len(frames)} video{'s' * (len(frames) != 1)}, "
+                 f"{n_frames:,} frames, {metrics.get('n_cubes', 0):,} cubes"),
         ("mode", "transductive (learns from the scored videos themselves)" if config.model.train_on == "test" else
                  "semi-supervised (fitted on the training videos)"),
         ("regions", esc(", ".join(config.regions.sources or [])) +
