@@ -14,7 +14,7 @@ from image_od.e3outlier.self_training import PseudoLabelSelfTraining, pseudo_lab
 from image_od.engine.training import TrainSettings
 from image_od.metrics import od_metrics
 from vad.cloze import HOF_BINS, middle_flow_hof
-from vad.events import event_threshold, find_events, peak_box
+from vad.events import event_threshold, find_events, object_box, peak_box
 from vad.scoring import per_video_zscore, postprocess, smooth
 
 
@@ -156,6 +156,19 @@ def test_peak_box_is_the_best_cube_of_the_events_peak_frame():
     assert peak_box(video, frame, boxes, score, 0, 5, 3, 6).tolist() == boxes[2].tolist()  # 4 and 6 as near: 4
     assert peak_box(video, frame, boxes, score, 0, 8, 5, 8).tolist() == boxes[3].tolist()  # frame 6, not 9 outside
     assert peak_box(video, frame, boxes, score, 0, 7, 7, 8) is None
+
+
+def test_an_events_box_shows_the_object_a_small_part_belongs_to():
+    """A small box touching a much larger one (feet below a person's detection) is shown united with it; a small box
+    standing apart, or one beside a box of its own size, is shown as it is."""
+    person, feet = [100, 50, 140, 150], [105, 152, 135, 165]  # 2 px below the person, 1/10 of its area
+    far, peer = [300, 50, 310, 60], [142, 60, 182, 160]
+    boxes = np.array([person, feet, far, peer], np.float32)
+    assert object_box(boxes, 1).tolist() == [100, 50, 140, 165]
+    assert object_box(boxes, 2).tolist() == far and object_box(boxes, 0).tolist() == person
+    assert object_box(boxes, 3).tolist() == peer  # 2 px from the person but as large: its own object
+    video, frame, score = np.zeros(4, int), np.zeros(4, int), np.array([1.0, 9.0, 2.0, 3.0])
+    assert peak_box(video, frame, boxes, score, 0, 0, 0, 0).tolist() == [100, 50, 140, 165]
 
 
 def test_gaussian_smoothing_and_per_video_normalisation():

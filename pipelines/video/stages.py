@@ -640,7 +640,7 @@ def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
 def write_events(out: Path, config: Config, info: dict[str, Any], frames: list[np.ndarray],
                  arrays: dict[str, np.ndarray], cube_score: np.ndarray) -> None:
     """events.csv: runs of frames above the event threshold, with their peak frame and the box of its most anomalous
-    cube (``cube_score``: the cubes' fused score, as the frames')."""
+    cube (``cube_score``: the cubes' fused score, as the frames') shown with its object (``vad.events.peak_box``)."""
     threshold, rule = event_threshold(frames, config.events)
     rows = []
     for v, (video, s) in enumerate(zip(info["videos"], frames)):
