@@ -28,7 +28,7 @@ class DataConfig:
     # frames whose shorter side is below this many pixels are enlarged (bilinear) for extraction, so that the
     # pixel-unit settings (motion blur and areas, speeds in pixels per frame) meet objects at the scale they were
     # made for: each config declares its own frame size here (these defaults are Ped2's settings, made at 240 rows;
-    # configs/avenue.yaml 360, ucsd_ped1.yaml 158, demo.yaml 120), a no-op at that size and above; cube boxes are
+    # configs/avenue.yaml 360, demo.yaml 120; Ped1 keeps these), a no-op at that size and above; cube boxes are
     # stored in the frame's own pixels (0: never enlarge; docs/BENCHMARKS.md#min-side)
     min_side: int = 240
     # frames whose shorter side exceeds this many pixels are shrunk (pixel-area averaging) for extraction: HD footage
