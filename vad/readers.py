@@ -631,11 +631,16 @@ def open_dataset(root: str | Path, layout: str = "auto", *, avenue_labels: str =
     return videos
 
 
+def path_list(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or several, as a list of paths."""
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
 def open_videos(paths: str | Path | Sequence[str | Path]) -> list[Video]:
     """Unlabeled videos from one path or several, each a video file, a folder of frames, or a folder of video files
     and/or frame folders. A video's name (its file's stem or its folder's name) names its rows in the outputs and
     its cache entry, so two videos with the same name are refused, with both paths named."""
-    videos = [v for path in ([paths] if isinstance(paths, (str, Path)) else paths) for v in _videos_at(Path(path))]
+    videos = [v for path in path_list(paths) for v in _videos_at(path)]
     seen: dict[str, Video] = {}
     for v in videos:
         if v.name in seen:

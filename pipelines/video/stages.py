@@ -53,7 +53,7 @@ from vad.events import event_threshold, find_events, peak_box
 from vad.flow import make_flow
 from vad.localisation import localisation_metrics
 from vad.metrics import auc_micro, frame_metrics
-from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, pixel_masks
+from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, path_list, pixel_masks
 from vad.scoring import (
     apply_fusion,
     fast_share,
@@ -77,9 +77,9 @@ def warn_about_videos(videos: list[Video], config: Config, root: str | None) -> 
             print(f"warning: video {v.name} ({v.path}) has only {v.frame_count()} frames, fewer than a cube's "
                   f"{config.cubes.frames}: its cubes repeat its edge frames, so its scores are unreliable",
                   file=sys.stderr)
-        own, size = _processing_size(config, v)
-        if size != own:
-            resized.setdefault((own, size), []).append(v.name)
+        sizes = _resized(config, v)
+        if sizes:
+            resized.setdefault(sizes, []).append(v.name)
     for ((h, w), (ph, pw)), names in resized.items():
         which = f"video {names[0]}" if len(names) == 1 else f"{len(names)} videos ({names[0]}, ...)"
         print(f"note: {which} of {w}x{h} pixels processed at {pw}x{ph} (data.min_side {config.data.min_side}, "
@@ -143,8 +143,7 @@ def _check_same_frame_size(videos: list[Video], train_videos: list[Video]) -> No
 
 
 def _video_set(source: str | Sequence[str], videos: list[Video], cache: CubeCache) -> dict[str, Any]:
-    paths = [source] if isinstance(source, (str, Path)) else source
-    return {"source": ", ".join(str(Path(p).resolve()) for p in paths), "cache": str(cache.folder.resolve()),
+    return {"source": ", ".join(str(p.resolve()) for p in path_list(source)), "cache": str(cache.folder.resolve()),
             "videos": [{"name": v.name, "path": str(Path(v.path).resolve()), "n_frames": v.frame_count(),
                         "labels": None if v.labels is None else v.labels.astype(int).tolist()} for v in videos]}
 
@@ -262,14 +261,15 @@ class BoxSource:
         return regions_mod.merge_boxes(*lists)
 
 
-def _processing_size(config: Config, video: Video) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The video's own (height, width) and the one it is processed at (``data.min_side``, ``data.max_side``); the
-    frame is read only when a bound is set."""
+def _resized(config: Config, video: Video) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The video's own (height, width) and the one it is processed at, where ``data.min_side`` or ``data.max_side``
+    resizes it; None where it is processed as it is (a frame is read only when a bound is set)."""
     d = config.data
     if not (d.min_side or d.max_side):
-        return (0, 0), (0, 0)
+        return None
     own = video.frame_shape()
-    return own, processing_size(own, d.min_side, d.max_side)
+    size = processing_size(own, d.min_side, d.max_side)
+    return (own, size) if size != own else None
 
 
 def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: BoxSource, flow,
@@ -280,8 +280,9 @@ def extract_video(config: Config, video: Video, cache: CubeCache, boxes_for: Box
     video's own pixels all the same."""
     frames = video.iter_frames(grey=config.data.grey, bad_frames=config.data.bad_frames)
     scale = None
-    own, size = _processing_size(config, video)
-    if size != own:
+    sizes = _resized(config, video)
+    if sizes:
+        own, size = sizes
         frames, scale = resize_frames(frames, size), np.tile([size[1] / own[1], size[0] / own[0]], 2)
     parts = iter_cubes(frames, lambda w: boxes_for(video, w, scale), flow, size=config.cubes.size,
                        n_frames=config.cubes.frames, chunk=chunk, flow_gap=config.flow.gap,
