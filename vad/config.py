@@ -191,10 +191,17 @@ class ScoreConfig:
     fast_percentile: float = 99.0
     # per-position normalisation of the cube scores and motion energy before the frame max: off | run | video (each
     # cube against the cubes of its cell of a position_grid x position_grid partition of the box centres, over the
-    # whole run or per video; vad.scoring.position_normalise) | training (semi-supervised mode only: the motion
-    # energy against the training videos' cubes of its cell that move more than fast_floor) | auto: training in the
-    # semi-supervised mode, off in the transductive one (docs/BENCHMARKS.md#semi-position)
+    # whole run or per video; vad.scoring.position_normalise) | trend (the motion energy only, divided by its trend
+    # over image position, a plane fitted to log energy: vad.scoring.position_trend) | training (semi-supervised mode
+    # only: the motion energy against the training videos' cubes of its cell that move more than fast_floor) | auto:
+    # training in the semi-supervised mode; in the transductive one trend where `perspective` says so, else off
+    # (docs/BENCHMARKS.md#semi-position, #perspective)
     position_norm: str = "auto"
+    # the camera sees its scene in strong perspective (far objects a third of the near ones or less, as UCSD Ped1's
+    # walkway): position_norm auto then takes the trend out of the motion energy in the transductive mode. It helped
+    # every source seen in perspective and costs up to 2 points on scenes seen from the side (Ped2, Avenue), so it is
+    # a fact each config states (docs/BENCHMARKS.md#perspective)
+    perspective: bool = False
     position_grid: int = 4
     # each cube's motion energy averaged along its object's track (cubes of neighbouring frames linked one to one
     # by box IoU >= track_min_iou) over track_window frames either side; 0: the cube's own (vad.tracks;
@@ -395,7 +402,7 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.need(math.isfinite(s.motion_weight), "score.motion_weight", s.motion_weight, "must be a finite number")
     checks.positive("score.smooth_window", s.smooth_window)
     checks.one_of("score.fusion", s.fusion, ("fixed", "fast_share"))
-    checks.one_of("score.position_norm", s.position_norm, ("off", "run", "video", "training", "auto"))
+    checks.one_of("score.position_norm", s.position_norm, ("off", "run", "video", "trend", "training", "auto"))
     checks.need(s.position_norm != "training" or m.train_on == "training", "score.position_norm", s.position_norm,
                 "needs the semi-supervised mode (model.train_on=training): its reference is the training videos")
     checks.count("score.position_grid", s.position_grid, 64)
@@ -429,7 +436,8 @@ def validate(config: Config) -> Config:
     if r.sources is None:
         r.sources = ["detector", "motion"] if r.detector_weights else ["motion"]
     if config.score.position_norm == "auto":
-        config.score.position_norm = "training" if config.model.train_on == "training" else "off"
+        config.score.position_norm = ("training" if config.model.train_on == "training"
+                                      else "trend" if config.score.perspective else "off")
     checks = Checks()
     checks.need(0 <= config.seed < 2 ** 32, "seed", config.seed, "must be within 0 .. 2**32-1")
     _check_device(checks, config.device)

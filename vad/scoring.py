@@ -175,6 +175,34 @@ def position_normalise(cube_scores: np.ndarray, boxes: np.ndarray, video: np.nda
     return out
 
 
+def position_trend(energy: np.ndarray, boxes: np.ndarray, moving_mask: np.ndarray, grid: int = 4,
+                   min_cubes: int = 30, clamp: float = 4.0) -> tuple[np.ndarray, dict[str, float]]:
+    """Per cube, the factor that takes the camera's perspective out of its motion energy (near objects move more
+    pixels), and what was fitted. A plane log e = a + b x + c y (position = box centre x, box bottom y) is fitted by
+    least squares through the medians of the cells of a ``grid`` x ``grid`` partition cut at the ``moving_mask``
+    cubes' position quantiles, each cell with at least ``min_cubes`` of them; the factor is exp(-(b (x - x_m) +
+    c (y - y_m))) about the moving cubes' median position, clamped to [1/clamp, clamp]. Three parameters cannot learn
+    one cell's anomalies as its normal, as a per-cell normalisation does. With fewer than three such cells, or no
+    moving cube, every factor is 1. The record: ``slope_x``, ``slope_y`` (per pixel, of log energy) and ``spread``,
+    the 90th over the 10th percentile of the moving cubes' factors."""
+    factor, fit = np.ones(len(energy), np.float64), {"slope_x": 0.0, "slope_y": 0.0, "spread": 1.0}
+    if not np.any(moving_mask):
+        return factor, fit
+    position = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], 1).astype(np.float64)
+    mine, log_e = position[moving_mask], np.log(np.asarray(energy, np.float64)[moving_mask])
+    cells = _grid_cells(mine, mine, grid)
+    rows = np.asarray([(*np.median(mine[cells == c], 0), np.median(log_e[cells == c]))
+                       for c in np.unique(cells) if np.sum(cells == c) >= min_cubes])
+    if len(rows) < 3:
+        return factor, fit
+    design = np.column_stack([np.ones(len(rows)), rows[:, 0], rows[:, 1]])
+    (_, b, c), *_ = np.linalg.lstsq(design, rows[:, 2], rcond=None)
+    centre = np.median(mine, 0)
+    factor = np.clip(np.exp(-(b * (position[:, 0] - centre[0]) + c * (position[:, 1] - centre[1]))), 1 / clamp, clamp)
+    low, high = np.percentile(factor[moving_mask], [10, 90])
+    return factor, {"slope_x": float(b), "slope_y": float(c), "spread": float(high / low)}
+
+
 def _box_centres(boxes: np.ndarray) -> np.ndarray:
     return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
 

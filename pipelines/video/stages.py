@@ -60,6 +60,7 @@ from vad.scoring import (
     frame_scores,
     moving,
     position_normalise,
+    position_trend,
     postprocess,
     tail_share,
     zscore,
@@ -528,11 +529,15 @@ def score_stage(out: str | Path) -> None:
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
     training = _training_energy(config, info) if config.score.position_norm == "training" else None
-    model_cubes, placed_energy = _position_normalised(config, model_cubes, energy, arrays, training)
+    model_cubes, placed_energy, trend = _position_normalised(config, model_cubes, energy, arrays, training)
+    if trend is not None:  # the trend-corrected energy is still a speed: the fusion's fast share reads it
+        energy = placed_energy
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
     fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames,
                                 _fusion_reference(config, info, training))
+    if trend is not None:
+        fusion["position_trend"] = trend
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
@@ -578,18 +583,23 @@ def _training_energy(config: Config, info: dict[str, Any]) -> TrainingEnergy:
 
 
 def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray, arrays: dict[str, np.ndarray],
-                         training: TrainingEnergy | None) -> tuple[np.ndarray, np.ndarray]:
+                         training: TrainingEnergy | None) -> tuple[np.ndarray, np.ndarray, dict[str, float] | None]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
     ``score.position_norm`` asks (over the run, or per video); with ``training`` (``_training_energy``'s result)
     only the motion energies, against the training videos' moving cubes of their cell (the learned score already
-    measures against the training cubes); unchanged otherwise."""
+    measures against the training cubes); ``trend``: only the motion energies, divided by their fitted trend over
+    image position (``vad.scoring.position_trend``; its record is returned third, else None); unchanged otherwise."""
     mode, grid = config.score.position_norm, config.score.position_grid
     if mode == "off":
-        return model_cubes, energy
+        return model_cubes, energy, None
     if mode == "training":
-        return model_cubes, position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=training[2])
+        placed = position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=training[2])
+        return model_cubes, placed, None
+    if mode == "trend":
+        factor, fit = position_trend(energy, arrays["boxes"], moving(energy, config.score.fast_floor), grid)
+        return model_cubes, energy * factor, fit
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
-    return tuple(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy))
+    return (*(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy)), None)
 
 
 def _fusion_reference(config: Config, info: dict[str, Any],
