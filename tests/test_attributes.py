@@ -180,7 +180,7 @@ def test_perspective_makes_the_transductive_energy_follow_its_trend():
     assert load_config(None, [*perspective, "score.position_norm=run"]).score.position_norm == "run"
 
 
-def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
+def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeypatch):
     """attributes.use=alone: no generator is trained, the learned score is the attribute rarity; score.fusion=
     fast_share records what it read and chose; both score the generated anomalies above the normal frames."""
     import json
@@ -207,11 +207,18 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path):
     assert "fusion.json" in json.loads((out / "run_manifest.json").read_text())["files"]
     # rescored with the energy's trend over position taken out: recorded, the heuristic is no longer the plain rule
     plain = metrics["motion_rule_auc_micro"]
+    with np.load(out / "cube_scores.npz") as cubes:
+        energy = cubes["motion_energy"]
+    # this tiny set holds too few cubes to fit a trend: a stand-in trend that halves the far half of the frame
+    def far(energy, boxes, *args):
+        return np.where(boxes[:, 1] < 60, 2.0, 1.0), {"slope_x": 0.0, "slope_y": 1.0, "spread": 2.0}
+
+    monkeypatch.setattr("pipelines.video.stages.position_trend", far)
     assert vad(["score", "--out", str(out), "--set", "score.position_norm=trend"]) == 0
     assert vad(["eval", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["position_norm"] == "trend" and metrics["fusion"]["position_trend"]["spread"] >= 1
-    assert metrics["motion_rule_auc_micro"] == pytest.approx(plain, abs=1e-4)  # the baseline is recomputed alike
-    with np.load(out / "cube_scores.npz") as cubes:  # this tiny set holds too few cubes to fit: left as it was
-        unchanged = np.allclose(cubes["heuristic"], cubes["motion_energy"])
-    assert unchanged == (metrics["fusion"]["position_trend"]["spread"] == 1.0)
+    assert metrics["position_norm"] == "trend" and metrics["fusion"]["position_trend"]["spread"] == 2.0
+    with np.load(out / "cube_scores.npz") as cubes:
+        np.testing.assert_array_equal(cubes["motion_energy"], energy)  # the plain rule's energy stays as measured
+        np.testing.assert_allclose(cubes["heuristic"], energy * np.where(cubes["boxes"][:, 1] < 60, 2.0, 1.0))
+    assert metrics["motion_rule_auc_micro"] == pytest.approx(plain, abs=1e-4)

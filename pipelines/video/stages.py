@@ -530,11 +530,10 @@ def score_stage(out: str | Path) -> None:
                          f"{len(energy)}: run `vad train` again")
     training = _training_energy(config, info) if config.score.position_norm == "training" else None
     model_cubes, placed_energy, trend = _position_normalised(config, model_cubes, energy, arrays, training)
-    if trend is not None:  # the trend-corrected energy is still a speed: the fusion's fast share reads it
-        energy = placed_energy
+    speed = energy if trend is None else placed_energy  # the trend-corrected energy is still a speed
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
-    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], energy, arrays, n_frames,
+    fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], speed, arrays, n_frames,
                                 _fusion_reference(config, info, training))
     if trend is not None:
         fusion["position_trend"] = trend
