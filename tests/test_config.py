@@ -75,14 +75,15 @@ def test_shipped_configs_load():
 
 def test_dataset_configs_hold_only_data_format_facts():
     """The dataset configs say how a dataset looks (frame layout, the cloze-test recipe's per-dataset blur and box
-    areas), never a method setting: those are the project defaults, chosen once for every dataset (a stale
+    areas, whether its camera sees the scene in strong perspective), never a method setting: those are the project defaults, chosen once for every dataset (a stale
     ``detector_score`` in the Ped1 file once overrode the detector threshold chosen for Yolo-Fastest)."""
     from pathlib import Path
 
     import yaml
 
     allowed = {"name", "seed", "data", "cubes", "flow.method", "flow.preset", "regions.motion_blur",
-               "regions.motion_threshold", "regions.motion_min_area", "regions.cover_thr", "regions.detector_min_area"}
+               "regions.motion_threshold", "regions.motion_min_area", "regions.cover_thr", "regions.detector_min_area",
+               "score.perspective"}
     for stem in ("ucsd_ped1", "ucsd_ped2", "avenue"):
         written = yaml.safe_load((Path(__file__).parents[1] / "configs" / f"{stem}.yaml").read_text())
         keys = [f"{section}.{k}" if isinstance(v, dict) else section
