@@ -198,6 +198,18 @@ def test_open_videos_file_frame_folder_and_mixed_folder(tmp_path):
     assert detect_layout(tmp_path / "cams") == "videos"
 
 
+def test_frame_shape_reads_the_first_frame_once(tmp_path, monkeypatch):
+    """The run's set-up and each video's extraction both ask a video's size: its first frame is read once."""
+    import vad.readers as readers
+
+    write_avi(tmp_path / "cam1.avi", frames(4))
+    video = open_videos(tmp_path / "cam1.avi")[0]
+    reads = []
+    opened = readers.cv2.VideoCapture
+    monkeypatch.setattr(readers.cv2, "VideoCapture", lambda *a: reads.append(a) or opened(*a))
+    assert video.frame_shape() == video.frame_shape() == (16, 24) and len(reads) == 1
+
+
 def test_open_videos_from_several_paths_refuses_two_videos_of_one_name(tmp_path):
     """Several paths (a shell glob) give their videos in order; a video's name names its output rows and its cache
     entry, so two of one name (cam1.avi beside cam1.mp4, or the same clip in two folders) are refused, naming both."""

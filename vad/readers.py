@@ -229,7 +229,8 @@ def _iter_ffmpeg(path: Path, grey: bool) -> Iterator[np.ndarray]:
 class Video:
     """One video: a folder of frame images or a video file, with optional per-frame labels (1 = abnormal).
 
-    ``eq=False``: videos compare by identity (labels are arrays). ``_count`` caches ``frame_count``.
+    ``eq=False``: videos compare by identity (labels are arrays). ``_count`` and ``_shape`` cache ``frame_count`` and
+    ``frame_shape``.
     """
 
     name: str
@@ -237,6 +238,7 @@ class Video:
     labels: np.ndarray | None = field(default=None, repr=False)
     label_source: str | None = None
     _count: list[int] = field(default_factory=list, repr=False)
+    _shape: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     def frame_count(self) -> int:
         """Number of frame images, or of frames of a video file (counted once with OpenCV's grab, which demuxes
@@ -250,7 +252,12 @@ class Video:
         return self._count[0]
 
     def frame_shape(self) -> tuple[int, int]:
-        """(height, width) of the frames, from the first frame."""
+        """(height, width) of the frames, from the first frame (read once, then cached)."""
+        if not self._shape:
+            self._shape.append(self._first_frame_shape())
+        return self._shape[0]
+
+    def _first_frame_shape(self) -> tuple[int, int]:
         if self.path.is_dir():
             files = frame_files(self.path)
             if not files:
