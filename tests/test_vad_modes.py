@@ -238,3 +238,13 @@ def test_the_report_shows_the_plain_rule_where_the_heuristic_was_position_normal
     m = {"auc_micro": 0.9, "heuristic_auc_micro": 0.8, "motion_rule_auc_micro": 0.8}
     assert "plain motion-energy rule" not in _metrics_table({**m, "position_norm": "off"})
     assert "plain motion-energy rule" in _metrics_table({**m, "position_norm": "training"})
+
+
+def test_the_report_says_how_the_fusion_read_the_motion_energy():
+    from pipelines.video.report import _fusion_text
+
+    share = {"rule": "fast_share", "heuristic_weight": 1.0, "fast_share": 0.69}
+    assert _fusion_text(share) == "fast_share: heuristic weight 1.00 (fast share 0.69)"
+    trend = _fusion_text({**share, "position_trend": {"slope_x": 0.0, "slope_y": 0.007, "spread": 1.24}})
+    assert trend.endswith("its trend over image position taken out (spread 1.24)")
+    assert _fusion_text({"rule": "fixed", "motion_weight": 0.5}) == "fixed, motion weight 0.5"

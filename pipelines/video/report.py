@@ -117,6 +117,17 @@ def _roc_svg(frames: dict[str, dict[str, np.ndarray]]) -> str:
     return "".join(parts)
 
 
+def _fusion_text(fusion: dict[str, Any]) -> str:
+    """What the score stage's fusion read and chose (``fusion.json``), in one line."""
+    text = (f"{fusion.get('rule', '?')}: heuristic weight {fusion['heuristic_weight']:.2f} (fast share "
+            f"{fusion['fast_share']:.2f})" if "heuristic_weight" in fusion
+            else f"{fusion.get('rule', '?')}, motion weight {fusion.get('motion_weight', '?')}")
+    if "position_trend" in fusion:
+        text += f"; motion energy with its trend over image position taken out (spread " \
+                f"{fusion['position_trend']['spread']:.2f})"
+    return text
+
+
 def _metrics_table(m: dict[str, Any]) -> str:
     def cell(key: str) -> str:
         value = m.get(key)
@@ -190,9 +201,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
         ("learned score", "object-attribute density" if config.attributes.use == "alone" else
                           f"cloze generators ({esc(', '.join(config.model.targets))})" +
                           (" + attribute density" if config.attributes.use == "sum" else "")),
-        ("fusion", esc(f"{fusion.get('rule', '?')}: heuristic weight {fusion['heuristic_weight']:.2f} "
-                       f"(fast share {fusion['fast_share']:.2f})") if "heuristic_weight" in fusion else
-                   esc(f"{fusion.get('rule', '?')}, motion weight {fusion.get('motion_weight', '?')}")),
+        ("fusion", esc(_fusion_text(fusion))),
         ("alarms", esc(f"{alarms.get('n_events', len(events))} events; threshold {threshold:.3g} "
                        f"({alarms.get('rule', '?')})") if threshold is not None else "none"),
         ("software", esc(f"git {str(env['git_commit'])[:10] if env.get('git_commit') else 'unknown (not a checkout)'}, "
