@@ -22,8 +22,8 @@ is built beside OUT and renamed into place when complete.
 edge to 1 at the right (the same in both directions, about the middle row), so objects on the left are RATIO times
 smaller and slower in pixels, as for a camera looking along a walkway (UCSD Ped1, whose far people are about a third
 of its near ones) instead of across it (Ped2). The frames get narrower (Ped2's 360 columns become 218 at RATIO 3;
-with the far side at the top, its 240 rows become 146). The frame labels stay right (nothing leaves
-the frame); the precomputed boxes are warped with the frames (the box around each warped box's outline).
+with the far side at the top, its 240 rows become 146). The frame labels stay right (nothing leaves the frame); the
+precomputed boxes are warped with the frames (the box around each warped box's outline).
 
   python tools/resize_dataset.py --root ../shared/data/ucsd_ped2 --vec ../shared/data/ucsd_ped2_vec_boxes \
       --perspective 3 --out /tmp/ped2_persp
@@ -47,8 +47,9 @@ def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class Perspective:
-    """A frame of ``size`` (width, height) seen in perspective, its ``far`` side (left or top) receding: along the
-    other axis nothing changes but the centring. Far side left: at output column x' the local scale is s(x') = s0 +
+    """A frame of ``size`` (width, height) seen in perspective, its ``far`` side (left or top) receding: the local
+    scale changes along that axis only, and objects shrink about the frame's middle line. Far side left: at output
+    column x' the local scale is s(x') = s0 +
     (1 - s0) x' / W', s0 = 1 / ``ratio``, in both directions about the middle row, so a source column x lands at
     x' = W' (s - s0) / (1 - s0) with s = s0 exp(x (1 - s0) / W'), and W' = W (1 - s0) / ln(ratio) keeps every
     source column; rows: y' = c + (y - c) s. Far side top: the same with rows and columns exchanged."""
