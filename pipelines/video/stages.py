@@ -638,10 +638,14 @@ def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndar
 
 
 def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
-    """Apply ``score.*``/``events.*`` overrides to a run's config.yaml (the stages after training read them)."""
+    """Apply ``score.*``/``events.*`` overrides to a run's config.yaml (the stages after training read them).
+    ``score.perspective`` alone lets ``score.position_norm`` resolve again (config.yaml holds it resolved)."""
     bad = [o for o in overrides if not o.strip().startswith(("score.", "events."))]
     if bad:
         raise ConfigError(f"only score.* and events.* settings can change after training, not {bad}")
+    if any(o.strip().startswith("score.perspective") for o in overrides) and \
+            not any(o.strip().startswith("score.position_norm") for o in overrides):
+        overrides = [*overrides, "score.position_norm=auto"]  # the saved config holds auto as it was resolved
     config = load_config(Path(out) / "config.yaml", overrides)
     save_settings(config, Path(out) / "config.yaml")
     return config
