@@ -200,7 +200,8 @@ class ScoreConfig:
     # the camera sees its scene in strong perspective (far objects a third of the near ones or less, as UCSD Ped1's
     # walkway): position_norm auto then takes the trend out of the motion energy in the transductive mode. It helped
     # every source seen in perspective and costs up to 2 points on scenes seen from the side (Ped2, Avenue), so it is
-    # a fact each config states (docs/BENCHMARKS.md#perspective)
+    # a fact each config states (docs/BENCHMARKS.md#perspective). The semi-supervised mode keeps its training cells;
+    # in the transductive one any position_norm but auto or trend beside it is refused
     perspective: bool = False
     position_grid: int = 4
     # each cube's motion energy averaged along its object's track (cubes of neighbouring frames linked one to one
