@@ -31,6 +31,7 @@ precomputed boxes are warped with the frames (the box around each warped box's o
 from __future__ import annotations
 
 import argparse
+import glob
 import shutil
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def resize_frames(root: Path, out: Path, size: tuple[int, int] | None, perspecti
     """Every ``*/frames/**/*.jpg`` of ``root`` resized to ``size`` (width, height; None: as it is), then seen in
     ``perspective`` if given (``far`` side left or top), under ``out``; returns the count, the first frame's own
     (height, width) and the perspective warp used."""
-    frames = sorted(root.glob("*/frames/**/*.jpg"))
+    pattern = str(Path(glob.escape(str(root))) / "*" / "frames" / "**" / "*.jpg")
+    frames = sorted(map(Path, glob.glob(pattern, recursive=True)))  # glob.glob follows linked folders too
     own, warp = None, None
     for path in tqdm(frames, desc="frames", unit="frame"):
         image = cv2.imread(str(path))
