@@ -82,16 +82,14 @@ def _config(args):
     return load_config(args.config, overrides)
 
 
-_NORMALISED = {"trend": "its trend over image position taken out"}
-
-
 def _print_metrics(out: Path, metrics: dict) -> None:
     if "auc_micro" in metrics:
         heuristic, rule = metrics["heuristic_auc_micro"], metrics["motion_rule_auc_micro"]
+        how = ("its trend over image position taken out" if metrics["position_norm"] == "trend"
+               else "position-normalised")
         print(f"frame AUC micro {metrics['auc_micro']:.4f}  macro {metrics['auc_macro']:.4f}  EER {metrics['eer']:.4f}"
               f"  | learned score alone {metrics['model_auc_micro']:.4f}  | motion-energy heuristic {heuristic:.4f}"
-              + (f" ({_NORMALISED.get(metrics['position_norm'], 'position-normalised')}; plain rule {rule:.4f})"
-                 if metrics["position_norm"] != "off" else ""))
+              + (f" ({how}; plain rule {rule:.4f})" if metrics["position_norm"] != "off" else ""))
     else:
         print(metrics.get("note", ""))
     if metrics.get("timings"):
