@@ -132,6 +132,24 @@ def test_dis_min_side_enlarges_small_frames_only():
     np.testing.assert_array_equal(DisFlow(min_side=128)(video, pairs), DisFlow(upscale=2.0)(video, pairs))
 
 
+def test_dis_workers_give_the_same_flow_to_the_bit():
+    """DIS over several frame pairs at once (each thread its own instance, a contiguous share of the pairs) returns
+    exactly the flow of one pair after the other, in the pairs' order, enlarged frames included."""
+    from vad.flow import FlowError
+
+    rng = np.random.default_rng(2)
+    bg = cv2.GaussianBlur(rng.integers(0, 255, (64, 96)).astype(np.uint8), (7, 7), 0)
+    video = np.stack([np.roll(bg, t * t, axis=1) for t in range(6)])  # a different move for every pair
+    pairs = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (3, 5), (0, 2)]
+    for upscale in (1.0, 2.0):
+        one = DisFlow(upscale=upscale)(video, pairs)
+        assert not np.array_equal(one[0], one[1])
+        for workers in (2, 3, 8):  # more workers than pairs: one pair each
+            np.testing.assert_array_equal(DisFlow(upscale=upscale, workers=workers)(video, pairs), one)
+    with pytest.raises(FlowError, match="at least one worker"):
+        DisFlow(workers=0)
+
+
 def test_video_without_boxes_gives_empty_arrays():
     out = extract_cubes(_video(), [np.zeros((0, 4), np.float32)] * 7, ZeroFlow())
     assert out["cubes"].shape == (0, 5, 32, 32) and out["frame"].shape == (0,)

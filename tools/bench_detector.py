@@ -1,7 +1,8 @@
 """Benchmark the object detector of the video regions: speed beside the flow it sits next to, and box quality.
 
 Speed (``--speed``): on the same frames, in one process, frames per second of decoding, of DIS flow (the pipeline's
-flow passes: the cubes' pairs, ``flow.gap``, and the motion energy's, ``flow.energy_gap``, where it differs) and of
+flow passes: the cubes' pairs, ``flow.gap``, and the motion energy's, ``flow.energy_gap``, where it differs; one pair
+at a time and as many at once as the pipeline computes) and of
 each detector setting (best of three interleaved rounds); the CPU and the reference workload are recorded.
 
 Agreement (``--agreement``, label-free, any footage): the boxes of ``regions.detector_every`` N against detecting every
@@ -100,13 +101,16 @@ def speed(weights: list[Path], root: str, config: Path, sizes: list[int], n_fram
     video = open_dataset(root)[0]
     decode_s = _time(lambda: [f for _, f in zip(range(n_frames), video.iter_frames(grey=True))], repeat=3)
     frames = np.stack([f for _, f in zip(range(n_frames), video.iter_frames(grey=True))])
-    flow = make_flow("dis", preset=fl.preset)
     rows = [{"what": "decode (JPEG, grey)", "fps": n_frames / decode_s}]
     flow_s = 0.0
     for gap in sorted({fl.gap, fl.energy_gap}):  # the pipeline's DIS passes, one pair per frame each
         pairs = flow_pairs(n_frames, gap)
-        seconds = _time(lambda: flow(frames, pairs), repeat=3)
-        rows.append({"what": f"DIS flow ({fl.preset}), frames {gap} apart", "fps": n_frames / seconds})
+        # one pair at a time, then as the pipeline runs it: as many pairs at once as torch has threads (the last)
+        for workers in sorted({1, torch.get_num_threads()}):
+            flow = make_flow("dis", preset=fl.preset, workers=workers)
+            seconds = _time(lambda: flow(frames, pairs), repeat=3)
+            rows.append({"what": f"DIS flow ({fl.preset}), frames {gap} apart, {workers} pair(s) at once",
+                         "fps": n_frames / seconds})
         flow_s += seconds
     rows.append({"what": "decode + DIS flow (every pass the pipeline runs)", "fps": n_frames / (decode_s + flow_s)})
     # (runtime, precision, channels_last): each precision the CPU runs natively in PyTorch, PyTorch without

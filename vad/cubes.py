@@ -110,7 +110,9 @@ def chunk_flow(frames: np.ndarray, window: Window, flow_estimator, gap: int = 1)
     flow between frames ``gap`` apart around t (``flow_pairs``), divided by the frames between them."""
     pairs = [(a - window.lo, b - window.lo) for a, b in flow_pairs(window.hi, gap)[window.start:window.stop]]
     apart = np.array([max(b - a, 1) for a, b in pairs], np.float32)[:, None, None, None]
-    return flow_estimator(frames, pairs).astype(np.float32) / apart
+    flow = np.asarray(flow_estimator(frames, pairs), np.float32)  # DIS gives float32: no copy
+    flow /= apart
+    return flow
 
 
 def cube_energy(flow_patches: np.ndarray, wide_patches: np.ndarray | None, boxes: np.ndarray,

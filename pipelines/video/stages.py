@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
@@ -324,7 +325,8 @@ def extract(config: Config, videos: list[Video], cache_root: str | Path, progres
             flow = make_flow(config.flow.method, preset=config.flow.preset, upscale=config.flow.upscale,
                              min_side=config.flow.min_side,
                              raft_weights=config.flow.raft_weights,
-                             raft_small=config.flow.raft_small, device=str(resolve_device(config.device)))
+                             raft_small=config.flow.raft_small, device=str(resolve_device(config.device)),
+                             workers=torch.get_num_threads())
             show = progress and distributed.is_main()
             desc = f"extract (rank 0 of {distributed.shard_count()})" if sharded else "extract"
             for video, source in tqdm(mine, desc=desc, unit="video", disable=not show):
