@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vad.metrics import auc_macro, auc_micro, eer
+from vad.metrics import auc_macro, auc_micro, eer, video_aucs
 from vad.scoring import frame_scores, motion_energy, smooth
 
 
@@ -12,6 +12,7 @@ def test_micro_macro_auc_by_hand():
     assert auc_micro(s, y) == pytest.approx(8 / 9)
     assert auc_macro(s, y) == pytest.approx((1.0 + 1.0) / 2)
     assert np.isnan(auc_macro([np.array([1.0, 2.0])], [np.array([1, 1])]))  # one-class videos are skipped
+    assert video_aucs(s + [np.array([1.0, 2.0])], y + [np.array([1, 1])]) == [1.0, 1.0, None]
 
 
 def test_eer_of_perfect_and_inverted_scores():

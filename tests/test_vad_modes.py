@@ -13,6 +13,7 @@ import pytest
 import scipy.io
 
 from pipelines.video.cli import main
+from tests.tools import load_tool
 from vad.readers import load_mat_var
 from vad.synthetic import make_synthetic_ucsd
 
@@ -68,6 +69,26 @@ def _rescored(base: Path, run: Path, sets: list[str]) -> dict:
     assert main(["score", "--out", str(run), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     assert main(["eval", "--out", str(run), "--quiet"]) == 0
     return _metrics(run)
+
+
+def test_each_video_s_own_auc_is_reported_and_averages_to_macro_auc(generated):
+    """metrics.json's per_video_auc (final, learned, heuristic, plain rule), the report's line under each video's
+    curve and bench_vad's per-video table all read the same figures; their mean is macro AUC."""
+    _, base = generated
+    m = _metrics(base)
+    per_video = m["per_video_auc"]
+    assert list(per_video) == [row["video"] for row in csv.DictReader((base / "frame_scores.csv").open())
+                               if row["frame"] == "0"]
+    for kind, key in (("final", "auc_macro"), ("model", "model_auc_macro"), ("heuristic", "heuristic_auc_macro"),
+                      ("motion_rule", "motion_rule_auc_macro")):
+        aucs = [a[kind] for a in per_video.values() if a[kind] is not None]
+        assert aucs and np.mean(aucs) == pytest.approx(m[key]), kind
+    video, a = next((v, a) for v, a in per_video.items() if a["final"] is not None)
+    text = f"final {a['final']:.3f}, learned {a['model']:.3f}, heuristic {a['heuristic']:.3f}"
+    assert text in (base / "report.html").read_text()
+    table = load_tool("bench_vad").video_table([{"variant": "base", **m}])
+    assert f"{a['final']:.3f} / {a['model']:.3f} / {a['heuristic']:.3f}" in table and video in table
+    assert load_tool("bench_vad").video_table([{"variant": "unlabeled"}]) == ""
 
 
 def test_rescoring_separates_learned_score_fusion_and_postprocessing(generated, tmp_path):

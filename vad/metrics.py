@@ -15,9 +15,14 @@ def auc_micro(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> flo
     return float(roc_auc_score(y, np.concatenate(scores)))
 
 
+def video_aucs(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> list[float | None]:
+    """Each video's own frame AUC; None for a video whose frames are all normal or all abnormal."""
+    return [float(roc_auc_score(y, s)) if 0 < np.sum(y) < len(y) else None for s, y in zip(scores, labels)]
+
+
 def auc_macro(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float:
     """Mean of per-video AUCs over the videos that have both normal and abnormal frames."""
-    aucs = [roc_auc_score(y, s) for s, y in zip(scores, labels) if 0 < np.sum(y) < len(y)]
+    aucs = [a for a in video_aucs(scores, labels) if a is not None]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 

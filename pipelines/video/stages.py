@@ -53,7 +53,7 @@ from vad.cubes import Window, iter_cubes, processing_size, resize_frames
 from vad.events import event_threshold, find_events, peak_box
 from vad.flow import make_flow
 from vad.localisation import localisation_metrics
-from vad.metrics import auc_micro, frame_metrics
+from vad.metrics import auc_micro, frame_metrics, video_aucs
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, path_list, pixel_masks
 from vad.scoring import (
     apply_fusion,
@@ -700,10 +700,16 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
         # two figures cannot differ by frame_scores.csv's rounding)
         rule = (heuristic if config.score.position_norm == "off"
                 else postprocess(_frames_of(cubes["motion_energy"], cubes, info), config.score))
-        for name, frames in (("model", [d["model"] for d in scores.values()]), ("heuristic", heuristic),
-                             ("motion_rule", rule)):
-            m = frame_metrics(frames, labels)
+        kinds = {"final": [d["score"] for d in scores.values()], "model": [d["model"] for d in scores.values()],
+                 "heuristic": heuristic, "motion_rule": rule}
+        for name in ("model", "heuristic", "motion_rule"):
+            m = frame_metrics(kinds[name], labels)
             metrics.update({f"{name}_{k}": m[k] for k in ("auc_micro", "auc_macro", "eer")})
+        # each video's own AUC (null where it is all normal or all abnormal): macro AUC is their mean, and on a few
+        # videos one of them can move it by points
+        per_video = {name: video_aucs(frames, labels) for name, frames in kinds.items()}
+        metrics["per_video_auc"] = {video: {name: per_video[name][i] for name in kinds}
+                                    for i, video in enumerate(scores)}
         metrics["unprocessed"] = _unprocessed_metrics(cubes, info, labels, metrics["fusion"])
         metrics["per_component_auc_micro"] = _per_component_auc(cubes, info, labels)
         masks = [pixel_masks(v["path"]) for v in info["videos"]]
