@@ -171,12 +171,13 @@ def test_position_trend_takes_the_perspective_out_of_the_speed():
 
 
 def test_perspective_makes_the_transductive_energy_follow_its_trend():
-    from vad.config import ConfigError, load_config
+    from vad.config import ConfigError, load_config, resolved_position_norm
 
     perspective = ["score.perspective=true"]
-    assert load_config(None, perspective).score.position_norm == "trend"
-    assert load_config(None, [*perspective, "model.train_on=training"]).score.position_norm == "training"
-    assert load_config(None, []).score.position_norm == "off"
+    assert resolved_position_norm(load_config(None, perspective)) == "trend"
+    assert resolved_position_norm(load_config(None, [*perspective, "model.train_on=training"])) == "training"
+    assert resolved_position_norm(load_config(None, [])) == "off"
+    assert load_config(None, perspective).score.position_norm == "auto"  # kept as given: a rescoring resolves anew
     with pytest.raises(ConfigError, match="score.perspective.*position_norm is off"):
         load_config(None, [*perspective, "score.position_norm=off"])
 
@@ -215,7 +216,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
         return np.where(boxes[:, 1] < 60, 2.0, 1.0), {"slope_x": 0.0, "slope_y": 1.0, "spread": 2.0}
 
     monkeypatch.setattr("pipelines.video.stages.position_trend", far)
-    assert vad(["score", "--out", str(out), "--set", "score.perspective=true"]) == 0  # config.yaml held "off"
+    assert vad(["score", "--out", str(out), "--set", "score.perspective=true"]) == 0  # config.yaml holds "auto"
     assert vad(["eval", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["position_norm"] == "trend" and metrics["fusion"]["position_trend"]["spread"] == 2.0

@@ -406,7 +406,7 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.one_of("score.position_norm", s.position_norm, ("off", "run", "video", "trend", "training", "auto"))
     checks.need(s.position_norm != "training" or m.train_on == "training", "score.position_norm", s.position_norm,
                 "needs the semi-supervised mode (model.train_on=training): its reference is the training videos")
-    checks.need(not s.perspective or m.train_on == "training" or s.position_norm == "trend", "score.perspective",
+    checks.need(not s.perspective or m.train_on == "training" or resolved_position_norm(c) == "trend", "score.perspective",
                 s.perspective, f"asks for the motion energy's trend over position, but score.position_norm is "
                 f"{s.position_norm}: leave it auto or set trend")
     checks.count("score.position_grid", s.position_grid, 64)
@@ -434,14 +434,21 @@ def _check_model_score(checks: Checks, c: Config) -> None:
                 "both needs the semi-supervised mode (model.train_on=training): it adds the training videos' cubes")
 
 
+def resolved_position_norm(config: Config) -> str:
+    """``score.position_norm`` with ``auto`` resolved: training in the semi-supervised mode; in the transductive one
+    trend where ``score.perspective`` says so, else off. config.yaml keeps ``auto``, so that a rescoring that changes
+    ``score.perspective`` resolves it anew; metrics.json records what it resolved to."""
+    mode = config.score.position_norm
+    if mode != "auto":
+        return mode
+    return "training" if config.model.train_on == "training" else "trend" if config.score.perspective else "off"
+
+
 def validate(config: Config) -> Config:
     """Check every setting's range and choices before any work; raise one ConfigError that lists every problem."""
     r = config.regions
     if r.sources is None:
         r.sources = ["detector", "motion"] if r.detector_weights else ["motion"]
-    if config.score.position_norm == "auto":
-        config.score.position_norm = ("training" if config.model.train_on == "training"
-                                      else "trend" if config.score.perspective else "off")
     checks = Checks()
     checks.need(0 <= config.seed < 2 ** 32, "seed", config.seed, "must be within 0 .. 2**32-1")
     _check_device(checks, config.device)

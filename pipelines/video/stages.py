@@ -47,7 +47,7 @@ from pipelines.video.run_folder import cache_of, load_npz, load_run, read_frame_
 from vad import regions as regions_mod
 from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
-from vad.config import Config, load_config
+from vad.config import Config, load_config, resolved_position_norm
 from vad.cube_models import fit_cloze, learned_score
 from vad.cubes import Window, iter_cubes, processing_size, resize_frames
 from vad.events import event_threshold, find_events, peak_box
@@ -530,7 +530,7 @@ def score_stage(out: str | Path) -> None:
     if len(model_cubes) != len(energy):
         raise ValueError(f"{out / 'cube_errors.npz'} scores {len(model_cubes)} cubes but the cache holds "
                          f"{len(energy)}: run `vad train` again")
-    training = _training_energy(config, info) if config.score.position_norm == "training" else None
+    training = _training_energy(config, info) if resolved_position_norm(config) == "training" else None
     model_cubes, placed_energy, trend = _position_normalised(config, model_cubes, energy, arrays, training)
     speed = energy if trend is None else placed_energy  # the trend-corrected energy is still a speed
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
@@ -590,7 +590,7 @@ def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.nda
     only the motion energies, against the training videos' moving cubes of their cell (the learned score already
     measures against the training cubes); ``trend``: only the motion energies, divided by their fitted trend over
     image position (``vad.scoring.position_trend``; its record is returned third, else None); unchanged otherwise."""
-    mode, grid = config.score.position_norm, config.score.position_grid
+    mode, grid = resolved_position_norm(config), config.score.position_grid
     if mode == "off":
         return model_cubes, energy, None
     if mode == "training":
@@ -640,14 +640,10 @@ def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndar
 
 
 def change_score_settings(out: str | Path, overrides: list[str]) -> Config:
-    """Apply ``score.*``/``events.*`` overrides to a run's config.yaml (the stages after training read them).
-    ``score.perspective`` alone lets ``score.position_norm`` resolve again (config.yaml holds it resolved)."""
+    """Apply ``score.*``/``events.*`` overrides to a run's config.yaml (the stages after training read them)."""
     bad = [o for o in overrides if not o.strip().startswith(("score.", "events."))]
     if bad:
         raise ConfigError(f"only score.* and events.* settings can change after training, not {bad}")
-    if any(o.strip().startswith("score.perspective") for o in overrides) and \
-            not any(o.strip().startswith("score.position_norm") for o in overrides):
-        overrides = [*overrides, "score.position_norm=auto"]  # the saved config holds auto as it was resolved
     config = load_config(Path(out) / "config.yaml", overrides)
     save_settings(config, Path(out) / "config.yaml")
     return config
@@ -687,7 +683,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
     cubes = load_npz(out / "cube_scores.npz", "run `vad score` again", needs=("final", "heuristic"))
     metrics["n_cubes"] = int(len(cubes["score"]))
     metrics["train_on"] = config.model.train_on
-    metrics["position_norm"] = config.score.position_norm  # off: the heuristic is the plain motion-energy rule
+    metrics["position_norm"] = resolved_position_norm(config)  # off: the heuristic is the plain motion-energy rule
     if not (out / "fusion.json").is_file():  # the score stage writes it beside cube_scores.npz
         raise FileNotFoundError(f"{out / 'fusion.json'} not found: run `vad score` again")
     metrics["fusion"] = json.loads((out / "fusion.json").read_text())
@@ -698,7 +694,7 @@ def eval_stage(out: str | Path, timings: dict[str, float] | None = None) -> dict
         heuristic = [d["heuristic"] for d in scores.values()]
         # without position normalisation the heuristic is the plain rule (the same frames, not recomputed, so the
         # two figures cannot differ by frame_scores.csv's rounding)
-        rule = (heuristic if config.score.position_norm == "off"
+        rule = (heuristic if metrics["position_norm"] == "off"
                 else postprocess(_frames_of(cubes["motion_energy"], cubes, info), config.score))
         kinds = {"final": [d["score"] for d in scores.values()], "model": [d["model"] for d in scores.values()],
                  "heuristic": heuristic, "motion_rule": rule}
