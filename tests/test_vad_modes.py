@@ -71,7 +71,7 @@ def _rescored(base: Path, run: Path, sets: list[str]) -> dict:
     return _metrics(run)
 
 
-def test_each_video_s_own_auc_is_reported_and_averages_to_macro_auc(generated):
+def test_per_video_aucs_are_reported_and_average_to_macro_auc(generated):
     """metrics.json's per_video_auc (final, learned, heuristic, plain rule), the report's line under each video's
     curve and bench_vad's per-video table all read the same figures; their mean is macro AUC."""
     _, base = generated
