@@ -407,8 +407,8 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.need(s.position_norm != "training" or m.train_on == "training", "score.position_norm", s.position_norm,
                 "needs the semi-supervised mode (model.train_on=training): its reference is the training videos")
     checks.need(not s.perspective or m.train_on == "training" or resolved_position_norm(c) == "trend",
-                "score.perspective", s.perspective, f"asks for the motion energy's trend over position, but score.position_norm is "
-                f"{s.position_norm}: leave it auto or set trend")
+                "score.perspective", s.perspective, "asks for the motion energy's trend over position, but "
+                f"score.position_norm is {s.position_norm}: leave it auto or set trend")
     checks.count("score.position_grid", s.position_grid, 64)
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
