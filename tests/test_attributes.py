@@ -170,6 +170,14 @@ def test_position_trend_takes_the_perspective_out_of_the_speed():
     assert np.all(few == 1) and fit["spread"] == 1.0
 
 
+def test_a_strong_trend_over_position_suggests_the_perspective_setting():
+    from vad.scoring import PERSPECTIVE_HINT_SPREAD, perspective_hint
+
+    assert perspective_hint({}) == "" and perspective_hint({"perspective_spread": 1.3}) == ""
+    hint = perspective_hint({"perspective_spread": 2.41})
+    assert PERSPECTIVE_HINT_SPREAD <= 2.41 and "2.4-fold" in hint and "--set score.perspective=true" in hint
+
+
 def test_perspective_makes_the_transductive_energy_follow_its_trend():
     from vad.config import ConfigError, load_config, resolved_position_norm
 
@@ -188,6 +196,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
     import json
 
     from pipelines.video.cli import main as vad
+    from vad.scoring import perspective_hint
     from vad.synthetic import make_synthetic_ucsd
 
     root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=40)
@@ -203,6 +212,8 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
     assert fusion["rule"] == "fast_share" and 0 <= fusion["fast_share"] <= 1
     assert fusion["heuristic_weight"] == pytest.approx(min(1, fusion["fast_share"] / 0.5))
     assert metrics["model_auc_micro"] > 0.75 and metrics["auc_micro"] > 0.75
+    # the perspective is measured (not applied) in the transductive default: too few cubes here to fit a trend
+    assert fusion["perspective_spread"] == 1.0 and perspective_hint(fusion) == ""
     # transductive: the heuristic is the plain motion-energy rule (no position normalisation by default)
     assert metrics["heuristic_auc_micro"] == metrics["motion_rule_auc_micro"] and metrics["position_norm"] == "off"
     assert metrics["unprocessed"]["heuristic_auc_micro"] == metrics["unprocessed"]["motion_rule_auc_micro"]
@@ -220,6 +231,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
     assert vad(["eval", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["position_norm"] == "trend" and metrics["fusion"]["position_trend"]["spread"] == 2.0
+    assert "perspective_spread" not in metrics["fusion"]  # applied: the trend's own record says it
     with np.load(out / "cube_scores.npz") as cubes:
         np.testing.assert_array_equal(cubes["motion_energy"], energy)  # the plain rule's energy stays as measured
         np.testing.assert_allclose(cubes["heuristic"], energy * np.where(cubes["boxes"][:, 1] < 60, 2.0, 1.0))

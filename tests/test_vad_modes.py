@@ -272,6 +272,8 @@ def test_real_ped2_subset_in_perspective(ped2_subset, tmp_path):
     assert main(["eval", "--out", str(run), "--quiet"]) == 0
     plain = _metrics(run)
     assert plain["position_norm"] == "off" and m["auc_micro"] > plain["auc_micro"] + 0.01, (m, plain)
+    # without the setting the same trend is measured, not applied (what the perspective hint reads)
+    assert plain["fusion"]["perspective_spread"] == pytest.approx(m["fusion"]["position_trend"]["spread"])
 
 
 def test_the_report_shows_the_plain_rule_where_the_heuristic_was_position_normalised():

@@ -18,6 +18,7 @@ from pipelines.video import run_folder
 from pipelines.video import stages as P
 from pipelines.video.plots import plot_run
 from vad.config import load_config
+from vad.scoring import perspective_hint
 
 EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\
@@ -92,6 +93,9 @@ def _print_metrics(out: Path, metrics: dict) -> None:
               + (f" ({how}; plain rule {rule:.4f})" if metrics["position_norm"] != "off" else ""))
     else:
         print(metrics.get("note", ""))
+    hint = perspective_hint(metrics.get("fusion", {}))
+    if hint:
+        print(hint)
     if metrics.get("timings"):
         print("timings (s): " + ", ".join(f"{k} {v}" for k, v in metrics["timings"].items()))
     print(f"results: {out / 'metrics.json'}, {out / 'frame_scores.csv'}; plots: {out / 'plots'}")

@@ -22,6 +22,7 @@ from image_od.files.atomic import atomic_path
 from pipelines.figures import PAGE_SCRIPT
 from pipelines.video import run_folder
 from pipelines.video.render import read_frames_at, render_video
+from vad.scoring import perspective_hint
 
 MAX_THUMBNAILS = 300  # events with a thumbnail, by peak score: bounds the page on long footage
 THUMB_WIDTH = 192
@@ -125,7 +126,8 @@ def _fusion_text(fusion: dict[str, Any]) -> str:
     if "position_trend" in fusion:
         text += f"; motion energy with its trend over image position taken out (spread " \
                 f"{fusion['position_trend']['spread']:.2f})"
-    return text
+    hint = perspective_hint(fusion)
+    return f"{text}. {hint[0].upper()}{hint[1:]}" if hint else text
 
 
 def _metrics_table(m: dict[str, Any]) -> str:

@@ -539,6 +539,9 @@ def score_stage(out: str | Path) -> None:
                                 _fusion_reference(config, info, training))
     if trend is not None:
         fusion["position_trend"] = trend
+    elif resolved_position_norm(config) == "off":  # measured, not applied: the CLI and the report may suggest it
+        fusion["perspective_spread"] = position_trend(energy, arrays["boxes"], moving(energy, config.score.fast_floor),
+                                                      config.score.position_grid)[1]["spread"]
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
