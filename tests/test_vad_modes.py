@@ -285,6 +285,15 @@ def test_the_report_shows_the_plain_rule_where_the_heuristic_was_position_normal
     assert "plain motion-energy rule" in _metrics_table({**m, "position_norm": "training"})
 
 
+def test_the_report_names_only_the_region_sources_used():
+    from pipelines.video.report import _regions_text
+    from vad.config import load_config
+
+    weights = ["regions.detector_weights=/w/yolo.weights"]
+    assert _regions_text(load_config(None, weights).regions) == "detector, motion (detector yolo.weights)"
+    assert _regions_text(load_config(None, [*weights, "regions.sources=[motion]"]).regions) == "motion"
+
+
 def test_the_report_says_how_the_fusion_read_the_motion_energy():
     from pipelines.video.report import _fusion_text
 

@@ -130,6 +130,15 @@ def _fusion_text(fusion: dict[str, Any]) -> str:
     return f"{text}. {hint[0].upper()}{hint[1:]}" if hint else text
 
 
+def _regions_text(regions) -> str:
+    """The region sources (``RegionConfig``) with the files that the used ones read."""
+    sources = regions.sources or []
+    return (", ".join(sources)
+            + (f" (detector {Path(regions.detector_weights).name})"
+               if "detector" in sources and regions.detector_weights else "")
+            + (f" (boxes {Path(regions.box_file).name})" if "file" in sources and regions.box_file else ""))
+
+
 def _metrics_table(m: dict[str, Any]) -> str:
     def cell(key: str) -> str:
         value = m.get(key)
@@ -207,11 +216,7 @@ def write_report(out: str | Path, render_top: int = 0, progress: bool = True) ->
                  f"{n_frames:,} frames, {metrics.get('n_cubes', 0):,} cubes"),
         ("mode", "transductive (learns from the scored videos themselves)" if config.model.train_on == "test" else
                  "semi-supervised (fitted on the training videos)"),
-        ("regions", esc(", ".join(config.regions.sources or [])) +
-                    (f" (detector {esc(Path(config.regions.detector_weights).name)})"
-                     if config.regions.detector_weights else "") +
-                    (f" (boxes {esc(Path(config.regions.box_file).name)})"
-                     if "file" in (config.regions.sources or []) and config.regions.box_file else "")),
+        ("regions", esc(_regions_text(config.regions))),
         ("learned score", "object-attribute density" if config.attributes.use == "alone" else
                           f"cloze generators ({esc(', '.join(config.model.targets))})" +
                           (" + attribute density" if config.attributes.use == "sum" else "")),
