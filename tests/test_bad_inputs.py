@@ -596,3 +596,16 @@ def test_a_cached_file_partly_overwritten_with_zeros_is_an_error_naming_it(tmp_p
     assert entry["format"] == FORMAT and cache.has("v")
     del entry["format"]  # as an earlier version wrote it
     assert not cache.has("v") and "older version" in cache.stale_reason("v", entry.get("source") or {})
+
+
+def test_a_state_dict_that_does_not_fit_is_described_key_by_key():
+    from image_od.files.safe_io import state_dict_mismatch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    expected = net.state_dict()
+    assert state_dict_mismatch(dict(expected), expected) == ""
+    given = {k: v for k, v in expected.items() if k not in ("1.bias", "1.num_batches_tracked")}
+    given["0.weight"], given["extra"] = torch.zeros(2, 1, 5, 5), torch.zeros(1)
+    assert state_dict_mismatch(given, expected) == ("missing keys 1: 1.bias; unexpected keys 1: extra; shape "
+                                                    "mismatches 1: 0.weight (2, 1, 5, 5) (expected (2, 1, 3, 3))")
+    assert "missing" not in state_dict_mismatch(given, expected, may_miss=lambda k: k.startswith("1."))

@@ -39,7 +39,7 @@ from torch import nn
 from image_od.data.samples import ArrayData, Batch
 from image_od.detector import OutlierDetector, image_array
 from image_od.engine.training import predict, resolve_device, seed_everything
-from image_od.files.safe_io import load_tensors, state_dict_in
+from image_od.files.safe_io import load_tensors, state_dict_in, state_dict_mismatch
 
 __all__ = ["DETECTORS", "IMAGENET_MEAN", "IMAGENET_STD", "PretrainedFeatureOD", "load_resnet50", "to_imagenet_input"]
 
@@ -66,16 +66,9 @@ def load_resnet50(path: str | Path) -> nn.Module:
              if not k.startswith("fc.")}
     model = torchvision.models.resnet50(weights=None)
     model.fc = nn.Identity()
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in given if k not in expected]
-    wrong = [f"{k} {tuple(given[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-             if k in given and given[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = [f"{what} {len(keys)}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
-                 for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatches", wrong)) if keys]
-        raise ValueError(f"{path}: not a torchvision ResNet50 state_dict ({'; '.join(parts)})")
+    mismatch = state_dict_mismatch(given, model.state_dict())
+    if mismatch:
+        raise ValueError(f"{path}: not a torchvision ResNet50 state_dict ({mismatch})")
     model.load_state_dict(given, strict=False)
     return model.eval()
 

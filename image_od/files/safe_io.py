@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +97,17 @@ def state_dict_in(obj: Any, path: str | Path, what: str) -> dict[str, "torch.Ten
         raise ValueError(f"{path}: not a {what} state_dict (expected a dict of tensors, or a dict with a "
                          f"'state_dict' or 'model' entry holding one); got {type(obj).__name__}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def state_dict_mismatch(given: Mapping[str, Any], expected: Mapping[str, Any],
+                        may_miss: Callable[[str], bool] = lambda key: False) -> str:
+    """What keeps the state_dict ``given`` from loading into a model whose state_dict is ``expected``: its missing keys
+    (BN batch counters and keys ``may_miss`` accepts aside), unexpected keys and shape mismatches, a few of each
+    named, '' when it fits."""
+    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked") and not may_miss(k)]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [f"{k} {tuple(given[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in given and given[k].shape != v.shape]
+    return "; ".join(f"{what} {len(keys)}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+                     for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                        ("shape mismatches", wrong)) if keys)

@@ -82,7 +82,7 @@ from image_od.engine.training import (
     seed_everything,
     train,
 )
-from image_od.files.safe_io import load_tensors, state_dict_in
+from image_od.files.safe_io import load_tensors, state_dict_in, state_dict_mismatch
 
 __all__ = ["ADIB", "ADRA", "CIFAR_MEAN", "CIFAR_STD", "PENALTY_SCOPES", "ResNet26", "crop_flip", "l2sp_penalty",
            "load_pretrained", "match_channels", "oe_bce", "penalty_parameters", "pretrain_resnet26", "sidecar_path"]
@@ -294,18 +294,10 @@ def load_pretrained(net: ResNet26, path: str | Path) -> dict[str, list[str]]:
                                 f"'python tools/pretrain_classifier.py --dataset ... --out {path}'")
     given = {k: v for k, v in state_dict_in(load_tensors(path, map_location="cpu"), path, "ResNet26").items()
              if not k.startswith(HEAD)}
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in given and not k.startswith(HEAD) and not _is_adapter(k)
-               and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in given if k not in expected]
-    wrong = [f"{k} {tuple(given[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-             if k in given and given[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = [f"{what} {len(keys)}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-                 for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatches", wrong)) if keys]
+    mismatch = state_dict_mismatch(given, net.state_dict(), lambda k: k.startswith(HEAD) or _is_adapter(k))
+    if mismatch:
         raise ValueError(f"{path}: not the weights of this ResNet26 (widths={net.widths}, blocks={net.blocks}, "
-                         f"3 input channels{', with adapters' if net.adapters else ''}): {'; '.join(parts)}"
+                         f"3 input channels{', with adapters' if net.adapters else ''}): {mismatch}"
                          f"{_describe(given)}")
     result = net.load_state_dict(given, strict=False)
     return {"not_loaded": list(result.missing_keys)}
