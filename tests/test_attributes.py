@@ -171,7 +171,7 @@ def test_position_trend_takes_the_perspective_out_of_the_speed():
 
 
 def test_a_strong_trend_over_position_suggests_the_perspective_setting():
-    from vad.scoring import PERSPECTIVE_HINT_SPREAD, perspective_hint
+    from pipelines.video.report import PERSPECTIVE_HINT_SPREAD, perspective_hint
 
     assert perspective_hint({}) == "" and perspective_hint({"perspective_spread": 1.3}) == ""
     hint = perspective_hint({"perspective_spread": 2.41})
@@ -196,7 +196,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
     import json
 
     from pipelines.video.cli import main as vad
-    from vad.scoring import perspective_hint
+    from pipelines.video.report import perspective_hint
     from vad.synthetic import make_synthetic_ucsd
 
     root = make_synthetic_ucsd(tmp_path / "data", n_videos=2, n_frames=40)

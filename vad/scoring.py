@@ -203,26 +203,6 @@ def position_trend(energy: np.ndarray, boxes: np.ndarray, moving_mask: np.ndarra
     return factor, {"slope_x": float(b), "slope_y": float(c), "spread": float(high / low)}
 
 
-# the spread of position_trend's factors from which a transductive run without score.perspective suggests it: side
-# views measured 1.03-1.51 (Ped2, Avenue partial, the generated set, Avenue shrunk to 320x180), Ped2 warped into
-# perspective 1.38-2.29 (the setting helped every one), vtest.avi's street 2.41 (docs/BENCHMARKS_LOG.md, "A hint
-# where the camera sees its scene in perspective"); a hint, no score changes
-PERSPECTIVE_HINT_SPREAD = 1.6
-
-
-def perspective_hint(fusion: dict) -> str:
-    """A sentence for the user where the score stage measured (``fusion["perspective_spread"]``) that the moving
-    objects' motion energy changes strongly with image position, as under a camera that looks along its scene;
-    "" otherwise."""
-    spread = fusion.get("perspective_spread", 1.0)
-    if spread < PERSPECTIVE_HINT_SPREAD:
-        return ""
-    return (f"hint: the moving objects' motion energy changes {spread:.1f}-fold across the image (its fitted trend "
-            "over position, 10th to 90th percentile), as when a camera looks along its scene and near objects move "
-            "more pixels; if yours does, score the run again with `vad score --out RUN --set score.perspective=true` "
-            "(then `vad eval` and `vad report`), or set it in your config")
-
-
 def _box_centres(boxes: np.ndarray) -> np.ndarray:
     return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
 

@@ -17,8 +17,8 @@ from pipelines.cli_errors import report_errors
 from pipelines.video import run_folder
 from pipelines.video import stages as P
 from pipelines.video.plots import plot_run
+from pipelines.video.report import perspective_hint
 from vad.config import load_config
-from vad.scoring import perspective_hint
 
 EXAMPLES = """examples:
   vad run --config configs/ucsd_ped2.yaml --root ../shared/data/ucsd_ped2 \\

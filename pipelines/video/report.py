@@ -22,7 +22,7 @@ from image_od.files.atomic import atomic_path
 from pipelines.figures import PAGE_SCRIPT
 from pipelines.video import run_folder
 from pipelines.video.render import read_frames_at, render_video
-from vad.scoring import perspective_hint
+from vad.config import RegionConfig
 
 MAX_THUMBNAILS = 300  # events with a thumbnail, by peak score: bounds the page on long footage
 THUMB_WIDTH = 192
@@ -118,6 +118,27 @@ def _roc_svg(frames: dict[str, dict[str, np.ndarray]]) -> str:
     return "".join(parts)
 
 
+# the spread of the motion energy's trend over position (vad.scoring.position_trend; fusion.json's
+# perspective_spread) from which a transductive run without score.perspective suggests it: side views measured
+# 1.03-1.51 (Ped2, Avenue partial, the generated set, Avenue shrunk to 320x180), Ped2 warped into perspective
+# 1.38-2.29 (the setting helped every one), vtest.avi's street 2.41 (docs/BENCHMARKS_LOG.md, "A hint where the
+# camera sees its scene in perspective"); a hint, no score changes
+PERSPECTIVE_HINT_SPREAD = 1.6
+
+
+def perspective_hint(fusion: dict[str, Any]) -> str:
+    """A sentence for the user where the score stage measured (``fusion["perspective_spread"]``) that the moving
+    objects' motion energy changes strongly with image position, as under a camera that looks along its scene;
+    "" otherwise."""
+    spread = fusion.get("perspective_spread", 1.0)
+    if spread < PERSPECTIVE_HINT_SPREAD:
+        return ""
+    return (f"hint: the moving objects' motion energy changes {spread:.1f}-fold across the image (its fitted trend "
+            "over position, 10th to 90th percentile), as when a camera looks along its scene and near objects move "
+            "more pixels; if yours does, score the run again with `vad score --out RUN --set score.perspective=true` "
+            "(then `vad eval` and `vad report`), or set it in your config")
+
+
 def _fusion_text(fusion: dict[str, Any]) -> str:
     """What the score stage's fusion read and chose (``fusion.json``), in one line."""
     text = (f"{fusion.get('rule', '?')}: heuristic weight {fusion['heuristic_weight']:.2f} (fast share "
@@ -130,7 +151,7 @@ def _fusion_text(fusion: dict[str, Any]) -> str:
     return f"{text}. {hint[0].upper()}{hint[1:]}" if hint else text
 
 
-def _regions_text(regions) -> str:
+def _regions_text(regions: RegionConfig) -> str:
     """The region sources (``RegionConfig``) with the files that the used ones read."""
     sources = regions.sources or []
     return (", ".join(sources)

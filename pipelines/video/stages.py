@@ -540,8 +540,7 @@ def score_stage(out: str | Path) -> None:
     if trend is not None:
         fusion["position_trend"] = trend
     elif resolved_position_norm(config) == "off":  # measured, not applied: the CLI and the report may suggest it
-        fusion["perspective_spread"] = position_trend(energy, arrays["boxes"], moving(energy, config.score.fast_floor),
-                                                      config.score.position_grid)[1]["spread"]
+        fusion["perspective_spread"] = _energy_trend(config, energy, arrays["boxes"])[1]["spread"]
     final = postprocess(fused, config.score)
     model_frames, heuristic = postprocess(raw["model"], config.score), postprocess(raw["heuristic"], config.score)
     run_folder.record(out, *(out / name for name in ("cube_scores.npz", "frame_scores.csv", "events.csv",
@@ -586,6 +585,12 @@ def _training_energy(config: Config, info: dict[str, Any]) -> TrainingEnergy:
     return arrays, energy, (energy[mask], arrays["boxes"][mask])
 
 
+def _energy_trend(config: Config, energy: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """The motion energy's trend over image position, fitted on the moving cubes (``vad.scoring.position_trend``):
+    what ``score.perspective`` takes out, and what a run without it measures for the perspective hint."""
+    return position_trend(energy, boxes, moving(energy, config.score.fast_floor), config.score.position_grid)
+
+
 def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.ndarray, arrays: dict[str, np.ndarray],
                          training: TrainingEnergy | None) -> tuple[np.ndarray, np.ndarray, dict[str, float] | None]:
     """The learned cube scores and motion energies, each against the cubes near the same image position when
@@ -600,7 +605,7 @@ def _position_normalised(config: Config, model_cubes: np.ndarray, energy: np.nda
         placed = position_normalise(energy, arrays["boxes"], arrays["video"], grid, reference=training[2])
         return model_cubes, placed, None
     if mode == "trend":
-        factor, fit = position_trend(energy, arrays["boxes"], moving(energy, config.score.fast_floor), grid)
+        factor, fit = _energy_trend(config, energy, arrays["boxes"])
         return model_cubes, energy * factor, fit
     groups = arrays["video"] if mode == "video" else np.zeros(len(energy), np.int64)
     return (*(position_normalise(x, arrays["boxes"], groups, grid) for x in (model_cubes, energy)), None)
