@@ -55,6 +55,25 @@ def test_an_anomalys_own_temporal_copies_do_not_vouch_for_it():
     assert honest[400:].min() > np.quantile(honest[:400], 0.99)  # every copy now among the rarest rows
 
 
+def test_an_object_anomalous_for_long_does_not_vouch_for_itself_along_its_track():
+    """One object stays anomalous for 200 frames of video 0 (far beyond the 10-frame window): its later cubes vouch
+    for its earlier ones unless its own track is excluded too; other tracks' rows still count as neighbours."""
+    rng = np.random.default_rng(4)
+    normal = rng.normal(0, 1, (400, 3)).astype(np.float32)
+    long = (np.array([5.0, 5.0, 5.0]) + rng.normal(0, 0.05, (200, 3))).astype(np.float32)
+    X = np.concatenate([normal, long])
+    groups = np.r_[rng.integers(0, 4, 400), np.zeros(200, int)]
+    times = np.r_[rng.integers(0, 1000, 400), np.arange(200)]
+    tracks = np.r_[np.arange(400), np.full(200, 400)]
+    windowed = AttributeKNN(k=5, cleanse=0.0).fit(X, groups, times).decision_scores_
+    tracked = AttributeKNN(k=5, cleanse=0.0).fit(X, groups, times, tracks).decision_scores_
+    assert np.median(windowed[400:]) < np.median(windowed[:400])  # its copies 11+ frames away make it look normal
+    assert tracked[400:].min() > np.quantile(tracked[:400], 0.99)
+    np.testing.assert_array_equal(tracked[:400], windowed[:400])  # one-row tracks: nothing else excluded
+    with pytest.raises(ValueError, match="600 rows but 600 groups, 600 times and 5 tracks"):
+        AttributeKNN().fit(X, groups, times, tracks[:5])
+
+
 def test_cleansing_removes_a_planted_cluster_of_anomalies_from_the_bank():
     """A loose cluster of 30 anomalies in different videos partly vouches for itself; cleansing the bank of its
     most distant 10 % first drops most of them, after which all are scored against normal rows."""

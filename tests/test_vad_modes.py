@@ -131,11 +131,12 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
 
 def test_semi_supervised_bank_of_training_and_scored_cubes(generated, tmp_path):
     """attributes.semi_bank=both: the density's bank holds the training and the scored cubes (the transductive
-    exclusion and cleansing, each video its own group); the scored cubes' rarity equals that of a density fitted on
-    the union's rows directly, and differs from the training-only bank's."""
+    exclusions and cleansing, each video its own group, each object its own track); the scored cubes' rarity equals
+    that of a density fitted on the union's rows directly, and differs from the training-only bank's."""
     from pipelines.video.run_folder import cache_of, load_run
     from pipelines.video.stages import attribute_scores
     from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
+    from vad.tracks import link_tracks
 
     root, _ = generated
     run = tmp_path / "both"
@@ -152,12 +153,14 @@ def test_semi_supervised_bank_of_training_and_scored_cubes(generated, tmp_path):
         parts.append((attribute_rows(hist, arrays["boxes"], False), arrays))
     (X, a), (T, t) = parts
     a_cfg = config.attributes
+    tracks = [link_tracks(p["video"], p["frame"], p["boxes"], config.score.track_min_iou) for p in (a, t)]
     direct = AttributeKNN(k=a_cfg.k, exclude_frames=a_cfg.exclude_frames, cleanse=a_cfg.cleanse,
                           pooled=VELOCITY_COLUMNS).fit(np.concatenate([X, T]),
                                                         np.concatenate([a["video"], 100 + t["video"]]),
-                                                        np.concatenate([a["frame"], t["frame"]])).decision_scores_
+                                                        np.concatenate([a["frame"], t["frame"]]),
+                                                        np.concatenate([tracks[0], 10**6 + tracks[1]]))
     both = attribute_scores(config, info)
-    np.testing.assert_allclose(both, direct[:len(X)], rtol=1e-5)
+    np.testing.assert_allclose(both, direct.decision_scores_[:len(X)], rtol=1e-5)
     config.attributes.semi_bank = "training"
     assert not np.allclose(attribute_scores(config, info), both)
 

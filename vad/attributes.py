@@ -7,10 +7,11 @@ camera sees near objects move more pixels).
 
 Rarity (:class:`AttributeKNN`): the mean distance to the k nearest cubes of a bank, on standardised attributes,
 the velocity histogram's columns with one pooled scale (per-column scales would blow up the rare directions' nearly
-empty bins, so that direction noise outweighs speed). Fitted transductively on the very cubes it scores, two rules keep it honest: a cube's neighbours never
-come from the same video within ``exclude_frames`` frames (an anomaly's copies in the next frames must not vouch
-for it), and the bank is cleansed (fit, score, drop the ``cleanse`` share of most distant cubes, score again
-against what is left), as CKNN does.
+empty bins, so that direction noise outweighs speed). Fitted transductively on the very cubes it scores, two rules
+keep it honest: a cube's neighbours never come from the same video within ``exclude_frames`` frames, nor from its
+own track at any frame (an anomaly's copies in the next frames, or an object that stays anomalous for hundreds of
+frames, must not vouch for themselves), and the bank is cleansed (fit, score, drop the ``cleanse`` share of most
+distant cubes, score again against what is left), as CKNN does.
 """
 from __future__ import annotations
 
@@ -68,9 +69,9 @@ def relative_speed(flow: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 class AttributeKNN(OutlierDetector):
     """Rarity of attribute rows: mean distance to the ``k`` nearest rows of the (cleansed) bank; higher = rarer.
 
-    ``fit(X, groups, times)`` scores the fitted rows themselves (``decision_scores_``) with the temporal exclusion
-    (rows of the same group within ``exclude_frames`` of each other, and the row itself, are never neighbours) and
-    the cleansing; ``decision_function(X)`` scores new rows against the bank, with no exclusion. ``max_bank``
+    ``fit(X, groups, times, tracks)`` scores the fitted rows themselves (``decision_scores_``) with the temporal
+    exclusion (rows of the same group within ``exclude_frames`` of each other, rows of the same track at any time,
+    and the row itself, are never neighbours) and the cleansing; ``decision_function(X)`` scores new rows against the bank, with no exclusion. ``max_bank``
     bounds the bank (a seeded sample), so that hours of footage cost linear time. Columns are centred on their
     median and divided by their standard deviation; the first ``pooled`` columns share one (pooled) scale.
     Distances are computed ``block`` (query rows x bank rows) at a time, so memory does not grow with the bank.
@@ -85,16 +86,18 @@ class AttributeKNN(OutlierDetector):
         return (np.asarray(X, np.float32) - self.centre_) / self.scale_
 
     def _knn(self, query: np.ndarray, bank: np.ndarray, q_groups: np.ndarray | None = None,
-             q_times: np.ndarray | None = None, b_index: np.ndarray | None = None) -> np.ndarray:
-        """Mean distance of each query row to its k nearest bank rows; with groups and times given, bank rows of
-        the same group within ``exclude_frames`` (the query row itself included) are excluded."""
+             q_times: np.ndarray | None = None, q_tracks: np.ndarray | None = None) -> np.ndarray:
+        """Mean distance of each query row to its k nearest bank rows; with groups, times and tracks given, bank
+        rows of the same group within ``exclude_frames`` (the query row itself included) or of the same track are
+        excluded."""
         bank_t = torch.from_numpy(bank)
         k = min(self.k, len(bank))
         out = np.empty(len(query), np.float32)
-        rows = max(1, self.block // max(len(bank), 1))  # about 16 MB of distances (and 4 of masks) per step
+        rows = max(1, self.block // max(len(bank), 1))  # about 16 MB of distances (and a few of masks) per step
         if q_groups is not None:
             bank_groups = torch.from_numpy(self.bank_groups_)[None]
             bank_times = torch.from_numpy(self.bank_times_.astype(np.int32))[None]
+            bank_tracks = None if q_tracks is None else torch.from_numpy(self.bank_tracks_)[None]
         for start in range(0, len(query), rows):
             q = torch.from_numpy(query[start:start + rows])
             d = torch.cdist(q, bank_t)
@@ -102,6 +105,8 @@ class AttributeKNN(OutlierDetector):
                 g = torch.from_numpy(q_groups[start:start + rows])[:, None]
                 t = torch.from_numpy(q_times[start:start + rows].astype(np.int32))[:, None]
                 near = (g == bank_groups) & ((t - bank_times).abs() <= self.exclude_frames)
+                if bank_tracks is not None:
+                    near |= torch.from_numpy(q_tracks[start:start + rows])[:, None] == bank_tracks
                 d.masked_fill_(near, float("inf"))
             nearest = torch.topk(d, k, dim=1, largest=False).values
             finite = torch.isfinite(nearest)
@@ -110,14 +115,20 @@ class AttributeKNN(OutlierDetector):
                 finite.sum(1).clamp(min=1)).numpy()
         return out
 
-    def fit(self, X: np.ndarray, groups: np.ndarray | None = None, times: np.ndarray | None = None
-            ) -> "AttributeKNN":
+    def fit(self, X: np.ndarray, groups: np.ndarray | None = None, times: np.ndarray | None = None,
+            tracks: np.ndarray | None = None) -> "AttributeKNN":
+        """``groups`` (videos), ``times`` (frames) and ``tracks`` (object ids, unique over groups) say which rows
+        never vouch for each other; None: one group, times ``exclude_frames`` apart, no tracks."""
         X = np.asarray(X, np.float32)
         if X.ndim != 2 or len(X) < 2:
             raise ValueError(f"AttributeKNN needs a (N, D) attribute array with N >= 2, got shape {X.shape}")
         groups = np.zeros(len(X), np.int64) if groups is None else np.asarray(groups, np.int64)
         times = np.arange(len(X), dtype=np.int64) * (self.exclude_frames + 1) if times is None \
             else np.asarray(times, np.int64)
+        tracks = None if tracks is None else np.asarray(tracks, np.int64)
+        if not len(groups) == len(times) == len(X) or (tracks is not None and len(tracks) != len(X)):
+            raise ValueError(f"AttributeKNN.fit: {len(X)} rows but {len(groups)} groups, {len(times)} times"
+                             + ("" if tracks is None else f" and {len(tracks)} tracks"))
         self.centre_ = np.median(X, 0)
         scale = np.maximum(X.std(0), 1e-6)
         if self.pooled:  # one scale for a histogram's columns keeps its geometry: rare bins are not blown up
@@ -127,17 +138,18 @@ class AttributeKNN(OutlierDetector):
         rng = np.random.default_rng(self.seed)
         members = np.arange(len(Z)) if len(Z) <= self.max_bank else np.sort(rng.choice(len(Z), self.max_bank,
                                                                                           replace=False))
-        scores = self._score_with_bank(Z, groups, times, members)
+        scores = self._score_with_bank(Z, groups, times, tracks, members)
         if self.cleanse > 0:
             keep = members[scores[members] <= np.quantile(scores[members], 1 - self.cleanse)]
-            scores = self._score_with_bank(Z, groups, times, keep)
+            scores = self._score_with_bank(Z, groups, times, tracks, keep)
         self.decision_scores_ = scores
         return self
 
-    def _score_with_bank(self, Z: np.ndarray, groups: np.ndarray, times: np.ndarray,
+    def _score_with_bank(self, Z: np.ndarray, groups: np.ndarray, times: np.ndarray, tracks: np.ndarray | None,
                          members: np.ndarray) -> np.ndarray:
         self.bank_, self.bank_groups_, self.bank_times_ = Z[members], groups[members], times[members]
-        return self._knn(Z, self.bank_, groups, times)
+        self.bank_tracks_ = None if tracks is None else tracks[members]
+        return self._knn(Z, self.bank_, groups, times, tracks)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted("bank_")

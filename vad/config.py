@@ -164,6 +164,9 @@ class AttributeConfig:
     use: str = "alone"
     k: int = 40  # neighbours averaged; chosen by leave one dataset out (docs/BENCHMARKS.md#attribute-k)
     exclude_frames: int = 10  # neighbours from the same video within this many frames never vouch for a cube
+    # nor, at any frame, the cubes of its own track (score.track_min_iou): an object that stays anomalous for
+    # hundreds of frames must not vouch for itself (docs/BENCHMARKS.md#own-track)
+    exclude_track: bool = True
     cleanse: float = 0.1  # share of the most distant cubes dropped from the bank before scoring again
     scale_aware: bool = False  # velocity per box height
     max_bank: int = 50000  # bank rows (a seeded sample beyond this): linear cost on long footage

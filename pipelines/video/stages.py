@@ -433,7 +433,8 @@ NO_CUBES = ("no cubes were extracted from {source}: no foreground regions were f
 def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     """Every scored cube's attribute rarity (``vad.attributes.AttributeKNN``), the attributes read from the cache
     one slice of flow at a time. Transductive: fitted on the scored cubes themselves, with the same-video temporal
-    exclusion and the cleansing; semi-supervised: fitted on the training videos' cubes (no exclusion or cleansing
+    exclusion, the own-track exclusion (``attributes.exclude_track``; the tracks the motion energy is averaged
+    along) and the cleansing; semi-supervised: fitted on the training videos' cubes (no exclusion or cleansing
     needed), scoring the test cubes as new data, or with ``attributes.semi_bank: both`` fitted on the training and
     the scored cubes together under the transductive rules (each video its own group)."""
     a = config.attributes
@@ -447,6 +448,11 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     X, arrays = rows(info)
     if len(X) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))
+    def tracks(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+        if not a.exclude_track:
+            return None
+        return link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
+
     n, bank, groups, times = len(X), X, arrays["video"], arrays["frame"]
     if config.model.train_on == "training":
         train_X, train_arrays = rows(info["training"])
@@ -457,9 +463,14 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
         bank = np.concatenate([X, train_X])  # semi_bank both: the transductive fit over both sets
         groups = np.concatenate([groups, len(info["videos"]) + train_arrays["video"]])
         times = np.concatenate([times, train_arrays["frame"]])
+        track = tracks(arrays)
+        if track is not None:
+            track = np.concatenate([track, track.max(initial=-1) + 1 + tracks(train_arrays)])
+    else:
+        track = tracks(arrays)
     model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
                          pooled=VELOCITY_COLUMNS, seed=config.seed)
-    return model.fit(bank, groups, times).decision_scores_[:n]
+    return model.fit(bank, groups, times, track).decision_scores_[:n]
 
 
 def _write_cube_errors(out: Path, errors: np.ndarray, targets: list[str], history: Any,
