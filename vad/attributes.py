@@ -71,8 +71,9 @@ class AttributeKNN(OutlierDetector):
 
     ``fit(X, groups, times, tracks)`` scores the fitted rows themselves (``decision_scores_``) with the temporal
     exclusion (rows of the same group within ``exclude_frames`` of each other, rows of the same track at any time,
-    and the row itself, are never neighbours) and the cleansing; ``decision_function(X)`` scores new rows against the bank, with no exclusion. ``max_bank``
-    bounds the bank (a seeded sample), so that hours of footage cost linear time. Columns are centred on their
+    and the row itself, are never neighbours) and the cleansing; ``decision_function(X)`` scores new rows against
+    the bank, with no exclusion. ``max_bank`` bounds the bank (a seeded sample), so that hours of footage cost
+    linear time. Columns are centred on their
     median and divided by their standard deviation; the first ``pooled`` columns share one (pooled) scale.
     Distances are computed ``block`` (query rows x bank rows) at a time, so memory does not grow with the bank.
     """

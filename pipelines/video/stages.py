@@ -448,6 +448,7 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     X, arrays = rows(info)
     if len(X) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))
+
     def tracks(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         if not a.exclude_track:
             return None
