@@ -237,6 +237,15 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
     assert metrics["heuristic_auc_micro"] == metrics["motion_rule_auc_micro"] and metrics["position_norm"] == "off"
     assert metrics["unprocessed"]["heuristic_auc_micro"] == metrics["unprocessed"]["motion_rule_auc_micro"]
     assert "fusion.json" in json.loads((out / "run_manifest.json").read_text())["files"]
+    # the stored density excludes each cube's own track; attributes.exclude_track=false scores it without that rule
+    from pipelines.video.run_folder import load_run
+    from pipelines.video.stages import attribute_scores
+
+    config, info = load_run(out)
+    with np.load(out / "cube_errors.npz") as f:
+        np.testing.assert_allclose(attribute_scores(config, info), f["component_attributes"], rtol=1e-6)
+        config.attributes.exclude_track = False
+        assert not np.allclose(attribute_scores(config, info), f["component_attributes"])
     # rescored with the energy's trend over position taken out: recorded, the heuristic is no longer the plain rule
     plain = metrics["motion_rule_auc_micro"]
     with np.load(out / "cube_scores.npz") as cubes:
