@@ -448,12 +448,6 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     X, arrays = rows(info)
     if len(X) == 0:
         raise ValueError(NO_CUBES.format(source=info["source"]))
-
-    def tracks(arrays: dict[str, np.ndarray]) -> np.ndarray | None:
-        if not a.exclude_track:
-            return None
-        return link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
-
     n, bank, groups, times = len(X), X, arrays["video"], arrays["frame"]
     if config.model.train_on == "training":
         train_X, train_arrays = rows(info["training"])
@@ -464,11 +458,11 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
         bank = np.concatenate([X, train_X])  # semi_bank both: the transductive fit over both sets
         groups = np.concatenate([groups, len(info["videos"]) + train_arrays["video"]])
         times = np.concatenate([times, train_arrays["frame"]])
-        track = tracks(arrays)
-        if track is not None:
-            track = np.concatenate([track, track.max(initial=-1) + 1 + tracks(train_arrays)])
-    else:
-        track = tracks(arrays)
+    track = None
+    if a.exclude_track:  # track ids made unique over both sets in semi_bank both
+        track = _cube_tracks(config, arrays)
+        if config.model.train_on == "training":
+            track = np.concatenate([track, track.max(initial=-1) + 1 + _cube_tracks(config, train_arrays)])
     model = AttributeKNN(k=a.k, exclude_frames=a.exclude_frames, cleanse=a.cleanse, max_bank=a.max_bank,
                          pooled=VELOCITY_COLUMNS, seed=config.seed)
     return model.fit(bank, groups, times, track).decision_scores_[:n]
@@ -575,11 +569,17 @@ def score_stage(out: str | Path) -> None:
     write_events(out, config, info, final, arrays, cube_final)
 
 
+def _cube_tracks(config: Config, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The cubes' object tracks (``vad.tracks.link_tracks``, ``score.track_min_iou``): what the motion energy is
+    averaged along and what the attribute density never lets vouch for its own cubes."""
+    return link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
+
+
 def _track_energy(config: Config, part: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The cached cubes' boxes and frames of a video set (``info`` or ``info["training"]``), their tracks and their
     motion energies averaged along the tracks (``score.track_window``)."""
     arrays = ready_cache(part).load([v["name"] for v in part["videos"]], fields=("energy", "boxes", "frame"))
-    track = link_tracks(arrays["video"], arrays["frame"], arrays["boxes"], config.score.track_min_iou)
+    track = _cube_tracks(config, arrays)
     return arrays, track, track_mean(arrays["energy"], track, arrays["frame"], config.score.track_window)
 
 
