@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vad.attributes import AttributeKNN, cube_attributes, relative_speed, velocity_histogram
+from vad.attributes import AttributeKNN, cube_attributes, mirrored_rows, relative_speed, velocity_histogram
 
 
 def _flow(n: int, dx: float, dy: float, size: int = 8) -> np.ndarray:
@@ -30,6 +30,25 @@ def test_scale_aware_attributes_compare_near_and_far_objects():
     assert a[1, 9] - a[0, 9] == pytest.approx(np.log(2)) and a[0, 10] == pytest.approx(np.log(0.5))
     raw = cube_attributes(flow, boxes, scale_aware=False)
     assert raw[1, 8] == pytest.approx(2 * raw[0, 8], rel=1e-3)
+
+
+def test_mirrored_rows_are_the_attributes_of_the_mirrored_flow():
+    """Flow mirrored left-right (patch flipped, x component negated) gives the mirrored rows; a leftward walker's
+    mirror image is a rightward one, near a rightward walker in the density."""
+    rng = np.random.default_rng(0)
+    flow = rng.normal(0, 2, (6, 2, 8, 8)).astype(np.float32)
+    boxes = np.abs(rng.normal(20, 5, (6, 4))).astype(np.float32) + np.array([0, 0, 30, 30], np.float32)
+    mirror = flow[..., ::-1].copy()
+    mirror[:, 0] *= -1
+    np.testing.assert_allclose(mirrored_rows(cube_attributes(flow, boxes)), cube_attributes(mirror, boxes),
+                               rtol=1e-5, atol=1e-6)
+    left, right = cube_attributes(_flow(50, -2.0, 0.1), np.tile(boxes[:1], (50, 1))), \
+        cube_attributes(_flow(1, 2.0, 0.1), boxes[:1])
+    plain = AttributeKNN(k=5, cleanse=0.0, pooled=9).fit(left).decision_function(right)
+    both = AttributeKNN(k=5, cleanse=0.0, pooled=9).fit(np.concatenate([left, mirrored_rows(left)]))
+    assert plain[0] > 1.0 and both.decision_function(right)[0] < 1e-3
+    with pytest.raises(ValueError, match="even number"):
+        mirrored_rows(left, bins=7)
 
 
 def test_an_outlier_beside_a_planted_cluster_is_found():

@@ -132,10 +132,11 @@ def test_semi_supervised_mode_on_the_generated_set(generated, tmp_path):
 def test_semi_supervised_bank_of_training_and_scored_cubes(generated, tmp_path):
     """attributes.semi_bank=both: the density's bank holds the training and the scored cubes (the transductive
     exclusions and cleansing, each video its own group, each object its own track); the scored cubes' rarity equals
-    that of a density fitted on the union's rows directly, and differs from the training-only bank's."""
+    that of a density fitted on the union's rows directly, and differs from the training-only bank's; and
+    attributes.semi_mirror adds the training rows' mirror images to the training-only bank."""
     from pipelines.video.run_folder import cache_of, load_run
     from pipelines.video.stages import attribute_scores
-    from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
+    from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, mirrored_rows, velocity_histogram
     from vad.tracks import link_tracks
 
     root, _ = generated
@@ -162,7 +163,13 @@ def test_semi_supervised_bank_of_training_and_scored_cubes(generated, tmp_path):
     both = attribute_scores(config, info)
     np.testing.assert_allclose(both, direct.decision_scores_[:len(X)], rtol=1e-5)
     config.attributes.semi_bank = "training"
-    assert not np.allclose(attribute_scores(config, info), both)
+    training = attribute_scores(config, info)
+    assert not np.allclose(training, both)
+    config.attributes.semi_mirror = True  # the training bank and its left-right mirror images
+    mirrored = AttributeKNN(k=a_cfg.k, exclude_frames=-1, cleanse=0.0, pooled=VELOCITY_COLUMNS).fit(
+        np.concatenate([T, mirrored_rows(T)])).decision_function(X)
+    np.testing.assert_allclose(attribute_scores(config, info), mirrored, rtol=1e-5)
+    assert not np.allclose(mirrored, training)
 
 
 def test_any_videos_learn_from_normal_footage_given_with_train_videos(generated, tmp_path, capsys):

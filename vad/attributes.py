@@ -61,6 +61,16 @@ def attribute_rows(hist: np.ndarray, boxes: np.ndarray, scale_aware: bool = True
     return np.column_stack([hist, hist.sum(1), np.log(h), np.log(w / h)]).astype(np.float32)
 
 
+def mirrored_rows(X: np.ndarray, bins: int = ORIENTATION_BINS) -> np.ndarray:
+    """Attribute rows (``attribute_rows``) of the same objects seen in a left-right mirror: flow x -> -x sends
+    orientation bin j to bin (bins / 2 - 1 - j) mod bins; speed and size are unchanged."""
+    if bins % 2:
+        raise ValueError(f"mirrored_rows needs an even number of orientation bins, got {bins}")
+    out = np.array(X, np.float32, copy=True)
+    out[:, :bins] = X[:, [(bins // 2 - 1 - j) % bins for j in range(bins)]]
+    return out
+
+
 def relative_speed(flow: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Mean flow magnitude inside the box per box height: the scale-aware motion heuristic."""
     return velocity_histogram(flow, 1)[:, 0] / box_heights(boxes)

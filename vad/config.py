@@ -175,6 +175,9 @@ class AttributeConfig:
     # where the training footage is short; not comparable with published semi-supervised figures;
     # docs/BENCHMARKS.md#semi-bank)
     semi_bank: str = "training"
+    # semi-supervised mode, training bank: add the training cubes' left-right mirror images (a walkway is walked both
+    # ways; short normal footage may show one); an option: docs/BENCHMARKS.md#semi-mirror
+    semi_mirror: bool = False
 
 
 @dataclass
@@ -435,6 +438,8 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.one_of("attributes.semi_bank", a.semi_bank, ("training", "both"))
     checks.need(a.semi_bank == "training" or m.train_on == "training", "attributes.semi_bank", a.semi_bank,
                 "both needs the semi-supervised mode (model.train_on=training): it adds the training videos' cubes")
+    checks.need(not a.semi_mirror or (m.train_on == "training" and a.semi_bank == "training"), "attributes.semi_mirror",
+                a.semi_mirror, "mirrors the training bank: it needs model.train_on=training and semi_bank=training")
 
 
 def resolved_position_norm(config: Config) -> str:

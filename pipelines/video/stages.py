@@ -45,7 +45,7 @@ from pipelines.video.plots import plot_run
 from pipelines.video.report import write_report
 from pipelines.video.run_folder import cache_of, load_npz, load_run, read_frame_scores, ready_cache
 from vad import regions as regions_mod
-from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, velocity_histogram
+from vad.attributes import VELOCITY_COLUMNS, AttributeKNN, attribute_rows, mirrored_rows, velocity_histogram
 from vad.cache import FIELDS, CubeCache, CubeDataset
 from vad.config import Config, load_config, resolved_position_norm
 from vad.cube_models import fit_cloze, learned_score
@@ -435,8 +435,9 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     one slice of flow at a time. Transductive: fitted on the scored cubes themselves, with the same-video temporal
     exclusion, the own-track exclusion (``attributes.exclude_track``; the tracks the motion energy is averaged
     along) and the cleansing; semi-supervised: fitted on the training videos' cubes (no exclusion or cleansing
-    needed), scoring the test cubes as new data, or with ``attributes.semi_bank: both`` fitted on the training and
-    the scored cubes together under the transductive rules (each video its own group)."""
+    needed; with ``attributes.semi_mirror`` their left-right mirror images too), scoring the test cubes as new data,
+    or with ``attributes.semi_bank: both`` fitted on the training and the scored cubes together under the
+    transductive rules (each video its own group)."""
     a = config.attributes
 
     def rows(part: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -452,6 +453,8 @@ def attribute_scores(config: Config, info: dict[str, Any]) -> np.ndarray:
     if config.model.train_on == "training":
         train_X, train_arrays = rows(info["training"])
         if a.semi_bank == "training":
+            if a.semi_mirror:
+                train_X = np.concatenate([train_X, mirrored_rows(train_X)])
             model = AttributeKNN(k=a.k, exclude_frames=-1, cleanse=0.0, max_bank=a.max_bank,
                                  pooled=VELOCITY_COLUMNS, seed=config.seed)
             return model.fit(train_X).decision_function(X)
