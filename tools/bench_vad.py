@@ -13,7 +13,8 @@ points). The tables go to OUT/bench.md, the raw metrics and commands to OUT/benc
       --variant default=configs/ucsd_ped2.yaml --variant paper=configs/ucsd_ped2.yaml+configs/paper.yaml \\
       --variant 'semi=configs/ucsd_ped2.yaml;model.train_on=training' --out runs/bench_ped2
 
-A variant is NAME=CONFIG[+CONFIG...][;KEY=VALUE...]: '+' layers config files, ';' adds --set overrides.
+A variant is NAME=CONFIG[+CONFIG...][;KEY=VALUE...]: '+' layers config files, ';' adds --set overrides; an empty
+CONFIG runs the defaults with no config file (as `vad run` on one's own footage).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def run_variant(name: str, spec: str, args, out: Path) -> dict:
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="vad-bench-cache-") as cache:
-        cmd = [sys.executable, "-m", "pipelines.video.cli", "run", *sum((["--config", c] for c in configs.split("+")), []),
+        config_args = sum((["--config", c] for c in configs.split("+") if c), [])
+        cmd = [sys.executable, "-m", "pipelines.video.cli", "run", *config_args,
                "--root", args.root, "--out", str(run_dir), "--cache", cache, "--quiet",
                *sum((["--set", s] for s in [*args.set, *sets]), [])]
         if args.boxes:
