@@ -65,5 +65,7 @@ def test_a_walker_is_copied_into_the_next_clip_three_times_as_fast(tmp_path):
     assert [c["walker_track"] for c in record["clips"]] == [1, 0] and not (tmp_path / "planted.partial").exists()
     with pytest.raises(SystemExit, match="exists"):
         tool.main(["--video", str(video), "--run", str(run), "--out", str(out), "--clips", "2"])
+    with pytest.raises(SystemExit, match="no cube_scores.npz"):
+        tool.main(["--video", str(video), "--run", str(tmp_path), "--out", str(tmp_path / "none"), "--clips", "2"])
     with pytest.raises(SystemExit, match="no track"):
         tool.main(["--video", str(video), "--run", str(run), "--out", str(tmp_path / "none"), "--clips", "2"])

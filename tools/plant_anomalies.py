@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.out} exists: choose a new folder")
     if args.speed < 2 or args.clips < 2:
         raise SystemExit("--speed must be at least 2 and --clips at least 2 (a walker is copied into another clip)")
+    if not (args.run / "cube_scores.npz").is_file():
+        raise SystemExit(f"{args.run}: no cube_scores.npz; run `vad run --videos {args.video} --out {args.run}` first")
     cubes = np.load(args.run / "cube_scores.npz")
     if len(np.unique(cubes["video"])) != 1:
         raise SystemExit(f"{args.run}: a run on one video is needed, it scored {len(np.unique(cubes['video']))}")
