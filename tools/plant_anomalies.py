@@ -74,6 +74,7 @@ def pick_walker(frames: np.ndarray, boxes: np.ndarray, tracks: np.ndarray, start
                 min_frames: int, margin: float, shape: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray] | None:
     """The track to copy from frames [start, stop) (see the module's docstring); returns (track, its frames, its
     boxes) or None."""
+    wide = np.array([widened(x, margin, shape) for x in boxes], np.float64)
     best, best_key = None, None
     for track in np.unique(tracks):
         rows = np.where(tracks == track)[0]
@@ -85,10 +86,7 @@ def pick_walker(frames: np.ndarray, boxes: np.ndarray, tracks: np.ndarray, start
         centre = (b[:, :2] + b[:, 2:]) / 2
         if np.hypot(*(centre[-1] - centre[0])) < heights.mean() or heights.max() > 2 * heights.min():
             continue
-        wide = lambda x: np.array(widened(x, margin, shape), np.float64)  # noqa: E731
-        overlap = np.mean([overlap_share(wide(b[i]), np.array([wide(o) for o in boxes[(frames == t[i])
-                                                                                     & (tracks != track)]]))
-                           for i in range(len(t))])
+        overlap = np.mean([overlap_share(wide[r], wide[(frames == frames[r]) & (tracks != track)]) for r in rows])
         key = (round(float(overlap), 3), -len(t), int(track))
         if best_key is None or key < best_key:
             best, best_key = (int(track), t, b), key
