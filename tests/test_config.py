@@ -40,6 +40,8 @@ def test_the_semi_supervised_bank_option_needs_that_mode():
     with pytest.raises(ConfigError, match="attributes.semi_bank"):
         load_config(None, ["attributes.semi_bank=all", "model.train_on=training"])
     assert load_config(None, ["attributes.semi_bank=both", "model.train_on=training"]).attributes.semi_bank == "both"
+    with pytest.raises(ConfigError, match="regions.join_fragments"):
+        load_config(None, ["regions.join_fragments=true"])  # motion boxes only: nothing to join into
     for sets in (["attributes.semi_mirror=true"],
                  ["attributes.semi_mirror=true", "model.train_on=training", "attributes.semi_bank=both"]):
         with pytest.raises(ConfigError, match="attributes.semi_mirror"):

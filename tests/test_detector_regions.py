@@ -189,6 +189,17 @@ def test_detector_boxes_are_cached_written_out_and_read_back(clip, tmp_path):
                 "--out", str(tmp_path / "c")]) == 0
     assert len(list(cache.iterdir())) == 3
 
+    # regions.join_fragments, another cache entry: every box of the default run lies inside a box of the joined run
+    # (these 14 frames hold no fragment to join: joining itself is tested in test_regions.py)
+    assert vad(["extract", *common, "--detector", str(XL), "--set", "regions.join_fragments=true",
+                "--out", str(tmp_path / "d")]) == 0
+    _, info = run_folder.load_run(tmp_path / "d")
+    joined = run_folder.ready_cache(info).load(["01"], fields=("boxes", "frame"))
+    assert len(joined["boxes"]) <= len(cached["a"]["boxes"]) and len(list(cache.iterdir())) == 4
+    for box, t in zip(cached["a"]["boxes"], cached["a"]["frame"]):
+        mine = joined["boxes"][joined["frame"] == t]
+        assert np.any(np.all(mine[:, :2] <= box[:2] + 1e-3, axis=1) & np.all(mine[:, 2:] >= box[2:] - 1e-3, axis=1))
+
 
 def test_detector_and_boxes_are_exclusive(capsys):
     with pytest.raises(SystemExit):

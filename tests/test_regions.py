@@ -12,6 +12,7 @@ from vad.regions import (
     YoloDetector,
     box_areas,
     filter_boxes,
+    join_fragments,
     load_box_file,
     merge_boxes,
     motion_boxes,
@@ -139,6 +140,22 @@ def test_merge_boxes_unites_sources_per_frame():
     assert [len(x) for x in merged] == [3, 1] and merged[0].dtype == np.float32
     with pytest.raises(ValueError, match="different numbers of frames"):
         merge_boxes(a, b[:1])
+
+
+def test_fragments_touching_a_detection_are_joined_into_it():
+    """A person's legs boxed by the frame differences just under its detection join the detection; a fragment that
+    touches two detections joins the larger; a small object far from any detection, and a large one beside a
+    person (more than a quarter of its area: a cart, a bicycle of its own), stay objects of their own."""
+    person, child = [10, 10, 30, 60], [33, 30, 43, 50]  # 1000 and 200 px
+    legs, far, cart, between = [12, 62, 28, 70], [70, 70, 76, 76], [31, 10, 50, 25], [30, 50, 33, 55]
+    detections = [np.array([person, child], np.float32), np.array([person], np.float32)]
+    motion = [np.array([legs, far, between], np.float32), np.array([cart], np.float32)]
+    joined, kept = join_fragments(detections, motion)
+    assert joined[0].tolist() == [[10, 10, 33, 70], child] and kept[0].tolist() == [far]
+    assert joined[1].tolist() == [person] and kept[1].tolist() == [cart]  # 285 px: more than a quarter of 1000
+    assert detections[0].tolist() == [person, child]  # the inputs are not changed
+    empty = join_fragments([np.zeros((0, 4), np.float32)], [np.array([far], np.float32)])
+    assert empty[0][0].shape == (0, 4) and empty[1][0].tolist() == [far]
 
 
 # ------------------------------------------------------------------------------------------ box files

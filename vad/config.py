@@ -61,6 +61,10 @@ class RegionConfig:
     # the frame AUC on Ped2 and Avenue partial (1: every frame; docs/BENCHMARKS.md#detector-settings)
     detector_every: int = 3
     cover_thr: float = 0.6  # drop detector boxes mostly covered by larger ones
+    # with detector and motion boxes: join each motion box that touches a detection 4x its area into it (a person's
+    # legs or shadow move with the person); an option for crowded scenes, not the default: on Ped2 the motion beside
+    # a rider is often the bicycle that makes the object rare (docs/BENCHMARKS.md#join-fragments)
+    join_fragments: bool = False
     unsafe_pickle: bool = False  # allow an ultralytics .pt detector: loading it unpickles, which can run its code
 
     def detector_settings(self) -> dict:
@@ -310,6 +314,8 @@ def _check_data_regions(checks: Checks, c: Config) -> None:
     checks.need(1 <= r.detector_every <= 16, "regions.detector_every", r.detector_every, "must be within 1..16")
     checks.need(0 <= r.detector_score <= 1, "regions.detector_score", r.detector_score, "must be within [0, 1]")
     checks.need(0 < r.cover_thr <= 1, "regions.cover_thr", r.cover_thr, "must be within (0, 1]")
+    checks.need(not r.join_fragments or {"detector", "motion"} <= set(r.sources), "regions.join_fragments",
+                r.join_fragments, "joins motion boxes into detections: it needs both in regions.sources")
 
 
 def _check_cubes_flow(checks: Checks, c: Config) -> None:

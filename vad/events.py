@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .regions import touching_larger
 from .scoring import robust_scale
 
 THRESHOLD_RULES = ("percentile", "mad", "mixture")
@@ -86,9 +87,7 @@ def object_box(boxes: np.ndarray, i: int, gap: float = 4.0, ratio: float = 4.0) 
     Only where the anomaly is shown changes (events.csv, the report), never a score or the localisation metrics."""
     b = np.asarray(boxes, np.float32)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    dx = np.maximum(0, np.maximum(b[:, 0] - b[i, 2], b[i, 0] - b[:, 2]))
-    dy = np.maximum(0, np.maximum(b[:, 1] - b[i, 3], b[i, 1] - b[:, 3]))
-    hosts = np.flatnonzero((dx <= gap) & (dy <= gap) & (area > ratio * area[i]))
+    hosts = touching_larger(b[i], b, gap, ratio)
     if len(hosts) == 0:
         return b[i]
     host = b[hosts[np.argmax(area[hosts])]]

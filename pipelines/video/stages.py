@@ -255,11 +255,13 @@ class BoxSource:
         if self.detector is not None:
             detected = regions_mod.keyframe_detections(self.detector.detect, window.frames[window.chunk],
                                                        r.detector_every)
-        if detected is not None:
-            lists.append(detected)
+        motion = None
         if "motion" in r.sources:
-            lists.append(regions_mod.video_motion_boxes(window.frames, exclude=detected, start=window.chunk.start,
-                                                        stop=window.chunk.stop, **r.motion_settings()))
+            motion = regions_mod.video_motion_boxes(window.frames, exclude=detected, start=window.chunk.start,
+                                                    stop=window.chunk.stop, **r.motion_settings())
+        if r.join_fragments:
+            detected, motion = regions_mod.join_fragments(detected, motion)
+        lists += [boxes for boxes in (detected, motion) if boxes is not None]
         return regions_mod.merge_boxes(*lists)
 
 
