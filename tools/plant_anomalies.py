@@ -35,20 +35,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from vad.readers import Video
+
 
 def read_video(path: Path) -> np.ndarray:
-    """All frames of a video file, (T, H, W, 3) uint8."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    if not frames:
-        raise SystemExit(f"{path}: no frame could be read")
-    return np.stack(frames)
+    """All frames of the footage (a video file or a folder of frames; ``vad.readers.Video``), (T, H, W, 3) BGR."""
+    try:
+        return Video(path.stem, path).read_frames(grey=False)
+    except ValueError as err:  # vad.readers.DatasetError names what is wrong
+        raise SystemExit(f"{path}: {err}") from None
 
 
 def widened(box: np.ndarray, margin: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -115,7 +110,7 @@ def plant(target: np.ndarray, source: np.ndarray, t: np.ndarray, b: np.ndarray, 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", type=Path, required=True, help="the footage (a video file)")
+    p.add_argument("--video", type=Path, required=True, help="the footage (a video file or a folder of frames)")
     p.add_argument("--run", type=Path, required=True,
                    help="a vad run on the same footage (its cube_scores.npz gives the walkers' tracks)")
     p.add_argument("--out", type=Path, required=True, help="the planted dataset (UCSD layout); must not exist")
