@@ -68,3 +68,55 @@ def test_alarm_metrics_on_a_hand_made_case():
     assert m["f1"] == pytest.approx(0.3) and m["hits"] == 0.5 and m["false_alarms"] == 2
     assert m["false_alarms_per_min"] == pytest.approx(2.0) and m["events"] == 3 and m["abnormal_intervals"] == 2
     assert alarm_metrics([[], []], labels, 1.0)["f1"] == 0.0
+
+
+def _sliver_frames():
+    """Three frames of one video: a slow walker with a foot box beside it (frame 0), a fast rider with its bicycle
+    box beside it (frame 1), a slow walker and a small box far from it (frame 2)."""
+    boxes = np.array([[10, 10, 30, 70], [12, 71, 20, 77],      # walker 20x60, foot 8x6 touching its bottom
+                      [10, 10, 30, 70], [14, 72, 28, 80],      # rider, bicycle 14x8 within 4 px below it
+                      [10, 10, 30, 70], [80, 80, 88, 86]], np.float32)  # walker, a small box 50 px away
+    video, frame = np.zeros(6, int), np.repeat([0, 1, 2], 2)
+    speed = np.array([1.0, 1.5, 6.0, 6.5, 1.0, 1.2])
+    return boxes, video, frame, speed
+
+
+def test_slivers_of_slow_objects_are_found_and_a_fast_objects_parts_are_not():
+    from vad.scoring import fast_bar, slow_slivers
+
+    boxes, video, frame, speed = _sliver_frames()
+    assert fast_bar(speed, mads=1.0) == pytest.approx(np.median(speed) + 1.4826 * np.median(np.abs(speed - 1.35)))
+    assert fast_bar(np.zeros(3), floor=0.25) is None
+    np.testing.assert_array_equal(slow_slivers(boxes, video, frame, speed, bar=3.0), [0, 1, 0, 0, 0, 0])
+    # with no fast object at all, every part touching a larger box is a sliver; the largest box of a frame never is
+    np.testing.assert_array_equal(slow_slivers(boxes, video, frame, speed, bar=None), [0, 1, 0, 1, 0, 0])
+    # the same boxes in another video are another frame
+    np.testing.assert_array_equal(slow_slivers(boxes[:2], np.array([0, 1]), np.zeros(2, int), speed[:2], 3.0), [0, 0])
+
+
+def test_slivers_leave_the_frame_maximum_only_where_they_hold_it_often():
+    from vad.scoring import frame_max_share, frame_scores, without_slivers
+
+    boxes, video, frame, speed = _sliver_frames()
+    scores = np.array([0.2, 0.9, 0.5, 0.4, 0.3, 0.8])  # the foot tops frame 0, the far box frame 2
+    slivers = np.array([0, 1, 0, 0, 0, 0], bool)
+    assert frame_max_share(scores, slivers, video, frame) == pytest.approx(1 / 3)
+    assert frame_max_share(scores, np.zeros(6, bool), video, frame) == 0.0
+    kept = without_slivers(scores, slivers)
+    np.testing.assert_allclose(kept, [0.2, 0.2, 0.5, 0.4, 0.3, 0.8])  # the lowest other score
+    np.testing.assert_allclose(frame_scores(kept, video, frame, [3])[0], [0.2, 0.5, 0.8])
+    np.testing.assert_allclose(without_slivers(scores, np.zeros(6, bool)), scores)
+
+
+def test_the_score_stage_leaves_slivers_out_above_its_share_only():
+    from pipelines.video.stages import _without_texture_slivers
+    from vad.config import load_config
+
+    boxes, video, frame, speed = _sliver_frames()
+    arrays = {"boxes": boxes, "video": video, "frame": frame}
+    scores = np.array([0.2, 0.9, 0.5, 0.4, 0.3, 0.8])
+    for share, left_out in ((0.25, True), (0.5, False)):
+        config = load_config(None, [f"score.sliver_share={share}", "score.fast_mad=1", "score.fast_floor=0"])
+        kept, record = _without_texture_slivers(config, scores, speed, arrays)
+        assert record["left_out"] is left_out and record["share_of_frame_maxima"] == pytest.approx(1 / 3)
+        assert record["cubes"] == 1 and bool(kept[1] == 0.2) is left_out

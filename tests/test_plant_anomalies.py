@@ -69,3 +69,26 @@ def test_a_walker_is_copied_into_the_next_clip_three_times_as_fast(tmp_path):
         tool.main(["--video", str(video), "--run", str(tmp_path), "--out", str(tmp_path / "none"), "--clips", "2"])
     with pytest.raises(SystemExit, match="no track"):
         tool.main(["--video", str(video), "--run", str(run), "--out", str(tmp_path / "none"), "--clips", "2"])
+
+
+def test_several_footages_are_planted_into_one_set_and_one_without_a_walker_is_skipped(tmp_path):
+    tool = load_tool("plant_anomalies")
+    video, run = _footage(tmp_path)
+    short = tmp_path / "short_run"  # the same footage, but its tracks last 10 frames: no walker to copy
+    short.mkdir()
+    with np.load(run / "cube_scores.npz") as f:
+        keep = np.isin(f["frame"], np.r_[2:12, 32:42])
+        np.savez(short / "cube_scores.npz", **{k: f[k][keep] for k in f.files})
+    out = tmp_path / "planted"
+    tool.main(["--video", str(video), str(video), str(video), "--run", str(run), str(short), str(run), "--out",
+               str(out), "--clips", "2", "--min-frames", "12"])
+    clips = open_dataset(out)
+    assert [v.name for v in clips] == ["Test001", "Test002", "Test003", "Test004"]
+    assert [np.flatnonzero(v.labels).tolist() for v in clips] == [list(range(2, 10))] * 4
+    record = json.loads((out / "planted.json").read_text())
+    assert record["runs"] == [str(run), str(short), str(run)] and len(record["clips"]) == 4
+    with pytest.raises(SystemExit, match="one run per footage"):
+        tool.main(["--video", str(video), str(video), "--run", str(run), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no footage could be planted"):
+        tool.main(["--video", str(video), str(video), "--run", str(short), str(short), "--out", str(tmp_path / "x"),
+                   "--clips", "2", "--min-frames", "12"])

@@ -312,3 +312,7 @@ def test_the_report_says_how_the_fusion_read_the_motion_energy():
     trend = _fusion_text({**share, "position_trend": {"slope_x": 0.0, "slope_y": 0.007, "spread": 1.24}})
     assert trend.endswith("its trend over image position taken out (spread 1.24)")
     assert _fusion_text({"rule": "fixed", "motion_weight": 0.5}) == "fixed, motion weight 0.5"
+    slivers = {"share_of_frame_maxima": 0.56, "cubes": 1741, "left_out": True, "sliver_share": 0.25}
+    assert _fusion_text({**share, "slivers": slivers}).endswith("left out of the learned score (they held 56% of its "
+                                                                 "frame maxima)")
+    assert _fusion_text({**share, "slivers": {**slivers, "left_out": False}}) == _fusion_text(share)

@@ -219,6 +219,11 @@ class ScoreConfig:
     # docs/BENCHMARKS.md#track-energy). The learned score is left as it is.
     track_window: int = 4
     track_min_iou: float = 0.3
+    # slivers of slow objects (cubes touching a cube of the same frame with 4x their area, itself not faster than
+    # the fast-share bar: a walker's foot or shadow boxed beside its detection) are left out of the learned score
+    # when they hold more than this share of the frames' learned maxima: then they are the footage's texture (a
+    # crowd seen close), not its rare events (vad.scoring.slow_slivers; 1: never; docs/BENCHMARKS.md#slivers)
+    sliver_share: float = 0.25
     smoothing: str = "gaussian"  # none | mean | gaussian: temporal smoothing of frame scores within each video
     smooth_window: float = 2  # mean: window in frames; gaussian: standard deviation in frames
     per_video: bool = False  # z-score each video's frame scores on their own
@@ -425,6 +430,7 @@ def _check_model_score(checks: Checks, c: Config) -> None:
     checks.positive("score.fast_mad", s.fast_mad)
     checks.need(s.fast_floor >= 0, "score.fast_floor", s.fast_floor, "must be 0 or more (pixels per frame)")
     checks.need(0 < s.fast_share_full <= 1, "score.fast_share_full", s.fast_share_full, "must be within (0, 1]")
+    checks.need(0 <= s.sliver_share <= 1, "score.sliver_share", s.sliver_share, "must be within [0, 1]")
     checks.need(0 < s.fast_percentile < 100, "score.fast_percentile", s.fast_percentile, "must be within (0, 100)")
     checks.one_of("score.fast_reference", s.fast_reference, ("scored", "training"))
     checks.need(s.fast_reference == "scored" or (m.train_on == "training" and s.position_norm in ("auto", "training")),

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .regions import touching_larger
+
 
 def flow_magnitude(flow: np.ndarray) -> np.ndarray:
     """Per-pixel optical-flow magnitude in float32: flow (N,2,H,W) -> (N,H,W)."""
@@ -126,19 +128,68 @@ def moving(cube_speed: np.ndarray, floor: float) -> np.ndarray:
     return np.asarray(cube_speed) > floor
 
 
-def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
-               mads: float = 3.0, floor: float = 0.0) -> float:
-    """The share of frames holding a cube faster than median + ``mads`` robust deviations (1.4826 MAD) of the
-    moving cubes' speed: how common clearly fast objects are. When they are in a large share of the frames, they
-    are not rare in the data, so rarity cannot find them and the motion prior is what does (label-free evidence).
-
-    Cubes not ``moving`` faster than ``floor`` are left out of the reference."""
+def fast_bar(cube_speed: np.ndarray, mads: float = 3.0, floor: float = 0.0) -> float | None:
+    """Median + ``mads`` robust deviations (1.4826 MAD) of the speed of the cubes ``moving`` faster than ``floor``:
+    what "clearly fast" means in this footage; None when no cube moves."""
     mask = moving(cube_speed, floor)
     if not mask.any():
-        return 0.0
+        return None
     median, mad = robust_scale(cube_speed[mask])
+    return median + mads * max(mad, 1e-9)
+
+
+def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_frames: Sequence[int],
+               mads: float = 3.0, floor: float = 0.0) -> float:
+    """The share of frames holding a cube above the ``fast_bar``: how common clearly fast objects are. When they
+    are in a large share of the frames, they are not rare in the data, so rarity cannot find them and the motion
+    prior is what does (label-free evidence).
+
+    Cubes not ``moving`` faster than ``floor`` are left out of the reference."""
+    bar = fast_bar(cube_speed, mads, floor)
+    if bar is None:
+        return 0.0
     fastest = np.concatenate(frame_scores(cube_speed, video, frame, n_frames))
-    return float(np.mean(fastest > median + mads * max(mad, 1e-9)))
+    return float(np.mean(fastest > bar))
+
+
+def slow_slivers(boxes: np.ndarray, video: np.ndarray, frame: np.ndarray, cube_speed: np.ndarray,
+                 bar: float | None) -> np.ndarray:
+    """The cubes that are slivers of slow objects: each touches (within 4 px) a cube of the same frame with more
+    than 4 times its area (``vad.regions.touching_larger``), and the largest such cube is not faster than ``bar``
+    (a walker's foot, hand or shadow boxed beside its detection; a runner's or a rider's are not slivers of a slow
+    object). The largest cube of a frame is never a sliver. ``bar`` None: no object is fast."""
+    out = np.zeros(len(boxes), bool)
+    key = np.asarray(video, np.int64) * (int(np.max(frame, initial=0)) + 1) + np.asarray(frame, np.int64)
+    order = np.argsort(key, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(key[order])) + 1):
+        if len(rows) < 2:
+            continue
+        b = boxes[rows]
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        for i, row in enumerate(rows):
+            hosts = touching_larger(b[i], b)
+            if len(hosts):
+                out[row] = bar is None or cube_speed[rows[hosts[np.argmax(area[hosts])]]] <= bar
+    return out
+
+
+def frame_max_share(cube_scores: np.ndarray, mask: np.ndarray, video: np.ndarray, frame: np.ndarray) -> float:
+    """The share of the frames holding a cube whose highest-scoring cube is in ``mask``."""
+    if len(cube_scores) == 0:
+        return 0.0
+    key = np.asarray(video, np.int64) * (int(np.max(frame)) + 1) + np.asarray(frame, np.int64)
+    order = np.lexsort((-np.asarray(cube_scores, np.float64), key))
+    tops = order[np.r_[True, np.diff(key[order]) != 0]]
+    return float(np.mean(mask[tops]))
+
+
+def without_slivers(cube_scores: np.ndarray, slivers: np.ndarray) -> np.ndarray:
+    """``cube_scores`` with the ``slivers`` set to the lowest score of the other cubes, so that they never hold a
+    frame's maximum beside another cube."""
+    out = np.asarray(cube_scores, np.float64).copy()
+    if slivers.any() and not slivers.all():
+        out[slivers] = out[~slivers].min()
+    return out
 
 
 def tail_share(frames: Sequence[np.ndarray], reference: Sequence[np.ndarray], percentile: float = 99.0) -> float:

@@ -147,6 +147,9 @@ def _fusion_text(fusion: dict[str, Any]) -> str:
     if "position_trend" in fusion:
         text += f"; motion energy with its trend over image position taken out (spread " \
                 f"{fusion['position_trend']['spread']:.2f})"
+    if fusion.get("slivers", {}).get("left_out"):
+        text += f"; slivers of slow objects left out of the learned score (they held " \
+                f"{fusion['slivers']['share_of_frame_maxima']:.0%} of its frame maxima)"
     hint = perspective_hint(fusion)
     return f"{text}. {hint[0].upper()}{hint[1:]}" if hint else text
 

@@ -57,13 +57,17 @@ from vad.metrics import auc_micro, frame_metrics, video_aucs
 from vad.readers import Video, image_files, open_dataset, open_training_split, open_videos, path_list, pixel_masks
 from vad.scoring import (
     apply_fusion,
+    fast_bar,
     fast_share,
+    frame_max_share,
     frame_scores,
     moving,
     position_normalise,
     position_trend,
     postprocess,
+    slow_slivers,
     tail_share,
+    without_slivers,
     zscore,
 )
 from vad.tracks import link_tracks, track_mean
@@ -544,10 +548,12 @@ def score_stage(out: str | Path) -> None:
     training = _training_energy(config, info) if resolved_position_norm(config) == "training" else None
     model_cubes, placed_energy, trend = _position_normalised(config, model_cubes, energy, arrays, training)
     speed = energy if trend is None else placed_energy  # the trend-corrected energy is still a speed
+    model_cubes, slivers = _without_texture_slivers(config, model_cubes, speed, arrays)
     raw = {"model": frame_scores(model_cubes, arrays["video"], arrays["frame"], n_frames),
            "heuristic": frame_scores(placed_energy, arrays["video"], arrays["frame"], n_frames)}
     fused, fusion = fuse_frames(config, raw["model"], raw["heuristic"], speed, arrays, n_frames,
                                 _fusion_reference(config, info, training))
+    fusion["slivers"] = slivers
     if trend is not None:
         fusion["position_trend"] = trend
     elif resolved_position_norm(config) == "off":  # measured, not applied: the CLI and the report may suggest it
@@ -572,6 +578,24 @@ def score_stage(out: str | Path) -> None:
                 w.writerow([v["name"], t, f"{s[t]:.6g}", f"{m[t]:.6g}", f"{h[t]:.6g}",
                             "" if labels is None else labels[t]])
     write_events(out, config, info, final, arrays, cube_final)
+
+
+def _without_texture_slivers(config: Config, model_cubes: np.ndarray, speed: np.ndarray,
+                             arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The learned cube scores with the slivers of slow objects (``vad.scoring.slow_slivers``, against the fast-share
+    bar of ``speed``) left out when they hold more than ``score.sliver_share`` of the frames' learned maxima, and
+    what was measured (``fusion.json``'s ``slivers``). In a crowd seen close, a detector boxes each person and the
+    frame differences box their feet and shadows beside them: small boxes of every size and speed, rare one by one,
+    that top the learned score of most frames (the share 0.56 on vtest.avi with the detector, at most 0.14 on every
+    benchmark source: docs/BENCHMARKS.md#slivers)."""
+    s = config.score
+    mask = slow_slivers(arrays["boxes"], arrays["video"], arrays["frame"], speed,
+                        fast_bar(speed, s.fast_mad, s.fast_floor))
+    share = frame_max_share(model_cubes, mask, arrays["video"], arrays["frame"])
+    left_out = share > s.sliver_share
+    record = {"share_of_frame_maxima": share, "cubes": int(mask.sum()), "left_out": bool(left_out),
+              "sliver_share": s.sliver_share}
+    return (without_slivers(model_cubes, mask) if left_out else model_cubes), record
 
 
 def _cube_tracks(config: Config, arrays: dict[str, np.ndarray]) -> np.ndarray:
