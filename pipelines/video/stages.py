@@ -586,8 +586,8 @@ def _without_texture_slivers(config: Config, model_cubes: np.ndarray, speed: np.
     bar of ``speed``) left out when they hold more than ``score.sliver_share`` of the frames' learned maxima, and
     what was measured (``fusion.json``'s ``slivers``). In a crowd seen close, a detector boxes each person and the
     frame differences box their feet and shadows beside them: small boxes of every size and speed, rare one by one,
-    that top the learned score of most frames (the share 0.56 on vtest.avi with the detector, at most 0.14 on every
-    benchmark source: docs/BENCHMARKS.md#slivers)."""
+    that top the learned score of most frames (the share 0.56 on vtest.avi with the detector; at most 0.06 on the
+    benchmarks' sources and 0.13 on their warped and resized copies: docs/BENCHMARKS.md#slivers)."""
     s = config.score
     mask = slow_slivers(arrays["boxes"], arrays["video"], arrays["frame"], speed,
                         fast_bar(speed, s.fast_mad, s.fast_floor))
