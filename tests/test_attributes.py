@@ -182,6 +182,19 @@ def test_position_normalise_measures_each_cube_against_its_place():
     assert np.median(np.abs(against_training[350:])) < 3  # the normal walkers near the lens stay ordinary
 
 
+def test_place_corrected_rows_compare_a_far_runner_with_a_near_walker():
+    from vad.attributes import attribute_rows, place_corrected_rows
+
+    hist = np.array([[0, 0, 2.0, 0, 0, 0, 0, 0], [0, 0, 2.0, 0, 0, 0, 0, 0]], np.float32)  # the same pixel speed
+    boxes = np.array([[0, 0, 10, 20], [0, 0, 30, 60]], np.float32)  # far (20 px tall) and near (60 px)
+    X = attribute_rows(hist, boxes, scale_aware=False)
+    corrected = place_corrected_rows(X, np.array([3.0, 1.0]), np.array([3.0, 1.0]))  # far objects a third the size
+    assert corrected[0, 8] == pytest.approx(3 * X[0, 8]) and corrected[1, 8] == pytest.approx(X[1, 8])
+    assert corrected[0, 9] == pytest.approx(corrected[1, 9])  # the same height once the perspective is out
+    np.testing.assert_array_equal(corrected[:, 10], X[:, 10])  # the aspect is kept
+    np.testing.assert_allclose(place_corrected_rows(X, np.ones(2), np.ones(2)), X)
+
+
 def test_position_trend_takes_the_perspective_out_of_the_speed():
     """A camera looking along a walkway: walkers at the far (top) end move a third of the pixels of the near ones. The
     fitted trend brings them to one level, so a far cyclist (twice a far walker's speed) now outruns a near walker; a
@@ -262,6 +275,7 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
 
     config, info = load_run(out)
     with np.load(out / "cube_errors.npz") as f:
+        plain_density = f["component_attributes"]
         np.testing.assert_allclose(attribute_scores(config, info), f["component_attributes"], rtol=1e-6)
         config.attributes.exclude_track = False
         assert not np.allclose(attribute_scores(config, info), f["component_attributes"])
@@ -283,3 +297,18 @@ def test_the_attribute_scorer_replaces_the_generators_in_a_run(tmp_path, monkeyp
         np.testing.assert_array_equal(cubes["motion_energy"], energy)  # the plain rule's energy stays as measured
         np.testing.assert_allclose(cubes["heuristic"], energy * np.where(cubes["boxes"][:, 1] < 60, 2.0, 1.0))
     assert metrics["motion_rule_auc_micro"] == pytest.approx(plain, abs=1e-4)
+    # the density's attributes lose the same trend (rule P6; `vad score` fitted it again): its far cubes' velocities
+    # and heights doubled here; without any trend they are the plain ones
+    persp, info = load_run(out)
+    with np.load(out / "cube_errors.npz") as f:
+        assert bool(f["place_corrected"]) and not np.allclose(f["component_attributes"], plain_density)
+        np.testing.assert_allclose(attribute_scores(persp, info), f["component_attributes"], rtol=1e-6)
+    monkeypatch.setattr("pipelines.video.stages.position_trend",
+                        lambda energy, boxes, *args: (np.ones(len(boxes)), {"spread": 1.0}))
+    np.testing.assert_allclose(attribute_scores(persp, info), plain_density, rtol=1e-6)
+    # a learned score fitted under another perspective setting than the config's is refused, not silently used
+    from pipelines.video.stages import change_score_settings, score_stage
+
+    change_score_settings(out, ["score.perspective=false"])
+    with pytest.raises(ValueError, match="perspective taken out of its attributes.*run `vad train"):
+        score_stage(out)

@@ -71,6 +71,17 @@ def mirrored_rows(X: np.ndarray, bins: int = ORIENTATION_BINS) -> np.ndarray:
     return out
 
 
+def place_corrected_rows(X: np.ndarray, velocity_factor: np.ndarray, height_factor: np.ndarray) -> np.ndarray:
+    """Attribute rows (``attribute_rows``) with a camera's perspective taken out: each row's velocity columns times
+    its ``velocity_factor`` and its log box height plus log ``height_factor`` (per row: the factors that take the
+    trend over image position out of the motion energy and of the box height, ``vad.scoring.position_trend``), so
+    that a far runner and a near walker of the same pixel speed no longer look alike."""
+    out = np.array(X, np.float32, copy=True)
+    out[:, :VELOCITY_COLUMNS] *= np.asarray(velocity_factor, np.float32)[:, None]
+    out[:, VELOCITY_COLUMNS] += np.log(np.asarray(height_factor, np.float32))
+    return out
+
+
 def relative_speed(flow: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Mean flow magnitude inside the box per box height: the scale-aware motion heuristic."""
     return velocity_histogram(flow, 1)[:, 0] / box_heights(boxes)

@@ -210,7 +210,8 @@ class ScoreConfig:
     # the camera sees its scene in strong perspective (far objects a third of the near ones or less, as UCSD Ped1's
     # walkway): position_norm auto then takes the trend out of the motion energy in the transductive mode. It helped
     # every source seen in perspective and costs up to 2 points on scenes seen from the side (Ped2, Avenue), so it is
-    # a fact each config states (docs/BENCHMARKS.md#perspective). The semi-supervised mode keeps its training cells;
+    # a fact each config states (docs/BENCHMARKS.md#perspective). The density's velocity and height attributes lose the
+    # same trend (vad.attributes.place_corrected_rows). The semi-supervised mode keeps its training cells;
     # in the transductive one any position_norm but auto or trend beside it is refused
     perspective: bool = False
     position_grid: int = 4

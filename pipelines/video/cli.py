@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = command("score", "turn the run's cube errors into cube, frame and event scores")
     score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change a score.* or events.* setting of the run first (fusion, smoothing, "
-                            "per-video normalisation, event threshold): rescoring needs no retraining")
+                            "per-video normalisation, event threshold): rescoring needs no retraining, except "
+                            "score.perspective, which refits the attribute density first (seconds)")
     command("eval", "frame-level AUC (micro, macro), EER and the motion-energy baseline")
     command("plot", "score curves with abnormal frames shaded, ROC curves and the most anomalous frames")
     render = command("render", "an annotated MP4 of one video: boxes coloured by score, the score curve below")
@@ -207,6 +208,10 @@ def _command(args: argparse.Namespace, out: Path, progress: bool) -> int:
         if args.overrides and main:
             P.change_score_settings(out, args.overrides)
         distributed.sync()
+        if P.needs_refit(out):
+            if main:
+                print("score.perspective changes the attribute density's attributes: fitting it again")
+            P.train_stage(out, progress)
         P.score_stage(out)
         if main:
             print(f"scores: {out / 'frame_scores.csv'}")
