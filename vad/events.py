@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .regions import touching_larger
+from .regions import host_of
 from .scoring import robust_scale
 
 THRESHOLD_RULES = ("percentile", "mad", "mixture")
@@ -86,9 +86,8 @@ def object_box(boxes: np.ndarray, i: int, gap: float = 4.0, ratio: float = 4.0) 
     a detection that ends short of the feet, a bag in a hand, a bicycle under its rider) is shown with its object.
     Only where the anomaly is shown changes (events.csv, the report), never a score or the localisation metrics."""
     b = np.asarray(boxes, np.float32)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    hosts = touching_larger(b[i], b, gap, ratio)
-    if len(hosts) == 0:
+    h = host_of(b[i], b, gap, ratio)
+    if h is None:
         return b[i]
-    host = b[hosts[np.argmax(area[hosts])]]
+    host = b[h]
     return np.concatenate([np.minimum(b[i, :2], host[:2]), np.maximum(b[i, 2:], host[2:])])

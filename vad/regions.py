@@ -423,20 +423,21 @@ def keyframe_detections(detect: Callable[[np.ndarray], list[np.ndarray]], frames
     return [out[t] for t in range(n)]
 
 
-def touching_larger(box: np.ndarray, boxes: np.ndarray, gap: float = 4.0, ratio: float = 4.0) -> np.ndarray:
-    """Indices of the ``boxes`` that ``box`` touches (within ``gap`` pixels) and that have more than ``ratio`` times
-    its area: the objects a smaller box may be a part of."""
+def host_of(box: np.ndarray, boxes: np.ndarray, gap: float = 4.0, ratio: float = 4.0) -> int | None:
+    """Index of the largest of the ``boxes`` that ``box`` touches (within ``gap`` pixels) and that has more than
+    ``ratio`` times its area: the object a smaller box may be a part of; None if there is none."""
     b = _as_boxes(boxes)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     dx = np.maximum(0, np.maximum(b[:, 0] - box[2], box[0] - b[:, 2]))
     dy = np.maximum(0, np.maximum(b[:, 1] - box[3], box[1] - b[:, 3]))
-    return np.flatnonzero((dx <= gap) & (dy <= gap) & (area > ratio * (box[2] - box[0]) * (box[3] - box[1])))
+    hosts = np.flatnonzero((dx <= gap) & (dy <= gap) & (area > ratio * (box[2] - box[0]) * (box[3] - box[1])))
+    return int(hosts[np.argmax(area[hosts])]) if len(hosts) else None
 
 
 def join_fragments(detections: Sequence[np.ndarray], motion: Sequence[np.ndarray], gap: float = 4.0,
                    ratio: float = 4.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frame by frame, each motion box that touches a detection with more than ``ratio`` times its area
-    (``touching_larger``) is joined into the largest such detection, which becomes their union, and dropped; the
+    (``host_of``) is joined into the largest such detection, which becomes their union, and dropped; the
     other motion boxes are kept. A person's legs, shadow or swinging arm boxed by the frame differences beside its
     detection then move with the person instead of standing out as small, fast objects of their own (in a crowd the
     learned score's commonest false alarms; docs/BENCHMARKS.md#join-fragments). Returns (detections, motion)."""
@@ -445,9 +446,8 @@ def join_fragments(detections: Sequence[np.ndarray], motion: Sequence[np.ndarray
         d, m = _as_boxes(frame_detections).copy(), _as_boxes(frame_motion)
         keep = np.ones(len(m), bool)
         for i, box in enumerate(m):
-            hosts = touching_larger(box, d, gap, ratio)
-            if len(hosts):
-                host = hosts[np.argmax((d[hosts, 2] - d[hosts, 0]) * (d[hosts, 3] - d[hosts, 1]))]
+            host = host_of(box, d, gap, ratio)
+            if host is not None:
                 d[host, :2], d[host, 2:] = np.minimum(d[host, :2], box[:2]), np.maximum(d[host, 2:], box[2:])
                 keep[i] = False
         joined.append(d)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .regions import touching_larger
+from .regions import host_of
 
 
 def flow_magnitude(flow: np.ndarray) -> np.ndarray:
@@ -155,29 +155,30 @@ def fast_share(cube_speed: np.ndarray, video: np.ndarray, frame: np.ndarray, n_f
 def slow_slivers(boxes: np.ndarray, video: np.ndarray, frame: np.ndarray, cube_speed: np.ndarray,
                  bar: float | None) -> np.ndarray:
     """The cubes that are slivers of slow objects: each touches (within 4 px) a cube of the same frame with more
-    than 4 times its area (``vad.regions.touching_larger``), and the largest such cube is not faster than ``bar``
+    than 4 times its area, and the largest such cube (``vad.regions.host_of``) is not faster than ``bar``
     (a walker's foot, hand or shadow boxed beside its detection; a runner's or a rider's are not slivers of a slow
     object). The largest cube of a frame is never a sliver. ``bar`` None: no object is fast."""
     out = np.zeros(len(boxes), bool)
-    key = np.asarray(video, np.int64) * (int(np.max(frame, initial=0)) + 1) + np.asarray(frame, np.int64)
+    key = _frame_keys(video, frame)
     order = np.argsort(key, kind="stable")
     for rows in np.split(order, np.flatnonzero(np.diff(key[order])) + 1):
-        if len(rows) < 2:
-            continue
-        b = boxes[rows]
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
         for i, row in enumerate(rows):
-            hosts = touching_larger(b[i], b)
-            if len(hosts):
-                out[row] = bar is None or cube_speed[rows[hosts[np.argmax(area[hosts])]]] <= bar
+            host = host_of(boxes[row], boxes[rows])
+            if host is not None:
+                out[row] = bar is None or cube_speed[rows[host]] <= bar
     return out
+
+
+def _frame_keys(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """One integer per (video, frame) pair."""
+    return np.asarray(video, np.int64) * (int(np.max(frame, initial=0)) + 1) + np.asarray(frame, np.int64)
 
 
 def frame_max_share(cube_scores: np.ndarray, mask: np.ndarray, video: np.ndarray, frame: np.ndarray) -> float:
     """The share of the frames holding a cube whose highest-scoring cube is in ``mask``."""
     if len(cube_scores) == 0:
         return 0.0
-    key = np.asarray(video, np.int64) * (int(np.max(frame)) + 1) + np.asarray(frame, np.int64)
+    key = _frame_keys(video, frame)
     order = np.lexsort((-np.asarray(cube_scores, np.float64), key))
     tops = order[np.r_[True, np.diff(key[order]) != 0]]
     return float(np.mean(mask[tops]))

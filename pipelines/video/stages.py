@@ -574,8 +574,8 @@ def score_stage(out: str | Path) -> None:
         return
     out = Path(out)
     config, info = load_run(out)
-    learned = load_npz(out / "cube_errors.npz", "run `vad train` again", needs=("place_corrected",))
-    if bool(learned["place_corrected"]) != places_attributes(config):
+    learned = _cube_errors_of(out)
+    if _fitted_otherwise(config, learned):
         raise ValueError(f"{out / 'cube_errors.npz'} holds a learned score fitted "
                          f"{'with' if learned['place_corrected'] else 'without'} the perspective taken out of its "
                          f"attributes, but score.perspective now says otherwise: run `vad train --out {out}` again "
@@ -732,8 +732,15 @@ def fuse_frames(config: Config, model: list[np.ndarray], heuristic: list[np.ndar
 def needs_refit(out: str | Path) -> bool:
     """Whether the run's learned score was fitted under another ``places_attributes`` than its config now asks (after
     ``score.perspective`` changed): then the train stage must run again before the score stage."""
-    config, _ = load_run(Path(out))
-    learned = load_npz(Path(out) / "cube_errors.npz", "run `vad train` again", needs=("place_corrected",))
+    return _fitted_otherwise(load_run(Path(out))[0], _cube_errors_of(Path(out)))
+
+
+def _cube_errors_of(out: Path) -> dict[str, np.ndarray]:
+    return load_npz(out / "cube_errors.npz", "run `vad train` again", needs=("place_corrected",))
+
+
+def _fitted_otherwise(config: Config, learned: dict[str, np.ndarray]) -> bool:
+    """Whether ``learned`` (``cube_errors.npz``) was fitted under another ``places_attributes`` than ``config``'s."""
     return bool(learned["place_corrected"]) != places_attributes(config)
 
 
